@@ -1,0 +1,134 @@
+"""Shared timing harness for the scripts in ``bench/``.
+
+Every bench script compares a dualwatch hot path with a naive or peer approach
+*in the same run*, so the ratio it prints survives a noisy or slow machine
+better than any absolute number. This module holds the parts they share:
+
+* :func:`interleaved` times several variants round-robin (the order rotates
+  every round), runs an untimed ``before`` hook ahead of each call, collects
+  garbage outside the timed region and keeps the collector off inside it;
+* :class:`Timings` summarises one variant's samples (median, min, max);
+* :func:`table`, :func:`verdict` and :func:`env_line` format the report.
+
+Nothing here asserts on time: scripts print whether a target is met and exit 0.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+
+@dataclass
+class Timings:
+    """Wall-clock samples of one variant, in seconds."""
+
+    name: str
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def min(self) -> float:
+        return min(self.samples)
+
+    @property
+    def max(self) -> float:
+        return max(self.samples)
+
+
+def interleaved(
+    variants: Mapping[str, Callable[[], object]],
+    repeats: int,
+    *,
+    before: Callable[[], None] | None = None,
+    warmup: int = 1,
+) -> dict[str, Timings]:
+    """Time each variant ``repeats`` times, interleaving the variants.
+
+    Every variant first runs ``warmup`` times untimed (allocations, lazy
+    initialisation, first-call paths). Round ``r`` then runs the variants
+    in an order rotated by ``r``, so no variant always runs first or last.
+    ``before`` runs untimed ahead of every call, warm-ups included.
+    """
+    names = list(variants)
+    for _ in range(warmup):
+        for name in names:
+            if before is not None:
+                before()
+            variants[name]()
+    results = {name: Timings(name) for name in names}
+    gc_was_enabled = gc.isenabled()
+    try:
+        for r in range(repeats):
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
+                if before is not None:
+                    before()
+                gc.collect()
+                gc.disable()
+                start = time.perf_counter()
+                variants[name]()
+                elapsed = time.perf_counter() - start
+                gc.enable()
+                results[name].samples.append(elapsed)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        else:
+            gc.disable()
+    return results
+
+
+def table(timings: Sequence[Timings]) -> str:
+    """A fixed-width table of median, min and max in milliseconds."""
+    width = max(len("variant"), *(len(t.name) for t in timings))
+    lines = [f"  {'variant':<{width}}  {'median ms':>10}  {'min ms':>10}  {'max ms':>10}"]
+    for t in timings:
+        lines.append(
+            f"  {t.name:<{width}}  {t.median * 1e3:>10.2f}  {t.min * 1e3:>10.2f}  {t.max * 1e3:>10.2f}"
+        )
+    return "\n".join(lines)
+
+
+def verdict(label: str, ratio: float, target: float, *, at_most: bool) -> str:
+    """One line: the ratio, its target and whether the target is met."""
+    met = ratio <= target if at_most else ratio >= target
+    sign = "<=" if at_most else ">="
+    target_text = f"(target {sign} {target:g}x)"
+    return f"  {label:<20} {ratio:8.2f}x   {target_text:<18} {'MET' if met else 'NOT MET'}"
+
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_env() -> str:
+    """The thread-count environment variables that are set, e.g. ``OMP_NUM_THREADS=1``, or ``unset``.
+
+    Read it before importing a framework as well as after: ``import paddle``
+    sets ``OMP_NUM_THREADS=1`` when it is unset.
+    """
+    return ", ".join(f"{var}={os.environ[var]}" for var in THREAD_VARS if var in os.environ) or "unset"
+
+
+def env_line(frameworks: Mapping[str, str], threads: str | None = None) -> str:
+    """Python, platform, CPU count, the given framework versions and thread settings.
+
+    ``threads`` describes the thread environment; by default :func:`thread_env` now.
+    """
+    parts = [
+        f"python {sys.version.split()[0]}",
+        f"{platform.system()} {platform.machine()}",
+        f"cpus={os.cpu_count()}",
+        *(f"{name} {version}" for name, version in frameworks.items()),
+        f"thread env: {thread_env() if threads is None else threads}",
+    ]
+    return "env: " + " | ".join(parts)

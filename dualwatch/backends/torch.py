@@ -1,0 +1,97 @@
+"""PyTorch backend: reductions with torch ops on each tensor's own device.
+
+Each tensor is reduced with a few plain kernels that read it while it is still
+in cache: ``sum``, ``aminmax``, and a centred sum of squares computed in a
+reusable scratch buffer (two-pass, so an all-equal tensor has std exactly 0).
+The sum of squares is derived as ``m2 + sum**2 / n`` (two non-negative terms:
+no cancellation). Half-precision tensors are reduced in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from dualwatch.backends.base import Backend, ParamInfo
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class TorchBackend(Backend):
+    framework = "torch"
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__(model)
+        self._scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def parameters(self) -> list[tuple[str, Any]]:
+        return list(self.model.named_parameters())
+
+    def module_names(self) -> list[str]:
+        return [name for name, _ in self.model.named_modules()]
+
+    def info(self, name: str, param: Any) -> ParamInfo:
+        return ParamInfo(
+            name=name,
+            shape=tuple(param.shape),
+            numel=param.numel(),
+            trainable=bool(param.requires_grad),
+            dtype=str(param.dtype).replace("torch.", ""),
+        )
+
+    def weight(self, param: Any) -> torch.Tensor:
+        return param.detach()
+
+    def grad(self, param: Any) -> torch.Tensor | None:
+        return None if param.grad is None else param.grad.detach()
+
+    def _work(self, x: torch.Tensor) -> torch.Tensor:
+        """A flat float view of ``x``: float32 for half precision, else as is."""
+        x = x.reshape(-1)
+        return x.float() if x.dtype in _LOW_PRECISION else x
+
+    def _buffer(self, x: torch.Tensor) -> torch.Tensor:
+        key = (x.device, x.dtype)
+        buf = self._scratch.get(key)
+        if buf is None or buf.numel() < x.numel():
+            buf = torch.empty(x.numel(), device=x.device, dtype=x.dtype)
+            self._scratch[key] = buf
+        return buf[: x.numel()]
+
+    def full_stats(self, x: Any, prev: Any | None, count_nonfinite: bool) -> dict[str, Any]:
+        x = self._work(x)
+        n = x.numel()
+        scratch = self._buffer(x)
+        total = x.sum()
+        lo, hi = torch.aminmax(x)
+        torch.sub(x, total / n, out=scratch)
+        m2 = scratch.mul_(scratch).sum()
+        stats = {"sum": total, "sumsq": m2 + total * total / n, "m2": m2, "min": lo, "max": hi}
+        if prev is not None:
+            torch.sub(x, self._work(prev), out=scratch)
+            stats["absdiff"] = scratch.abs_().sum()
+        if count_nonfinite:
+            stats["nonfinite"] = torch.isfinite(x).logical_not_().sum()
+        return stats
+
+    def light_stats(self, x: Any) -> dict[str, Any]:
+        x = self._work(x)
+        scratch = self._buffer(x)
+        lo, hi = torch.aminmax(x)
+        return {"sumsq": torch.mul(x, x, out=scratch).sum(), "min": lo, "max": hi}
+
+    def snapshot(self, x: Any, prev: Any | None) -> Any:
+        if prev is None:
+            return x.detach().clone()
+        return prev.copy_(x)
+
+    def count_nonfinite(self, x: Any) -> int:
+        return int(torch.isfinite(x).logical_not_().sum())
+
+    def counts_on_device(self, x: Any) -> bool:
+        return x.device.type != "cpu"
+
+    def to_host(self, scalars: list[Any]) -> np.ndarray:
+        return torch.stack(scalars).to(torch.float64).cpu().numpy()

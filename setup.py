@@ -1,0 +1,36 @@
+"""Packaging for dualwatch. Tool settings live in pyproject.toml."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "dualwatch" / "_version.py").read_text()).group(1)
+
+EXTRAS = {
+    "torch": ["torch>=2.1"],
+    "paddle": ["paddlepaddle>=2.6"],
+    "visualdl": ["visualdl>=2.5"],
+    "tensorboard": ["tensorboard>=2.10"],
+}
+EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+EXTRAS["test"] = ["pytest>=7", "ruff>=0.5"]
+
+setup(
+    name="dualwatch",
+    version=VERSION,
+    description="Training telemetry for PyTorch and PaddlePaddle, for VisualDL and TensorBoard at once",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["dualwatch", "dualwatch.*"]),
+    install_requires=["numpy>=1.21", "click>=8.0"],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["dualwatch=dualwatch.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,126 @@
+"""Every statistic against numpy float64 on known tensors, in both frameworks, to 1e-5 relative."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import add_in_place, build_model, grad_of, params_of, set_grads, to_numpy
+
+import dualwatch
+
+RTOL = 1e-5
+LOOSE = dualwatch.Thresholds(exploding=1e30, vanishing=0.0)
+
+
+def _cases() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return {
+        "random": rng.standard_normal((64, 33)),
+        "one_element": np.array([2.5]),
+        "all_equal": np.full((300, 1000), 0.1),
+        "offset": rng.standard_normal(100_000) + 1000.0,
+        "huge": rng.standard_normal((50, 40)) * 1e15,
+        "tiny": rng.standard_normal((50, 40)) * 1e-15,
+    }
+
+
+def _reference(w: np.ndarray) -> dict[str, float]:
+    return {"mean": w.mean(), "std": w.std(), "min": w.min(), "max": w.max(), "norm": np.sqrt((w * w).sum())}
+
+
+def _assert_close(got: float, want: float, scale: float, what: str) -> None:
+    """Relative to the value, or to the tensor's magnitude where the value itself is ~0 (a mean of ±x)."""
+    assert math.isclose(got, want, rel_tol=RTOL, abs_tol=RTOL * scale * 1e-2), f"{what}: {got} != {want}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+@pytest.mark.parametrize("case", list(_cases()))
+def test_every_statistic_matches_numpy(framework: str, case: str, dtype: str) -> None:
+    array = _cases()[case]
+    if dtype in ("float16", "bfloat16") and case in ("huge", "tiny", "offset"):
+        pytest.skip("outside the half-precision range or resolution")
+    rng = np.random.default_rng(1)
+    grad = rng.standard_normal(array.shape) * (np.abs(array).max() or 1.0)
+    model = build_model(framework, {"layer.weight": array}, dtype)
+    set_grads(framework, model, {"layer.weight": grad})
+    w = dualwatch.Watcher(model, every=1, logdir=None, console=False, thresholds=LOOSE)
+    first = w.step(0)
+    param = params_of(framework, model)["layer.weight"]
+    before = to_numpy(framework, param)
+    delta = rng.standard_normal(array.shape) * np.abs(array).max() * 1e-2
+    add_in_place(framework, model, "layer.weight", delta)
+    after = to_numpy(framework, param)
+    second = w.step(1)
+
+    assert "model/layer.weight/weight_change" not in first
+    scale = float(np.abs(after).max())
+    for stat, want in _reference(after).items():
+        if stat != "norm":
+            _assert_close(second[f"model/layer.weight/weight_{stat}"], want, scale, f"weight_{stat}")
+    _assert_close(
+        second["model/layer.weight/weight_change"], np.abs(after - before).mean(), scale, "weight_change"
+    )
+    _assert_close(second["Model/Parameter_Norm"], _reference(after)["norm"], scale, "Parameter_Norm")
+    g = grad_of(framework, param)
+    gscale = float(np.abs(g).max())
+    for stat, want in _reference(g).items():
+        _assert_close(second[f"model/layer.weight/grad_{stat}"], want, gscale, f"grad_{stat}")
+    _assert_close(second["train/gradient/total_norm"], _reference(g)["norm"], gscale, "total_norm")
+    _assert_close(second["train/gradient/max_grad"], np.abs(g).max(), gscale, "max_grad")
+    assert second["Model/Total_Parameters"] == array.size
+    assert second["train/gradient/nonfinite"] == 0 and second["Model/Nonfinite_Weights"] == 0
+
+
+def test_all_equal_tensor_has_zero_std_to_float32_resolution(framework: str) -> None:
+    """A two-pass std: no E[x^2] - E[x]^2 cancellation noise on constant tensors (e.g. fresh norm weights)."""
+    model = build_model(framework, {"w": np.full(1_000_000, 0.1)})
+    set_grads(framework, model, {"w": np.full(1_000_000, -3.0)})
+    out = dualwatch.Watcher(model, every=1, logdir=None, console=False, thresholds=LOOSE).step(0)
+    assert out["model/w/weight_std"] <= 1e-7 * 0.1
+    assert out["model/w/grad_std"] <= 1e-7 * 3.0
+
+
+def test_non_finite_values_are_counted_and_propagate_like_numpy(framework: str) -> None:
+    weight = np.arange(12, dtype=np.float64).reshape(3, 4)
+    weight[1, 2] = np.inf
+    grad = np.ones((3, 4))
+    grad[0, 0] = np.nan
+    grad[2, 3] = -np.inf
+    model = build_model(framework, {"a.weight": np.ones(4), "b.weight": weight})
+    set_grads(framework, model, {"a.weight": np.ones(4), "b.weight": grad})
+    w = dualwatch.Watcher(model, every=1, logdir=None, console=False)
+    with pytest.warns(RuntimeWarning, match="nan"):
+        out = w.step(0)
+    assert out["Model/Nonfinite_Weights"] == 1
+    assert out["train/gradient/nonfinite"] == 2
+    assert out["model/b.weight/weight_max"] == np.inf
+    assert math.isnan(out["model/b.weight/grad_mean"]) and math.isnan(out["model/b.weight/grad_norm"])
+    assert math.isnan(out["train/gradient/total_norm"])
+    assert out["model/a.weight/grad_norm"] == 2.0
+    assert w.health.verdict is dualwatch.Verdict.NAN
+    assert w.health.first_nonfinite == "b.weight"
+
+
+def test_group_norms_and_shares_match_numpy(framework: str) -> None:
+    rng = np.random.default_rng(3)
+    grads = {
+        name: rng.standard_normal(50) for name in ("clip.proj", "bi_encoder.gate", "backbone.conv", "head.fc")
+    }
+    model = build_model(framework, {name: rng.standard_normal(50) for name in grads})
+    set_grads(framework, model, grads)
+    groups = {"clip": "clip.*", "bifusion": "bi_encoder.*", "backbone": "backbone"}
+    out = dualwatch.Watcher(model, every=1, groups=groups, logdir=None, console=False).step(0)
+    sq = {name: float((g.astype(np.float32).astype(np.float64) ** 2).sum()) for name, g in grads.items()}
+    total = sum(sq.values())
+    expected = {
+        "clip": "clip.proj",
+        "bifusion": "bi_encoder.gate",
+        "backbone": "backbone.conv",
+        "other": "head.fc",
+    }
+    for group, name in expected.items():
+        assert math.isclose(out[f"train/gradient/{group}/norm"], math.sqrt(sq[name]), rel_tol=RTOL)
+        assert math.isclose(out[f"train/gradient/{group}/share"], sq[name] / total, rel_tol=RTOL)
+    assert math.isclose(sum(out[f"train/gradient/{g}/share"] for g in expected), 1.0, rel_tol=1e-12)

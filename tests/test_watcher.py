@@ -1,0 +1,139 @@
+"""The Watcher in a plain loop: skipping, tags, files, console block, and never breaking training."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import build_model, set_grads
+
+import dualwatch
+
+SEED_NAMES = {
+    "edge_processor.backbone.0.weight": np.ones((4, 3)),
+    "edge_processor.to_four.weight": np.ones(4),
+    "clip.proj": np.ones(2),
+}
+
+
+def _watched(framework: str, **kw: object) -> tuple[object, dualwatch.Watcher]:
+    model = build_model(framework, SEED_NAMES)
+    set_grads(framework, model, {name: np.full(a.shape, 0.1) for name, a in SEED_NAMES.items()})
+    kw = {"logdir": None, "console": False, **kw}
+    return model, dualwatch.Watcher(model, **kw)
+
+
+def test_import_loads_neither_framework() -> None:
+    code = "import sys, dualwatch; print('torch' in sys.modules, 'paddle' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_steps_between_checks_return_nothing(framework: str) -> None:
+    _, w = _watched(framework, every=5)
+    results = [w.step(s) for s in range(11)]
+    assert [bool(r) for r in results] == [s % 5 == 0 for s in range(11)]
+
+
+def test_module_selection_gives_the_seed_tags(framework: str) -> None:
+    _, w = _watched(framework, module="edge_processor")
+    out = w.step(0)
+    assert "edge_processor/backbone.0.weight/grad_norm" in out
+    assert "edge_processor/to_four.weight/weight_std" in out
+    assert not any(tag.startswith("edge_processor/clip") or "/clip.proj/" in tag for tag in out)
+    # model-level totals still cover the whole model
+    assert out["Model/Total_Parameters"] == 12 + 4 + 2
+
+
+def test_include_takes_globs_and_regexes(framework: str) -> None:
+    _, w = _watched(framework, module="edge_processor", include="re:to_.*")
+    assert {t.split("/")[1] for t in w.step(0) if t.startswith("edge_processor/")} == {"to_four.weight"}
+    _, w = _watched(framework, include=["clip.*"])
+    assert {t.split("/")[1] for t in w.step(0) if t.startswith("model/")} == {"clip.proj"}
+
+
+def test_log_switches_drop_weight_or_gradient_statistics(framework: str) -> None:
+    _, w = _watched(framework, log_weights=False)
+    out = w.step(0)
+    assert not any("/weight_" in t for t in out) and any("/grad_norm" in t for t in out)
+    _, w = _watched(framework, log_gradients=False)
+    out = w.step(0)
+    assert not any("/grad_" in t for t in out) and any("/weight_mean" in t for t in out)
+    assert out["train/gradient/total_norm"] > 0  # model-level health still watched
+
+
+def test_checks_are_appended_to_metrics_jsonl(framework: str, tmp_path) -> None:
+    _, w = _watched(framework, logdir=tmp_path, run="exp1")
+    w.step(0)
+    w.step(10)
+    w.close()
+    lines = (tmp_path / "exp1" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["step"] for r in records] == [0, 10]
+    assert records[1]["model/clip.proj/grad_norm"] == pytest.approx(np.sqrt(2) * 0.1, rel=1e-6)
+
+
+def test_default_run_names_follow_the_seed_and_never_collide(framework: str, tmp_path) -> None:
+    watchers = [_watched(framework, logdir=tmp_path)[1] for _ in range(3)]
+    for w in watchers:
+        w.close()
+    runs = [w.run_dir for w in watchers]
+    assert len(set(runs)) == 3
+    assert all(r.split("/")[-1].startswith("logs_") for r in runs)
+
+
+def test_console_prints_the_seed_block(framework: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _, w = _watched(framework, module="edge_processor", console=True)
+    w.step(100)
+    text = capsys.readouterr().out
+    assert "=" * 80 + "\nEdge Processor Monitor - Step 100\n" + "=" * 80 in text
+    assert "  edge_processor/backbone.0.weight/grad_norm: 3.464102e-01" in text
+    assert "train/gradient/health: healthy" in text
+
+
+def test_nan_weights_are_reported_in_the_jsonl_as_strict_json(framework: str, tmp_path) -> None:
+    model = build_model(framework, {"w": np.array([1.0, np.nan])})
+    w = dualwatch.Watcher(model, every=1, logdir=tmp_path, run="r", console=False)
+    with pytest.warns(RuntimeWarning):
+        w.step(0)
+    w.close()
+    record = json.loads((tmp_path / "r" / "metrics.jsonl").read_text(), parse_constant=pytest.fail)
+    assert record["model/w/weight_mean"] == "NaN"
+
+
+class BrokenSink:
+    def write(self, step, scalars):
+        raise OSError(28, "No space left on device")
+
+    def close(self):
+        pass
+
+
+def test_a_failing_sink_warns_once_and_training_goes_on(framework: str, tmp_path) -> None:
+    _, w = _watched(framework, every=1, logdir=tmp_path, run="r")
+    w.sinks.sinks.insert(0, BrokenSink())
+    with pytest.warns(RuntimeWarning, match="BrokenSink failed to write.*No space left"):
+        assert w.step(0)
+    assert w.step(1)  # no second warning, other sinks still written
+    w.close()
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_failing_check_warns_and_returns_nothing(framework: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, w = _watched(framework)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(w.backend, "reduce", broken)
+    with pytest.warns(RuntimeWarning, match="check at step 0 failed .*device lost.*training goes on"):
+        assert w.step(0) == {}
+
+
+def test_watcher_is_a_context_manager_that_closes_its_files(framework: str, tmp_path) -> None:
+    with _watched(framework, logdir=tmp_path, run="r")[1] as w:
+        w.step(0)
+    assert w.sinks.sinks == []

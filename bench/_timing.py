@@ -8,7 +8,9 @@ better than any absolute number. This module holds the parts they share:
   every round), runs an untimed ``before`` hook ahead of each call, collects
   garbage outside the timed region and keeps the collector off inside it;
 * :class:`Timings` summarises one variant's samples (median, min, max);
-* :func:`table`, :func:`verdict` and :func:`env_line` format the report.
+* :func:`table`, :func:`verdict`, :func:`env_line` and :func:`load_average`
+  format the report (a load average near the CPU count means other work
+  shared the machine and the absolute numbers are inflated).
 
 Nothing here asserts on time: scripts print whether a target is met and exit 0.
 """
@@ -119,6 +121,13 @@ def thread_env() -> str:
     return ", ".join(f"{var}={os.environ[var]}" for var in THREAD_VARS if var in os.environ) or "unset"
 
 
+def load_average() -> str:
+    """The 1-minute load average beside the CPU count, to tell a quiet run from a contended one."""
+    if not hasattr(os, "getloadavg"):
+        return "load n/a"
+    return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus"
+
+
 def env_line(frameworks: Mapping[str, str], threads: str | None = None) -> str:
     """Python, platform, CPU count, the given framework versions and thread settings.
 
@@ -130,5 +139,6 @@ def env_line(frameworks: Mapping[str, str], threads: str | None = None) -> str:
         f"cpus={os.cpu_count()}",
         *(f"{name} {version}" for name, version in frameworks.items()),
         f"thread env: {thread_env() if threads is None else threads}",
+        load_average(),
     ]
     return "env: " + " | ".join(parts)

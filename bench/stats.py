@@ -43,13 +43,13 @@ import argparse
 import itertools
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from bench._timing import Timings, env_line, interleaved, table, thread_env, verdict  # noqa: E402
+from bench._timing import Timings, env_line, interleaved, load_average, table, thread_env, verdict  # noqa: E402
 
 FULL_WIDTH = 720  # 48 x Linear(720, 720): 96 tensors, 24,917,760 parameters
 SMOKE_WIDTH = 32  # 48 x Linear(32, 32): 96 tensors of 1,024 and 32 elements
@@ -175,7 +175,7 @@ class PaddleCase:
             return paddle.stack(sums).tolist()
 
 
-Case = TorchCase | PaddleCase
+Case = Union[TorchCase, PaddleCase]
 CASES: dict[str, Callable[[int], Case]] = {"torch": TorchCase, "paddle": PaddleCase}
 
 
@@ -215,6 +215,7 @@ def run_framework(framework: str, width: int, repeats: int) -> dict[str, Timings
     print(table([dual, seed, floor]))
     print(verdict("dualwatch / floor", dual.median / floor.median, FLOOR_TARGET, at_most=True))
     print(verdict("seed / dualwatch", seed.median / dual.median, SEED_TARGET, at_most=False))
+    print(f"  ({load_average()} after the {framework} runs)")
     return results
 
 

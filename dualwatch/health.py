@@ -48,7 +48,8 @@ ADVICE = {
     Verdict.NAN: "NaN/Inf found: enable stricter gradient clipping (e.g. max_norm=0.5), "
     "lower the learning rate, check the loss for log(0) or division by zero and the inputs for NaN.",
     "zero_grad": "Gradient is exactly zero: check that the inputs (e.g. the edge map) are produced "
-    "and passed to this layer, that the loss contains a term that depends on it, and that requires_grad is True.",
+    "and passed to this layer, that the loss contains a term that depends on it, "
+    "and that requires_grad is True.",
     "not_updating": "Weights did not change although they have gradients: check the optimizer's "
     "parameter groups and configuration, the learning rate, and whether the layer is frozen.",
     "no_grad": "No gradient: the parameter is frozen, or w.step() ran before loss.backward() "

@@ -147,6 +147,9 @@ class Backend(ABC):
         for row, (param, is_full) in enumerate(zip(params, full)):
             w = self.weight(param)
             table[row, Col.NUMEL] = _numel(w)
+            if table[row, Col.NUMEL] == 0:  # nothing to reduce; counted as a parameter of size 0
+                table[row, [Col.W_NONFINITE, Col.HAS_GRAD]] = 0.0
+                continue
             if is_full:
                 prev = self._snapshots.get(row) if track_change else None
                 put(row, Col.W_SUM, self.full_stats(w, prev, self.counts_on_device(w)), w)

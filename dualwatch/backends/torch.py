@@ -2,9 +2,10 @@
 
 Each tensor is reduced with a few plain kernels that read it while it is still
 in cache: ``sum``, ``aminmax``, and a centred sum of squares computed in a
-reusable scratch buffer (two-pass, so an all-equal tensor has std exactly 0).
-The sum of squares is derived as ``m2 + sum**2 / n`` (two non-negative terms:
-no cancellation). Half-precision tensors are reduced in float32.
+reusable scratch buffer (two-pass, with the mean clamped into [min, max], so an
+all-equal tensor has std exactly 0). The sum of squares is derived as
+``m2 + sum * mean`` (two non-negative terms: no cancellation); BLAS ``dot`` and
+``vector_norm`` are avoided because they lose precision on large tensors. Half-precision tensors are reduced in float32.
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ class TorchBackend(Backend):
         scratch = self._buffer(x)
         total = x.sum()
         lo, hi = torch.aminmax(x)
-        torch.sub(x, total / n, out=scratch)
+        mean = torch.clamp(total / n, lo, hi)  # exactly the common value of an all-equal tensor
+        torch.sub(x, mean, out=scratch)
         m2 = scratch.mul_(scratch).sum()
-        stats = {"sum": total, "sumsq": m2 + total * total / n, "m2": m2, "min": lo, "max": hi}
+        stats = {"sum": total, "sumsq": m2 + total * mean, "m2": m2, "min": lo, "max": hi}
         if prev is not None:
             torch.sub(x, self._work(prev), out=scratch)
             stats["absdiff"] = scratch.abs_().sum()

@@ -5,7 +5,8 @@ in cache: ``sum``, ``aminmax``, and a centred sum of squares computed in a
 reusable scratch buffer (two-pass, with the mean clamped into [min, max], so an
 all-equal tensor has std exactly 0). The sum of squares is derived as
 ``m2 + sum * mean`` (two non-negative terms: no cancellation); BLAS ``dot`` and
-``vector_norm`` are avoided because they lose precision on large tensors. Half-precision tensors are reduced in float32.
+``vector_norm`` are avoided because they lose precision on large tensors.
+Half-precision tensors are reduced in float32.
 """
 
 from __future__ import annotations

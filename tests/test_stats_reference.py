@@ -35,9 +35,22 @@ def _assert_close(got: float, want: float, scale: float, what: str) -> None:
     assert math.isclose(got, want, rel_tol=RTOL, abs_tol=RTOL * scale * 1e-2), f"{what}: {got} != {want}"
 
 
+@pytest.fixture(params=["host", "device"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Run checks through the batched host path, or force the per-tensor device path."""
+
+    def watcher(model, **kw):
+        w = dualwatch.Watcher(model, every=1, logdir=None, console=False, thresholds=LOOSE, **kw)
+        if request.param == "device":
+            monkeypatch.setattr(w.backend, "host_array", lambda x: None)
+        return w
+
+    return watcher
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 @pytest.mark.parametrize("case", list(_cases()))
-def test_every_statistic_matches_numpy(framework: str, case: str, dtype: str) -> None:
+def test_every_statistic_matches_numpy(framework: str, path, case: str, dtype: str) -> None:
     array = _cases()[case]
     if dtype in ("float16", "bfloat16") and case in ("huge", "tiny", "offset"):
         pytest.skip("outside the half-precision range or resolution")
@@ -45,7 +58,7 @@ def test_every_statistic_matches_numpy(framework: str, case: str, dtype: str) ->
     grad = rng.standard_normal(array.shape) * (np.abs(array).max() or 1.0)
     model = build_model(framework, {"layer.weight": array}, dtype)
     set_grads(framework, model, {"layer.weight": grad})
-    w = dualwatch.Watcher(model, every=1, logdir=None, console=False, thresholds=LOOSE)
+    w = path(model)
     first = w.step(0)
     param = params_of(framework, model)["layer.weight"]
     before = to_numpy(framework, param)
@@ -73,23 +86,24 @@ def test_every_statistic_matches_numpy(framework: str, case: str, dtype: str) ->
     assert second["train/gradient/nonfinite"] == 0 and second["Model/Nonfinite_Weights"] == 0
 
 
-def test_all_equal_tensor_has_exactly_zero_std(framework: str) -> None:
+@pytest.mark.parametrize("size", [1000, 1_000_000])
+def test_all_equal_tensor_has_exactly_zero_std(framework: str, path, size: int) -> None:
     """A two-pass std: no E[x^2] - E[x]^2 cancellation noise on constant tensors (e.g. fresh norm weights)."""
-    model = build_model(framework, {"w": np.full(1_000_000, 0.1)})
-    set_grads(framework, model, {"w": np.full(1_000_000, -3.0)})
-    out = dualwatch.Watcher(model, every=1, logdir=None, console=False, thresholds=LOOSE).step(0)
+    model = build_model(framework, {"w": np.full(size, 0.1)})
+    set_grads(framework, model, {"w": np.full(size, -3.0)})
+    out = path(model).step(0)
     assert out["model/w/weight_std"] == 0.0
     assert out["model/w/grad_std"] == 0.0
 
 
-def test_empty_parameters_are_counted_not_crashed_on(framework: str) -> None:
+def test_empty_parameters_are_counted_not_crashed_on(framework: str, path) -> None:
     model = build_model(framework, {"empty": np.zeros((0, 4)), "w": np.ones(3)})
     set_grads(framework, model, {"w": np.full(3, 0.1)})
-    out = dualwatch.Watcher(model, every=1, logdir=None, console=False).step(0)
+    out = path(model).step(0)
     assert out["Model/Total_Parameters"] == 3 and out["model/w/grad_norm"] > 0
 
 
-def test_non_finite_values_are_counted_and_propagate_like_numpy(framework: str) -> None:
+def test_non_finite_values_are_counted_and_propagate_like_numpy(framework: str, path) -> None:
     weight = np.arange(12, dtype=np.float64).reshape(3, 4)
     weight[1, 2] = np.inf
     grad = np.ones((3, 4))
@@ -97,7 +111,7 @@ def test_non_finite_values_are_counted_and_propagate_like_numpy(framework: str) 
     grad[2, 3] = -np.inf
     model = build_model(framework, {"a.weight": np.ones(4), "b.weight": weight})
     set_grads(framework, model, {"a.weight": np.ones(4), "b.weight": grad})
-    w = dualwatch.Watcher(model, every=1, logdir=None, console=False)
+    w = path(model)
     with pytest.warns(RuntimeWarning, match="nan"):
         out = w.step(0)
     assert out["Model/Nonfinite_Weights"] == 1
@@ -110,7 +124,7 @@ def test_non_finite_values_are_counted_and_propagate_like_numpy(framework: str) 
     assert w.health.first_nonfinite == "b.weight"
 
 
-def test_group_norms_and_shares_match_numpy(framework: str) -> None:
+def test_group_norms_and_shares_match_numpy(framework: str, path) -> None:
     rng = np.random.default_rng(3)
     grads = {
         name: rng.standard_normal(50) for name in ("clip.proj", "bi_encoder.gate", "backbone.conv", "head.fc")
@@ -118,7 +132,7 @@ def test_group_norms_and_shares_match_numpy(framework: str) -> None:
     model = build_model(framework, {name: rng.standard_normal(50) for name in grads})
     set_grads(framework, model, grads)
     groups = {"clip": "clip.*", "bifusion": "bi_encoder.*", "backbone": "backbone"}
-    out = dualwatch.Watcher(model, every=1, groups=groups, logdir=None, console=False).step(0)
+    out = path(model, groups=groups).step(0)
     sq = {name: float((g.astype(np.float32).astype(np.float64) ** 2).sum()) for name, g in grads.items()}
     total = sum(sq.values())
     expected = {

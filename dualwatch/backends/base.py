@@ -13,9 +13,11 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from dualwatch.backends.host import HostBatch
 
 
 class Col(IntEnum):
@@ -61,7 +63,8 @@ class Backend(ABC):
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self._snapshots: dict[int, Any] = {}
+        self._snapshots: dict[Any, Any] = {}
+        self._batches: dict[tuple[int, ...], HostBatch] = {}
 
     # -- primitives a framework provides -------------------------------------
     @abstractmethod
@@ -115,6 +118,10 @@ class Backend(ABC):
         """
 
     @abstractmethod
+    def host_array(self, x: Any) -> np.ndarray | None:
+        """A zero-copy numpy view of ``x`` (float32 or float64) when it lives in host memory, else None."""
+
+    @abstractmethod
     def to_host(self, scalars: list[Any]) -> np.ndarray:
         """Stack device scalars and copy them to the host: the one transfer of a check."""
 
@@ -127,51 +134,66 @@ class Backend(ABC):
         ``full[i]`` selects per-parameter statistics for parameter ``i``; other
         rows get only what model-level totals need (``light_stats``). With
         ``grads=False`` the selected rows skip gradient statistics (model-level
-        gradient totals still come from light reductions).
+        gradient totals still come from light reductions). Small tensors in host
+        memory are reduced together (:class:`HostBatch`); the others one by one
+        on their device, gathered into the single transfer.
         """
         table = np.full((len(params), len(Col)), np.nan)
-        scalars: list[Any] = []
-        slots: list[tuple[int, int]] = []
-        recount: list[tuple[int, Col, list[int], Any]] = []
-
-        def put(row: int, base: Col, stats: dict[str, Any], x: Any) -> None:
-            filled = []
-            for key, value in stats.items():
-                col = Col.W_ABSDIFF if key == "absdiff" else base + _OFFSETS[key]
-                scalars.append(value)
-                slots.append((row, col))
-                filled.append(col)
-            if "nonfinite" not in stats:
-                recount.append((row, base + _OFFSETS["nonfinite"], filled, x))
-
-        for row, (param, is_full) in enumerate(zip(params, full)):
-            w = self.weight(param)
-            table[row, Col.NUMEL] = _numel(w)
-            if table[row, Col.NUMEL] == 0:  # nothing to reduce; counted as a parameter of size 0
-                table[row, [Col.W_NONFINITE, Col.HAS_GRAD]] = 0.0
+        weights = [self.weight(p) for p in params]
+        gradients = [self.grad(p) for p in params]
+        sizes = [_numel(w) for w in weights]
+        table[:, Col.NUMEL] = sizes
+        table[:, Col.HAS_GRAD] = [g is not None and n > 0 for g, n in zip(gradients, sizes)]
+        table[[n == 0 for n in sizes], Col.W_NONFINITE] = 0.0
+        host_weights = self._host_arrays(weights, sizes, range(len(params)))
+        self._reduce_on_host(table, host_weights, Col.W_SUM, track_change)
+        host_grads = self._host_arrays(gradients, sizes, host_weights)
+        self._reduce_on_host(table, host_grads, Col.G_SUM, False)
+        device = _Gathered()
+        for row, (w, g, n) in enumerate(zip(weights, gradients, sizes)):
+            if n == 0:
                 continue
-            if is_full:
+            if row not in host_weights and full[row]:
                 prev = self._snapshots.get(row) if track_change else None
-                put(row, Col.W_SUM, self.full_stats(w, prev, self.counts_on_device(w)), w)
+                device.put(row, Col.W_SUM, self.full_stats(w, prev, self.counts_on_device(w)), w)
                 if track_change:
                     self._snapshots[row] = self.snapshot(w, prev)
-            else:
-                put(row, Col.W_SUM, self.light_stats(w), w)
-            g = self.grad(param)
-            table[row, Col.HAS_GRAD] = 0.0 if g is None else 1.0
-            if g is not None:
-                full_grad = is_full and grads
+            elif row not in host_weights:
+                device.put(row, Col.W_SUM, self.light_stats(w), w)
+            if g is not None and row not in host_grads:
+                full_grad = full[row] and grads
                 stats = (
                     self.full_stats(g, None, self.counts_on_device(g)) if full_grad else self.light_stats(g)
                 )
-                put(row, Col.G_SUM, stats, g)
-        if scalars:
-            rows, cols = zip(*slots)
-            table[list(rows), list(cols)] = self.to_host(scalars)
-        for row, count_col, filled, x in recount:
-            seen_nonfinite = not np.all(np.isfinite(table[row, filled]))
-            table[row, count_col] = self.count_nonfinite(x) if seen_nonfinite else 0.0
+                device.put(row, Col.G_SUM, stats, g)
+        device.into(table, self)
         return table
+
+    def _host_arrays(
+        self, tensors: Sequence[Any], sizes: Sequence[int], rows: Iterable[int]
+    ) -> dict[int, np.ndarray]:
+        """Host views of the small tensors among ``rows`` (none for tensors on an accelerator)."""
+        views = {
+            i: self.host_array(tensors[i]) for i in rows if tensors[i] is not None and 0 < sizes[i] <= SMALL
+        }
+        return {i: v for i, v in views.items() if v is not None}
+
+    def _reduce_on_host(
+        self, table: np.ndarray, arrays: dict[int, np.ndarray], base: Col, snapshot: bool
+    ) -> None:
+        """Batched reductions of host arrays, written straight into ``table``."""
+        if not arrays:
+            return
+        rows = tuple(arrays)
+        batch = self._batches.get(rows)
+        if batch is None:
+            batch = self._batches[rows] = HostBatch([int(table[i, Col.NUMEL]) for i in rows])
+        key = ("host", rows)
+        stats, flat = batch.stats(list(arrays.values()), self._snapshots.get(key) if snapshot else None)
+        if snapshot:
+            self._snapshots[key] = flat
+        for name, values in stats.items():
+            table[list(rows), Col.W_ABSDIFF if name == "absdiff" else base + _OFFSETS[name]] = values
 
     def forget_snapshots(self) -> None:
         """Drop the weight snapshots kept for ``weight_change``."""
@@ -179,6 +201,36 @@ class Backend(ABC):
 
 
 _OFFSETS = {"sum": 0, "sumsq": 1, "m2": 2, "min": 3, "max": 4, "nonfinite": 5}
+# Tensors up to this many elements are batched on the host when they live there.
+SMALL = 1 << 16
+
+
+class _Gathered:
+    """Device scalars of one check, their places in the table, and the one copy that brings them home."""
+
+    def __init__(self) -> None:
+        self.scalars: list[Any] = []
+        self.slots: list[tuple[int, int]] = []
+        self.recount: list[tuple[int, int, list[int], Any]] = []
+
+    def put(self, row: int, base: Col, stats: dict[str, Any], x: Any) -> None:
+        filled = []
+        for key, value in stats.items():
+            col = Col.W_ABSDIFF if key == "absdiff" else base + _OFFSETS[key]
+            self.scalars.append(value)
+            self.slots.append((row, col))
+            filled.append(col)
+        if "nonfinite" not in stats:
+            self.recount.append((row, base + _OFFSETS["nonfinite"], filled, x))
+
+    def into(self, table: np.ndarray, backend: Backend) -> None:
+        """Copy the scalars to the host (once) and count NaN/Inf only where some were seen."""
+        if self.scalars:
+            rows, cols = zip(*self.slots)
+            table[list(rows), list(cols)] = backend.to_host(self.scalars)
+        for row, count_col, filled, x in self.recount:
+            seen_nonfinite = not np.all(np.isfinite(table[row, filled]))
+            table[row, count_col] = backend.count_nonfinite(x) if seen_nonfinite else 0.0
 
 
 def _numel(x: Any) -> int:

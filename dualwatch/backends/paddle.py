@@ -124,6 +124,10 @@ class PaddleBackend(Backend):
     def counts_on_device(self, x: Any) -> bool:
         return not x.place.is_cpu_place()
 
+    def host_array(self, x: Any) -> np.ndarray | None:
+        a, xp = self._array(x)
+        return a if xp is np else None
+
     def to_host(self, scalars: list[Any]) -> np.ndarray:
         """numpy scalars are already on the host; device scalars are stacked per dtype and copied once."""
         out = np.empty(len(scalars))

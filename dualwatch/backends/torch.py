@@ -96,5 +96,10 @@ class TorchBackend(Backend):
     def counts_on_device(self, x: Any) -> bool:
         return x.device.type != "cpu"
 
+    def host_array(self, x: Any) -> np.ndarray | None:
+        if x.device.type != "cpu":
+            return None
+        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
+
     def to_host(self, scalars: list[Any]) -> np.ndarray:
         return torch.stack(scalars).to(torch.float64).cpu().numpy()

@@ -23,6 +23,18 @@ from dualwatch.backends.base import Col, ParamInfo
 from dualwatch.health import Health, Thresholds, judge
 
 GRADIENT = "train/gradient"
+PARAMETER_STATS = (
+    "weight_mean",
+    "weight_std",
+    "weight_min",
+    "weight_max",
+    "weight_change",
+    "grad_mean",
+    "grad_std",
+    "grad_min",
+    "grad_max",
+    "grad_norm",
+)
 MODEL = "Model"
 
 
@@ -65,36 +77,28 @@ class StatsEngine:
         self.log_gradients = log_gradients
         self.thresholds = thresholds or Thresholds()
         self.trainable = np.array([p.trainable for p in self.params], dtype=bool)
-        self.group_names = list(group_names)
-        self.group_of = list(groups)
+        self.group_rows = {g: [i for i, name in enumerate(groups) if name == g] for g in group_names}
+        self.rows = np.flatnonzero(self.selected)
+        self.tags = np.array(
+            [[f"{prefix}/{local_names[i]}/{stat}" for stat in PARAMETER_STATS] for i in self.rows],
+            dtype=object,
+        ).reshape(len(self.rows), len(PARAMETER_STATS))
+        self.seen = False  # whether a check ran before (weight_change needs one)
 
     def report(self, table: np.ndarray, step: int) -> Report:
         """Every scalar of one check, plus the verdict."""
-        scalars: dict[str, float] = {}
-        n = table[:, Col.NUMEL]
         has_grad = table[:, Col.HAS_GRAD] == 1.0
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            for row in np.flatnonzero(self.selected):
-                base = f"{self.prefix}/{self.local_names[row]}/"
-                if self.log_weights:
-                    scalars.update(_tensor_stats(base + "weight_", table[row], Col.W_SUM, n[row]))
-                    if not math.isnan(table[row, Col.W_ABSDIFF]):
-                        scalars[base + "weight_change"] = table[row, Col.W_ABSDIFF] / n[row]
-                if self.log_gradients and has_grad[row]:
-                    scalars.update(_tensor_stats(base + "grad_", table[row], Col.G_SUM, n[row]))
-                    scalars[base + "grad_norm"] = math.sqrt(table[row, Col.G_SUMSQ])
+            scalars = self._per_parameter(table, has_grad)
+            n = table[:, Col.NUMEL]
             grad_sq = np.where(has_grad, table[:, Col.G_SUMSQ], 0.0)
             total_sq = float(grad_sq.sum())
             global_norm = math.sqrt(total_sq)
             extremes = np.abs(table[has_grad][:, [Col.G_MIN, Col.G_MAX]])
-            max_grad = float(extremes.max()) if extremes.size else 0.0
-            grad_nonfinite = float(table[has_grad, Col.G_NONFINITE].sum())
-            weight_nonfinite = float(table[:, Col.W_NONFINITE].sum())
             scalars[f"{GRADIENT}/total_norm"] = global_norm
-            scalars[f"{GRADIENT}/max_grad"] = max_grad
-            scalars[f"{GRADIENT}/nonfinite"] = grad_nonfinite
-            for group in self.group_names:
-                rows = [i for i, g in enumerate(self.group_of) if g == group]
+            scalars[f"{GRADIENT}/max_grad"] = float(extremes.max()) if extremes.size else 0.0
+            scalars[f"{GRADIENT}/nonfinite"] = float(table[has_grad, Col.G_NONFINITE].sum())
+            for group, rows in self.group_rows.items():
                 group_sq = float(grad_sq[rows].sum())
                 scalars[f"{GRADIENT}/{group}/norm"] = math.sqrt(group_sq)
                 scalars[f"{GRADIENT}/{group}/share"] = group_sq / total_sq if total_sq > 0 else 0.0
@@ -102,10 +106,38 @@ class StatsEngine:
             scalars[f"{MODEL}/Parameter_Norm"] = math.sqrt(float(table[:, Col.W_SUMSQ].sum()))
             scalars[f"{MODEL}/Total_Parameters"] = float(n.sum())
             scalars[f"{MODEL}/Trainable_Parameters"] = float(n[self.trainable].sum())
-            scalars[f"{MODEL}/Nonfinite_Weights"] = weight_nonfinite
+            scalars[f"{MODEL}/Nonfinite_Weights"] = float(table[:, Col.W_NONFINITE].sum())
         health = self._judge(table, global_norm, has_grad)
         scalars[f"{GRADIENT}/health"] = float(health.verdict.code)
-        return Report(step=step, scalars={tag: float(v) for tag, v in scalars.items()}, health=health)
+        return Report(step=step, scalars=scalars, health=health)
+
+    def _per_parameter(self, table: np.ndarray, has_grad: np.ndarray) -> dict[str, float]:
+        """``<prefix>/<name>/<stat>`` of the selected rows, a column at a time, in parameter order."""
+        t = table[self.rows]
+        n = t[:, Col.NUMEL]
+        values = np.column_stack(
+            [
+                t[:, Col.W_SUM] / n,
+                np.sqrt(np.maximum(t[:, Col.W_M2], 0.0) / n),
+                t[:, Col.W_MIN],
+                t[:, Col.W_MAX],
+                t[:, Col.W_ABSDIFF] / n,
+                t[:, Col.G_SUM] / n,
+                np.sqrt(np.maximum(t[:, Col.G_M2], 0.0) / n),
+                t[:, Col.G_MIN],
+                t[:, Col.G_MAX],
+                np.sqrt(t[:, Col.G_SUMSQ]),
+            ]
+        )
+        keep = np.zeros(values.shape, dtype=bool)
+        keep[:, :4] = self.log_weights
+        # weight_change exists from the second check on; a NaN weight makes it NaN, not absent.
+        keep[:, 4] = self.log_weights & (
+            ~np.isnan(t[:, Col.W_ABSDIFF]) | (t[:, Col.W_NONFINITE] > 0) & self.seen
+        )
+        keep[:, 5:] = (self.log_gradients & has_grad[self.rows])[:, None]
+        self.seen = True
+        return dict(zip(self.tags[keep].tolist(), values[keep].tolist()))
 
     def _judge(self, table: np.ndarray, global_norm: float, has_grad: np.ndarray) -> Health:
         names = [p.name for p in self.params]
@@ -124,14 +156,3 @@ class StatsEngine:
             no_grad=[names[i] for i in np.flatnonzero(no_grad & pick)],
             any_grad=bool(has_grad.any()),
         )
-
-
-def _tensor_stats(base: str, row: np.ndarray, first: Col, n: float) -> dict[str, float]:
-    """mean/std/min/max of one tensor from its row of the table."""
-    total, _, m2, lo, hi, _ = row[first : first + 6]
-    return {
-        base + "mean": total / n,
-        base + "std": math.sqrt(max(m2, 0.0) / n) if not math.isnan(m2) else math.nan,
-        base + "min": lo,
-        base + "max": hi,
-    }

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "dualwatch" / "_version.py").read_text()).group(1)
@@ -28,6 +28,12 @@ setup(
     packages=find_packages(include=["dualwatch", "dualwatch.*"]),
     install_requires=["numpy>=1.21", "click>=8.0"],
     extras_require=EXTRAS,
+    # Optional: without a C compiler the install still succeeds and CPU checks use framework ops.
+    ext_modules=[
+        Extension(
+            "dualwatch._hoststats", ["dualwatch/_hoststats.c"], extra_compile_args=["-O3"], optional=True
+        )
+    ],
     entry_points={"console_scripts": ["dualwatch=dualwatch.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

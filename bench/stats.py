@@ -31,10 +31,15 @@ Fairness notes
     Every variant ends with its statistics on the host.
 
 Usage
-    python bench/stats.py [--framework torch|paddle|both] [--repeats N] [--smoke]
+    python bench/stats.py [--framework torch|paddle|both] [--repeats N] [--smoke] [--threads N]
 
 ``--smoke`` uses a tiny model of the same shape (96 tensors of ~1k elements)
 and 2 repeats, so CI can run it in seconds to keep the script from rotting.
+``--threads`` sets torch's intra-op threads: on a machine shared with other
+work, multi-threaded torch kernels stall whenever one of their threads is
+descheduled, which can inflate single timings a hundredfold; the load average
+printed with the results tells whether that happened. (Importing paddle sets
+``OMP_NUM_THREADS=1`` when it is unset; the env line shows it.)
 """
 
 from __future__ import annotations
@@ -236,14 +241,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--framework", choices=["torch", "paddle", "both"], default="both")
     parser.add_argument("--repeats", type=int, help="timed runs per variant (default 7; smoke 2)")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 2 repeats: checks the script runs")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads (default: torch's own); 1 steadies torch timings on a shared machine",
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats if args.repeats is not None else (2 if args.smoke else 7)
     if repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
     frameworks = ["torch", "paddle"] if args.framework == "both" else [args.framework]
     width = SMOKE_WIDTH if args.smoke else FULL_WIDTH
 
     threads_before = thread_env()
+    if args.threads is not None and "torch" in frameworks:
+        import torch
+
+        torch.set_num_threads(args.threads)
     versions = {name: framework_version(name) for name in frameworks}
     threads_after = thread_env()
     threads = threads_after

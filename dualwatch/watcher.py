@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import re
 import time
-import warnings
 from typing import Any, Mapping, Sequence
 
+from dualwatch._warn import warn
 from dualwatch.backends import backend_for
 from dualwatch.health import ADVICE, Health, Thresholds, Verdict
 from dualwatch.selection import (
@@ -91,7 +91,7 @@ class Watcher:
         group_names = list(group_patterns)
         for group in group_names:
             if group not in group_of:
-                warnings.warn(f"dualwatch: group {group!r} matches no parameter", UserWarning, stacklevel=2)
+                warn(f"group {group!r} matches no parameter", UserWarning)
         if group_patterns and None in group_of:
             group_names.append(OTHER_GROUP)
             group_of = [g or OTHER_GROUP for g in group_of]
@@ -138,11 +138,7 @@ class Watcher:
             )
             report = self.engine.report(table, step)
         except Exception as err:
-            warnings.warn(
-                f"dualwatch: check at step {step} failed ({type(err).__name__}: {err}); training goes on",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            warn(f"check at step {step} failed ({type(err).__name__}: {err}); training goes on")
             return {}
         self._warn_on_change(report.health)
         self.last = report
@@ -155,11 +151,8 @@ class Watcher:
         if health.verdict is not Verdict.HEALTHY and health.verdict is not before:
             where = f" (first at {health.first_nonfinite})" if health.first_nonfinite else ""
             advice = " ".join(a for a in health.advice if a != ADVICE["no_grad"] or not health.no_grad)
-            warnings.warn(
-                f"dualwatch: gradients are {health.verdict.value}{where}, global norm "
-                f"{health.global_norm:.4g}. {advice}",
-                RuntimeWarning,
-                stacklevel=3,
+            warn(
+                f"gradients are {health.verdict.value}{where}, global norm {health.global_norm:.4g}. {advice}"
             )
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ import pytest
 from conftest import add_in_place, build_model, grad_of, params_of, set_grads, to_numpy
 
 import dualwatch
+from dualwatch.backends import host
 
 RTOL = 1e-5
 LOOSE = dualwatch.Thresholds(exploding=1e30, vanishing=0.0)
@@ -35,9 +36,13 @@ def _assert_close(got: float, want: float, scale: float, what: str) -> None:
     assert math.isclose(got, want, rel_tol=RTOL, abs_tol=RTOL * scale * 1e-2), f"{what}: {got} != {want}"
 
 
-@pytest.fixture(params=["host", "device"])
+@pytest.fixture(params=["host", "host-without-kernel", "device"])
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
-    """Run checks through the batched host path, or force the per-tensor device path."""
+    """Checks through the host paths (numpy batches for small tensors, the C kernel for large ones),
+    through the host path of an install built without a C compiler, or the per-tensor device path."""
+    assert host.fused_kernel_built(), "the C kernel should be built in the test environment"
+    if request.param == "host-without-kernel":
+        monkeypatch.setattr(host, "_hoststats", None)
 
     def watcher(model, **kw):
         w = dualwatch.Watcher(model, every=1, logdir=None, console=False, thresholds=LOOSE, **kw)
@@ -103,10 +108,11 @@ def test_empty_parameters_are_counted_not_crashed_on(framework: str, path) -> No
     assert out["Model/Total_Parameters"] == 3 and out["model/w/grad_norm"] > 0
 
 
-def test_non_finite_values_are_counted_and_propagate_like_numpy(framework: str, path) -> None:
-    weight = np.arange(12, dtype=np.float64).reshape(3, 4)
+@pytest.mark.parametrize("rows", [3, 30_000])  # batched small tensors, and large ones
+def test_non_finite_values_are_counted_and_propagate_like_numpy(framework: str, path, rows: int) -> None:
+    weight = np.arange(rows * 4, dtype=np.float64).reshape(rows, 4)
     weight[1, 2] = np.inf
-    grad = np.ones((3, 4))
+    grad = np.ones((rows, 4))
     grad[0, 0] = np.nan
     grad[2, 3] = -np.inf
     model = build_model(framework, {"a.weight": np.ones(4), "b.weight": weight})
@@ -116,7 +122,9 @@ def test_non_finite_values_are_counted_and_propagate_like_numpy(framework: str, 
         out = w.step(0)
     assert out["Model/Nonfinite_Weights"] == 1
     assert out["train/gradient/nonfinite"] == 2
-    assert out["model/b.weight/weight_max"] == np.inf
+    assert out["model/b.weight/weight_max"] == np.inf == out["model/b.weight/weight_mean"]
+    assert math.isnan(out["model/b.weight/weight_std"])  # as numpy: inf - inf in the deviations
+    assert math.isnan(out["model/b.weight/grad_min"]) and math.isnan(out["model/b.weight/grad_max"])
     assert math.isnan(out["model/b.weight/grad_mean"]) and math.isnan(out["model/b.weight/grad_norm"])
     assert math.isnan(out["train/gradient/total_norm"])
     assert out["model/a.weight/grad_norm"] == 2.0

@@ -137,3 +137,12 @@ def test_watcher_is_a_context_manager_that_closes_its_files(framework: str, tmp_
     with _watched(framework, logdir=tmp_path, run="r")[1] as w:
         w.step(0)
     assert w.sinks.sinks == []
+
+
+def test_warnings_point_at_the_training_loop_not_at_dualwatch(framework: str) -> None:
+    model = build_model(framework, {"w": np.ones(4)})
+    set_grads(framework, model, {"w": np.full(4, 50.0)})
+    w = dualwatch.Watcher(model, every=1, logdir=None, console=False)
+    with pytest.warns(RuntimeWarning, match="exploding") as caught:
+        w.step(0)
+    assert caught[0].filename == __file__

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from dualwatch.backends.host import HostBatch
+from dualwatch.backends.host import FusedReducer, HostBatch, fused_kernel_built
 
 
 class Col(IntEnum):
@@ -65,6 +65,7 @@ class Backend(ABC):
         self.model = model
         self._snapshots: dict[Any, Any] = {}
         self._batches: dict[tuple[int, ...], HostBatch] = {}
+        self._fused = FusedReducer()
 
     # -- primitives a framework provides -------------------------------------
     @abstractmethod
@@ -145,10 +146,15 @@ class Backend(ABC):
         table[:, Col.NUMEL] = sizes
         table[:, Col.HAS_GRAD] = [g is not None and n > 0 for g, n in zip(gradients, sizes)]
         table[[n == 0 for n in sizes], Col.W_NONFINITE] = 0.0
-        host_weights = self._host_arrays(weights, sizes, range(len(params)))
-        self._reduce_on_host(table, host_weights, Col.W_SUM, track_change)
-        host_grads = self._host_arrays(gradients, sizes, host_weights)
-        self._reduce_on_host(table, host_grads, Col.G_SUM, False)
+        small = self._host_arrays(weights, sizes, range(len(params)), small=True)
+        self._reduce_small_on_host(table, small, Col.W_SUM, track_change)
+        small_grads = self._host_arrays(gradients, sizes, small, small=True)
+        self._reduce_small_on_host(table, small_grads, Col.G_SUM, False)
+        large = self._host_arrays(weights, sizes, range(len(params)), small=False)
+        self._reduce_large_on_host(table, large, Col.W_SUM, track_change)
+        large_grads = self._host_arrays(gradients, sizes, large, small=False)
+        self._reduce_large_on_host(table, large_grads, Col.G_SUM, False)
+        host_weights, host_grads = {**small, **large}, {**small_grads, **large_grads}
         device = _Gathered()
         for row, (w, g, n) in enumerate(zip(weights, gradients, sizes)):
             if n == 0:
@@ -170,15 +176,37 @@ class Backend(ABC):
         return table
 
     def _host_arrays(
-        self, tensors: Sequence[Any], sizes: Sequence[int], rows: Iterable[int]
+        self, tensors: Sequence[Any], sizes: Sequence[int], rows: Iterable[int], small: bool
     ) -> dict[int, np.ndarray]:
-        """Host views of the small tensors among ``rows`` (none for tensors on an accelerator)."""
-        views = {
-            i: self.host_array(tensors[i]) for i in rows if tensors[i] is not None and 0 < sizes[i] <= SMALL
-        }
+        """Host views of the small (or, where the C kernel is built, large) tensors among ``rows``."""
+        fits = (lambda n: 0 < n <= SMALL) if small else (lambda n: n > SMALL and fused_kernel_built())
+        views = {i: self.host_array(tensors[i]) for i in rows if tensors[i] is not None and fits(sizes[i])}
         return {i: v for i, v in views.items() if v is not None}
 
-    def _reduce_on_host(
+    def _reduce_large_on_host(
+        self, table: np.ndarray, arrays: dict[int, np.ndarray], base: Col, snapshot: bool
+    ) -> None:
+        """The fused kernel over large host arrays; snapshots are host buffers it refreshes in place."""
+        if not arrays:
+            return
+        prevs: list[np.ndarray | None] = []
+        fresh = []
+        for row, a in arrays.items():
+            prev = self._snapshots.get(("large", row)) if snapshot else None
+            if snapshot and (prev is None or prev.shape != a.shape or prev.dtype != a.dtype):
+                prev = self._snapshots[("large", row)] = np.empty_like(a)
+                fresh.append(row)
+            prevs.append(prev)
+        rows = list(arrays)
+        stats = self._fused.stats(list(arrays.values()), prevs)
+        absdiff = stats.pop("absdiff")
+        for name, values in stats.items():
+            table[rows, base + _OFFSETS[name]] = values
+        if snapshot:
+            table[rows, Col.W_ABSDIFF] = absdiff
+            table[fresh, Col.W_ABSDIFF] = np.nan  # compared with an empty buffer: no change to report yet
+
+    def _reduce_small_on_host(
         self, table: np.ndarray, arrays: dict[int, np.ndarray], base: Col, snapshot: bool
     ) -> None:
         """Batched reductions of host arrays, written straight into ``table``."""

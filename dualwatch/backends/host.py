@@ -1,4 +1,4 @@
-"""Reduce many small host tensors at once, the same way for every framework.
+"""Reductions of host tensors, the same for every framework (CPU tensors are numpy views for free).
 
 A model's small tensors (biases, norm weights, small layers) cost far more in
 per-op dispatch than in arithmetic: reduced one by one they made a check slower
@@ -7,13 +7,28 @@ free, they are instead concatenated once into a float64 buffer and reduced per
 segment with numpy's ``reduceat``: a fixed handful of passes whatever their
 number, and float64 keeps segment sums exact enough whatever their length. The
 concatenated buffer is also the next check's snapshot for ``weight_change``.
+
+Large tensors go through a small C kernel (``_hoststats.c``) that computes every
+statistic and refreshes the snapshot in one pass: framework ops need about
+fourteen passes per weight/gradient pair, three times the memory floor.
 """
 
 from __future__ import annotations
 
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
+
+try:
+    from dualwatch import _hoststats
+except ImportError:  # installed without a C compiler: large tensors use framework ops
+    _hoststats = None
+
+# Elements per kernel call: enough to amortise the call, small enough to balance threads.
+CHUNK = 1 << 20
 
 
 class HostBatch:
@@ -47,3 +62,65 @@ class HostBatch:
             if prev is not None:
                 stats["absdiff"] = np.add.reduceat(np.abs(flat - prev), at)
         return stats, flat
+
+
+class FusedReducer:
+    """Large host tensors through the one-pass C kernel, in chunks spread over a few threads.
+
+    The kernel releases the GIL, so threads reduce chunks at once; chunks keep the
+    work balanced when one tensor is much larger than the others. Sums are taken
+    around the tensor's first value and combined in float64.
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads or min(
+            8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
+        )
+        self._pool: ThreadPoolExecutor | None = None
+
+    def stats(
+        self, arrays: Sequence[np.ndarray], prevs: Sequence[np.ndarray | None]
+    ) -> dict[str, np.ndarray]:
+        """Per tensor ``sum, sumsq, m2, min, max, nonfinite`` and ``absdiff`` (NaN without a ``prev``).
+
+        Each ``prev`` is overwritten with its array (the next snapshot) in the same pass.
+        """
+        arrays = [a.reshape(-1) for a in arrays]
+        prevs = [None if p is None else p.reshape(-1) for p in prevs]
+        shifts = [float(a[0]) if math.isfinite(a[0]) else 0.0 for a in arrays]
+        tasks = [
+            (k, a[lo : lo + CHUNK], None if prev is None else prev[lo : lo + CHUNK], shifts[k])
+            for k, (a, prev) in enumerate(zip(arrays, prevs))
+            for lo in range(0, a.size, CHUNK)
+        ]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dualwatch")
+        parts = np.array(list(self._pool.map(lambda t: _hoststats.reduce(*t[1:]), tasks)))
+        owner = np.array([t[0] for t in tasks])
+        k = len(arrays)
+        s1, s2, nonfinite, nans, absdiff = (np.bincount(owner, parts[:, c], k) for c in (0, 1, 4, 5, 6))
+        lo, hi = np.full(k, np.inf), np.full(k, -np.inf)
+        np.minimum.at(lo, owner, parts[:, 2])
+        np.maximum.at(hi, owner, parts[:, 3])
+        n = np.array([a.size for a in arrays], dtype=np.float64)
+        with np.errstate(all="ignore"):
+            total = n * np.array(shifts) + s1
+            m2 = np.maximum(s2 - s1 * s1 / n, 0.0)
+            m2[np.isnan(s2)] = np.nan
+            mean = np.clip(total / n, lo, hi)
+            has_nan = nans > 0
+            total[has_nan], lo[has_nan], hi[has_nan] = np.nan, np.nan, np.nan
+            return {
+                "sum": total,
+                "sumsq": m2 + total * mean,
+                "m2": m2,
+                "min": lo,
+                "max": hi,
+                "nonfinite": nonfinite,
+                "absdiff": absdiff,
+            }
+
+
+def fused_kernel_built() -> bool:
+    """Whether the C kernel was compiled at install time (it needs a C compiler)."""
+    return _hoststats is not None

@@ -99,7 +99,7 @@ class TorchBackend(Backend):
     def host_array(self, x: Any) -> np.ndarray | None:
         if x.device.type != "cpu":
             return None
-        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
+        return (x.float() if x.dtype in _LOW_PRECISION else x).numpy()  # the host kernels take float32/64
 
     def to_host(self, scalars: list[Any]) -> np.ndarray:
         return torch.stack(scalars).to(torch.float64).cpu().numpy()

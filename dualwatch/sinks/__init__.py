@@ -7,9 +7,9 @@ into one warning, after which that sink is switched off and the others go on.
 
 from __future__ import annotations
 
-import warnings
 from typing import Mapping, Protocol, Sequence
 
+from dualwatch._warn import warn
 from dualwatch.sinks.console import ConsoleSink
 from dualwatch.sinks.jsonl import JsonlSink
 
@@ -42,9 +42,7 @@ class FanOut:
             call()
         except Exception as err:
             self.sinks.remove(sink)
-            warnings.warn(
-                f"dualwatch: {type(sink).__name__} failed to {what} ({type(err).__name__}: {err}); "
-                "it is switched off and training goes on.",
-                RuntimeWarning,
-                stacklevel=3,
+            warn(
+                f"{type(sink).__name__} failed to {what} ({type(err).__name__}: {err}); "
+                "it is switched off and training goes on."
             )

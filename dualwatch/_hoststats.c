@@ -1,0 +1,147 @@
+/* One pass over a host tensor for every statistic dualwatch needs.
+ *
+ * Framework ops reduce a tensor with about fourteen passes over memory (sum,
+ * min/max, a centred sum of squares through a scratch buffer, |w - prev|, the
+ * snapshot copy); this loop reads each weight once, reads and rewrites the
+ * snapshot once, and reaches the memory floor. Sums are taken around a shift
+ * (the caller passes the tensor's first value) in float lanes within a block
+ * and in double across blocks, so an all-equal tensor has a centred sum of
+ * squares of exactly 0 and long tensors keep ~1e-8 relative accuracy. NaN and
+ * Inf are counted: min/max skip NaN, and the caller makes the statistics
+ * of a tensor that holds a NaN NaN, as numpy does. The GIL is released so
+ * threads can reduce different tensors (or chunks) at once.
+ *
+ * reduce(x, prev, shift) -> (sum(x - shift), sum((x - shift)**2), min, max,
+ *                             NaN/Inf count, NaN count, sum|x - prev| or NaN)
+ * x: contiguous float32 or float64 buffer; prev: None or a writable buffer of
+ * the same type and size, overwritten with x.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+
+#define LANES 16
+#define BLOCK 2048
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+typedef struct {
+    double s1, s2, absdiff;
+    double lo, hi;
+    int64_t nonfinite, nan;
+} Totals;
+
+#define DEFINE_REDUCE(NAME, T, ABS)                                                              \
+    VECTOR_CLONES static void NAME(const T *restrict x, T *restrict prev, Py_ssize_t n,        \
+                                   T shift, Totals *t) {                                         \
+        T lo = INFINITY, hi = -INFINITY;                                                         \
+        for (Py_ssize_t b = 0; b < n; b += BLOCK) {                                              \
+            Py_ssize_t end = b + BLOCK < n ? b + BLOCK : n, i = b;                               \
+            T s1[LANES] = {0}, s2[LANES] = {0}, ad[LANES] = {0}, mn[LANES], mx[LANES];          \
+            int32_t bad[LANES] = {0}, nan[LANES] = {0};                                          \
+            for (int j = 0; j < LANES; j++) { mn[j] = INFINITY; mx[j] = -INFINITY; }             \
+            for (; i + LANES <= end; i += LANES) {                                               \
+                for (int j = 0; j < LANES; j++) {                                                \
+                    T v = x[i + j], d = v - shift, z = v - v;                                    \
+                    s1[j] += d;                                                                  \
+                    s2[j] += d * d;                                                              \
+                    mn[j] = v < mn[j] ? v : mn[j];                                               \
+                    mx[j] = v > mx[j] ? v : mx[j];                                               \
+                    bad[j] += z != z; /* NaN or Inf */                                           \
+                    nan[j] += v != v;                                                            \
+                }                                                                                \
+                if (prev)                                                                        \
+                    for (int j = 0; j < LANES; j++) {                                            \
+                        ad[j] += ABS(x[i + j] - prev[i + j]);                                    \
+                        prev[i + j] = x[i + j];                                                  \
+                    }                                                                            \
+            }                                                                                    \
+            for (; i < end; i++) {                                                               \
+                T v = x[i], d = v - shift, z = v - v;                                            \
+                s1[0] += d;                                                                      \
+                s2[0] += d * d;                                                                  \
+                mn[0] = v < mn[0] ? v : mn[0];                                                   \
+                mx[0] = v > mx[0] ? v : mx[0];                                                   \
+                bad[0] += z != z;                                                                \
+                nan[0] += v != v;                                                                \
+                if (prev) {                                                                      \
+                    ad[0] += ABS(v - prev[i]);                                                   \
+                    prev[i] = v;                                                                 \
+                }                                                                                \
+            }                                                                                    \
+            for (int j = 0; j < LANES; j++) {                                                    \
+                t->s1 += s1[j];                                                                  \
+                t->s2 += s2[j];                                                                  \
+                t->absdiff += ad[j];                                                             \
+                t->nonfinite += bad[j];                                                          \
+                t->nan += nan[j];                                                                \
+                lo = mn[j] < lo ? mn[j] : lo;                                                    \
+                hi = mx[j] > hi ? mx[j] : hi;                                                    \
+            }                                                                                    \
+        }                                                                                        \
+        t->lo = lo;                                                                              \
+        t->hi = hi;                                                                              \
+    }
+
+DEFINE_REDUCE(reduce_f32, float, fabsf)
+DEFINE_REDUCE(reduce_f64, double, fabs)
+
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    if (view->format == NULL || (view->format[0] != 'f' && view->format[0] != 'd') || view->format[1]) {
+        PyErr_Format(PyExc_TypeError, "%s must hold float32 or float64 values", what);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *reduce(PyObject *self, PyObject *args) {
+    PyObject *x_obj, *prev_obj;
+    double shift;
+    Py_buffer x, prev = {0};
+    Totals t = {0};
+    if (!PyArg_ParseTuple(args, "OOd", &x_obj, &prev_obj, &shift)) return NULL;
+    if (get_buffer(x_obj, &x, 0, "x") < 0) return NULL;
+    int has_prev = prev_obj != Py_None;
+    if (has_prev) {
+        if (get_buffer(prev_obj, &prev, 1, "prev") < 0) {
+            PyBuffer_Release(&x);
+            return NULL;
+        }
+        if (prev.len != x.len || prev.format[0] != x.format[0]) {
+            PyErr_SetString(PyExc_ValueError, "prev must have the type and size of x");
+            PyBuffer_Release(&prev);
+            PyBuffer_Release(&x);
+            return NULL;
+        }
+    }
+    Py_ssize_t n = x.len / x.itemsize;
+    Py_BEGIN_ALLOW_THREADS
+    if (x.format[0] == 'f')
+        reduce_f32((const float *)x.buf, has_prev ? (float *)prev.buf : NULL, n, (float)shift, &t);
+    else
+        reduce_f64((const double *)x.buf, has_prev ? (double *)prev.buf : NULL, n, shift, &t);
+    Py_END_ALLOW_THREADS
+    if (has_prev) PyBuffer_Release(&prev);
+    PyBuffer_Release(&x);
+    return Py_BuildValue("(ddddddd)", t.s1, t.s2, t.lo, t.hi, (double)t.nonfinite, (double)t.nan,
+                         has_prev ? t.absdiff : NAN);
+}
+
+static PyMethodDef methods[] = {
+    {"reduce", reduce, METH_VARARGS,
+     "reduce(x, prev, shift) -> (sum(x-shift), sum((x-shift)**2), min, max, nonfinite, nan, sum|x-prev|)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hoststats",
+                                    "Fused one-pass tensor statistics on the host.", -1, methods};
+
+PyMODINIT_FUNC PyInit__hoststats(void) { return PyModule_Create(&module); }

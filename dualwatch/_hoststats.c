@@ -20,6 +20,7 @@
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define LANES 16
 #define BLOCK 2048
@@ -55,11 +56,12 @@ typedef struct {
                     bad[j] += z != z; /* NaN or Inf */                                           \
                     nan[j] += v != v;                                                            \
                 }                                                                                \
-                if (prev)                                                                        \
-                    for (int j = 0; j < LANES; j++) {                                            \
-                        ad[j] += ABS(x[i + j] - prev[i + j]);                                    \
-                        prev[i + j] = x[i + j];                                                  \
-                    }                                                                            \
+            }                                                                                    \
+            if (prev) {                                                                          \
+                Py_ssize_t k = b;                                                                \
+                for (; k + LANES <= i; k += LANES)                                               \
+                    for (int j = 0; j < LANES; j++) ad[j] += ABS(x[k + j] - prev[k + j]);        \
+                memcpy(prev + b, x + b, (size_t)(i - b) * sizeof(T));                            \
             }                                                                                    \
             for (; i < end; i++) {                                                               \
                 T v = x[i], d = v - shift, z = v - v;                                            \

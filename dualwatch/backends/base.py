@@ -151,9 +151,8 @@ class Backend(ABC):
         small_grads = self._host_arrays(gradients, sizes, small, small=True)
         self._reduce_small_on_host(table, small_grads, Col.G_SUM, False)
         large = self._host_arrays(weights, sizes, range(len(params)), small=False)
-        self._reduce_large_on_host(table, large, Col.W_SUM, track_change)
         large_grads = self._host_arrays(gradients, sizes, large, small=False)
-        self._reduce_large_on_host(table, large_grads, Col.G_SUM, False)
+        self._reduce_large_on_host(table, large, large_grads, track_change)
         host_weights, host_grads = {**small, **large}, {**small_grads, **large_grads}
         device = _Gathered()
         for row, (w, g, n) in enumerate(zip(weights, gradients, sizes)):
@@ -184,26 +183,33 @@ class Backend(ABC):
         return {i: v for i, v in views.items() if v is not None}
 
     def _reduce_large_on_host(
-        self, table: np.ndarray, arrays: dict[int, np.ndarray], base: Col, snapshot: bool
+        self, table: np.ndarray, weights: dict[int, np.ndarray], grads: dict[int, np.ndarray], snapshot: bool
     ) -> None:
-        """The fused kernel over large host arrays; snapshots are host buffers it refreshes in place."""
-        if not arrays:
+        """The fused kernel over large host weights and gradients, in one round of threads.
+
+        Weight snapshots are host buffers that the kernel refreshes in the same pass.
+        """
+        if not weights and not grads:
             return
         prevs: list[np.ndarray | None] = []
         fresh = []
-        for row, a in arrays.items():
+        for row, a in weights.items():
             prev = self._snapshots.get(("large", row)) if snapshot else None
             if snapshot and (prev is None or prev.shape != a.shape or prev.dtype != a.dtype):
                 prev = self._snapshots[("large", row)] = np.empty_like(a)
                 fresh.append(row)
             prevs.append(prev)
-        rows = list(arrays)
-        stats = self._fused.stats(list(arrays.values()), prevs)
-        absdiff = stats.pop("absdiff")
-        for name, values in stats.items():
-            table[rows, base + _OFFSETS[name]] = values
+        arrays = [*weights.values(), *grads.values()]
+        stats = self._fused.stats(arrays, prevs + [None] * len(grads))
+        absdiff = stats.pop("absdiff")[: len(weights)]
+        for rows, base, part in (
+            (list(weights), Col.W_SUM, slice(0, len(weights))),
+            (list(grads), Col.G_SUM, slice(len(weights), None)),
+        ):
+            for name, values in stats.items():
+                table[rows, base + _OFFSETS[name]] = values[part]
         if snapshot:
-            table[rows, Col.W_ABSDIFF] = absdiff
+            table[list(weights), Col.W_ABSDIFF] = absdiff
             table[fresh, Col.W_ABSDIFF] = np.nan  # compared with an empty buffer: no change to report yet
 
     def _reduce_small_on_host(

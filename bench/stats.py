@@ -31,7 +31,7 @@ Fairness notes
     Every variant ends with its statistics on the host.
 
 Usage
-    python bench/stats.py [--framework torch|paddle|both] [--repeats N] [--smoke] [--threads N]
+    python bench/stats.py [--framework torch|paddle|both] [--repeats N] [--smoke] [--threads N] [--no-kernel]
 
 ``--smoke`` uses a tiny model of the same shape (96 tensors of ~1k elements)
 and 2 repeats, so CI can run it in seconds to keep the script from rotting.
@@ -246,7 +246,16 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="torch intra-op threads (default: torch's own); 1 steadies torch timings on a shared machine",
     )
+    parser.add_argument(
+        "--no-kernel",
+        action="store_true",
+        help="time dualwatch as installed without a C compiler (framework ops instead of the fused kernel)",
+    )
     args = parser.parse_args(argv)
+    if args.no_kernel:
+        from dualwatch.backends import host
+
+        host._hoststats = None
     repeats = args.repeats if args.repeats is not None else (2 if args.smoke else 7)
     if repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -266,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     if threads_after != threads_before:
         threads = f"{threads_before} before imports, {threads_after} after"
     print(env_line(versions, threads))
+    from dualwatch.backends.host import fused_kernel_built
+
+    print(f"fused host kernel: {'on' if fused_kernel_built() else 'off (framework ops)'}")
     print("medians of interleaved repeats; ratios compare variants of the same run")
     if args.smoke:
         print("SMOKE MODE: tiny model; the ratios below are not meaningful")

@@ -146,3 +146,17 @@ def test_warnings_point_at_the_training_loop_not_at_dualwatch(framework: str) ->
     with pytest.warns(RuntimeWarning, match="exploding") as caught:
         w.step(0)
     assert caught[0].filename == __file__
+
+
+def test_channels_last_weights_get_a_correct_weight_change() -> None:
+    """A large non-contiguous weight is read through a copy; its snapshot must still follow it."""
+    import torch
+
+    conv = torch.nn.Conv2d(64, 128, 3).to(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous() and conv.weight.numel() > 65536
+    w = dualwatch.Watcher(conv, every=1, logdir=None, console=False)
+    w.step(0)
+    for step in (1, 2):
+        with torch.no_grad():
+            conv.weight.add_(0.5)
+        assert w.step(step)["model/weight/weight_change"] == pytest.approx(0.5, rel=1e-6)

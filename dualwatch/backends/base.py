@@ -135,9 +135,12 @@ class Backend(ABC):
         ``full[i]`` selects per-parameter statistics for parameter ``i``; other
         rows get only what model-level totals need (``light_stats``). With
         ``grads=False`` the selected rows skip gradient statistics (model-level
-        gradient totals still come from light reductions). Small tensors in host
-        memory are reduced together (:class:`HostBatch`); the others one by one
-        on their device, gathered into the single transfer.
+        gradient totals still come from light reductions).
+
+        Three paths: small host tensors are reduced together (:class:`HostBatch`),
+        large host tensors by the fused C kernel (:class:`FusedReducer`), and the
+        rest (accelerator tensors, or large ones when the kernel was not built)
+        one by one with framework ops, gathered into the single transfer.
         """
         table = np.full((len(params), len(Col)), np.nan)
         weights = [self.weight(p) for p in params]
@@ -195,8 +198,10 @@ class Backend(ABC):
         fresh = []
         for row, a in weights.items():
             prev = self._snapshots.get(("large", row)) if snapshot else None
-            if snapshot and (prev is None or prev.shape != a.shape or prev.dtype != a.dtype):
-                prev = self._snapshots[("large", row)] = np.empty_like(a)
+            if snapshot and (prev is None or prev.size != a.size or prev.dtype != a.dtype):
+                prev = self._snapshots[("large", row)] = np.empty(
+                    a.size, a.dtype
+                )  # flat, whatever a's layout
                 fresh.append(row)
             prevs.append(prev)
         arrays = [*weights.values(), *grads.values()]

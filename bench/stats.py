@@ -65,6 +65,27 @@ FLOOR_TARGET = 1.5  # dualwatch / floor must be at most this
 SEED_TARGET = 3.0  # seed / dualwatch must be at least this
 
 
+def seed_style_loop(named: list[tuple[str, Any]], seed_prev: dict[str, Any]) -> dict[str, list[float]]:
+    """The seed callback's way: one ``.item()`` per statistic per parameter and a ``clone()`` snapshot.
+
+    torch and paddle tensors share every method used here.
+    """
+    out: dict[str, list[float]] = {}
+    for name, p in named:
+        w = p.detach()
+        stats = [w.mean().item(), w.std().item(), w.min().item(), w.max().item()]
+        prev = seed_prev.get(name)
+        if prev is not None:
+            stats.append((w - prev).abs().mean().item())
+        seed_prev[name] = w.clone()
+        g = p.grad
+        if g is not None:
+            stats += [g.mean().item(), g.std().item(), g.min().item(), g.max().item()]
+            stats.append(g.norm().item())
+        out[name] = stats
+    return out
+
+
 class TorchCase:
     """The model, its gradients and the two reference variants in PyTorch."""
 
@@ -94,21 +115,8 @@ class TorchCase:
                 p.mul_(PERTURB)
 
     def seed(self) -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {}
         with self.torch.no_grad():
-            for name, p in self.named:
-                w = p.detach()
-                stats = [w.mean().item(), w.std().item(), w.min().item(), w.max().item()]
-                prev = self.seed_prev.get(name)
-                if prev is not None:
-                    stats.append((w - prev).abs().mean().item())
-                self.seed_prev[name] = w.clone()
-                g = p.grad
-                if g is not None:
-                    stats += [g.mean().item(), g.std().item(), g.min().item(), g.max().item()]
-                    stats.append(g.norm().item())
-                out[name] = stats
-        return out
+            return seed_style_loop(self.named, self.seed_prev)
 
     def floor(self) -> list[float]:
         torch = self.torch
@@ -152,22 +160,8 @@ class PaddleCase:
                 p.multiply_(self.factor)
 
     def seed(self) -> dict[str, list[float]]:
-        paddle = self.paddle
-        out: dict[str, list[float]] = {}
-        with paddle.no_grad():
-            for name, p in self.named:
-                w = p.detach()
-                stats = [w.mean().item(), w.std().item(), w.min().item(), w.max().item()]
-                prev = self.seed_prev.get(name)
-                if prev is not None:
-                    stats.append((w - prev).abs().mean().item())
-                self.seed_prev[name] = w.clone()
-                g = p.grad
-                if g is not None:
-                    stats += [g.mean().item(), g.std().item(), g.min().item(), g.max().item()]
-                    stats.append(g.norm().item())
-                out[name] = stats
-        return out
+        with self.paddle.no_grad():
+            return seed_style_loop(self.named, self.seed_prev)
 
     def floor(self) -> list[float]:
         paddle = self.paddle

@@ -18,28 +18,15 @@ from dualwatch.watcher import Watcher
 CHANNELS = (3, 32, 64, 128)
 
 
-def _torch_model() -> Any:
-    nn = importlib.import_module("torch.nn")
+def _edge_model(nn: Any, conv: Any, norm: Any, container: Any) -> Any:
+    """Seed 000's ``edge_processor`` (``backbone`` convolutions, ``to_four`` head) in either framework."""
     layers: list[Any] = []
     for cin, cout in zip(CHANNELS, CHANNELS[1:]):
-        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
-    processor = nn.Module()
+        layers += [conv(cin, cout, 3, padding=1), norm(cout), nn.ReLU()]
+    processor = container()
     processor.backbone = nn.Sequential(*layers)
-    processor.to_four = nn.Conv2d(CHANNELS[-1], 4, 1)
-    model = nn.Module()
-    model.edge_processor = processor
-    return model
-
-
-def _paddle_model() -> Any:
-    nn = importlib.import_module("paddle.nn")
-    layers: list[Any] = []
-    for cin, cout in zip(CHANNELS, CHANNELS[1:]):
-        layers += [nn.Conv2D(cin, cout, 3, padding=1), nn.BatchNorm2D(cout), nn.ReLU()]
-    processor = nn.Layer()
-    processor.backbone = nn.Sequential(*layers)
-    processor.to_four = nn.Conv2D(CHANNELS[-1], 4, 1)
-    model = nn.Layer()
+    processor.to_four = conv(CHANNELS[-1], 4, 1)
+    model = container()
     model.edge_processor = processor
     return model
 
@@ -67,14 +54,16 @@ def run_demo(framework: str, *, steps: int = 30, every: int = 10, logdir: str = 
     if framework == "torch":
         torch = importlib.import_module("torch")
         torch.manual_seed(seed)
-        model = _torch_model()
+        nn = torch.nn
+        model = _edge_model(nn, nn.Conv2d, nn.BatchNorm2d, nn.Module)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         to_tensor, mse = torch.from_numpy, torch.nn.functional.mse_loss
         clear = optimizer.zero_grad
     else:
         paddle = importlib.import_module("paddle")
         paddle.seed(seed)
-        model = _paddle_model()
+        nn = paddle.nn
+        model = _edge_model(nn, nn.Conv2D, nn.BatchNorm2D, nn.Layer)
         optimizer = paddle.optimizer.Adam(learning_rate=1e-3, parameters=model.parameters())
         to_tensor, mse = paddle.to_tensor, paddle.nn.functional.mse_loss
         clear = optimizer.clear_grad

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from dualwatch._warn import warn
 from dualwatch.backends import backend_for
-from dualwatch.health import ADVICE, Health, Thresholds, Verdict
+from dualwatch.health import Health, Thresholds, Verdict
 from dualwatch.selection import (
     Pattern,
     assign_groups,
@@ -150,9 +150,9 @@ class Watcher:
         before = self.health.verdict if self.health else Verdict.HEALTHY
         if health.verdict is not Verdict.HEALTHY and health.verdict is not before:
             where = f" (first at {health.first_nonfinite})" if health.first_nonfinite else ""
-            advice = " ".join(a for a in health.advice if a != ADVICE["no_grad"] or not health.no_grad)
             warn(
-                f"gradients are {health.verdict.value}{where}, global norm {health.global_norm:.4g}. {advice}"
+                f"gradients are {health.verdict.value}{where}, global norm {health.global_norm:.4g}. "
+                + " ".join(health.advice)
             )
 
     def close(self) -> None:

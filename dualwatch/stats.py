@@ -71,8 +71,6 @@ class StatsEngine:
     ) -> None:
         self.params = list(params)
         self.selected = np.asarray(selected, dtype=bool)
-        self.local_names = list(local_names)
-        self.prefix = prefix
         self.log_weights = log_weights
         self.log_gradients = log_gradients
         self.thresholds = thresholds or Thresholds()

@@ -199,9 +199,8 @@ class Backend(ABC):
         for row, a in weights.items():
             prev = self._snapshots.get(("large", row)) if snapshot else None
             if snapshot and (prev is None or prev.size != a.size or prev.dtype != a.dtype):
-                prev = self._snapshots[("large", row)] = np.empty(
-                    a.size, a.dtype
-                )  # flat, whatever a's layout
+                # Flat, whatever a's layout: the kernel reads a flattened (possibly copied) a.
+                prev = self._snapshots[("large", row)] = np.empty(a.size, a.dtype)
                 fresh.append(row)
             prevs.append(prev)
         arrays = [*weights.values(), *grads.values()]

@@ -105,8 +105,7 @@ class FusedReducer:
         n = np.array([a.size for a in arrays], dtype=np.float64)
         with np.errstate(all="ignore"):
             total = n * np.array(shifts) + s1
-            m2 = np.maximum(s2 - s1 * s1 / n, 0.0)
-            m2[np.isnan(s2)] = np.nan
+            m2 = np.maximum(s2 - s1 * s1 / n, 0.0)  # np.maximum keeps NaN
             mean = np.clip(total / n, lo, hi)
             has_nan = nans > 0
             total[has_nan], lo[has_nan], hi[has_nan] = np.nan, np.nan, np.nan

@@ -26,8 +26,9 @@ from dualwatch.selection import (
     module_prefix,
     select,
 )
-from dualwatch.sinks import ConsoleSink, FanOut, JsonlSink
+from dualwatch.sinks import ConsoleSink
 from dualwatch.stats import Report, StatsEngine
+from dualwatch.writer import DEFAULT_FORMATS, Writer
 
 OTHER_GROUP = "other"
 
@@ -49,8 +50,12 @@ class Watcher:
         log_weights / log_gradients: per-parameter weight and gradient statistics.
         prefix: head of per-parameter tags; defaults to ``module`` or ``"model"``.
         thresholds: global-norm bounds of the health verdict.
-        logdir / run: write ``<logdir>/<run>/metrics.jsonl``; ``logdir=None`` writes no file.
+        logdir / run / resume / formats: where and how the run is written, see
+            :class:`~dualwatch.writer.Writer`; ``logdir=None`` writes no file.
         console: print seed 000's framed block at every check.
+
+    ``watcher.writer`` takes any other record (``add_scalar``, ``add_image``...); the
+    methods below write seed 004's and seed 003's tags.
     """
 
     def __init__(
@@ -67,6 +72,8 @@ class Watcher:
         thresholds: Thresholds | None = None,
         logdir: str | os.PathLike[str] | None = "runs",
         run: str | None = None,
+        resume: bool | int = False,
+        formats: Sequence[str] = DEFAULT_FORMATS,
         console: bool = True,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int):
@@ -110,14 +117,16 @@ class Watcher:
             log_gradients=log_gradients,
             thresholds=thresholds or Thresholds(),
         )
-        self.run_dir = _run_dir(logdir, run) if logdir is not None else None
-        sinks: list[Any] = []
-        if self.run_dir is not None:
-            sinks.append(JsonlSink(os.path.join(self.run_dir, "metrics.jsonl")))
-        if console:
-            sinks.append(ConsoleSink(_title(prefix or module or "model")))
-        self.sinks = FanOut(sinks)
+        self.writer = Writer(
+            logdir,
+            run,
+            resume=resume,
+            formats=formats,
+            console=ConsoleSink(_title(prefix or module or "model")) if console else None,
+        )
+        self.run_dir = self.writer.run_dir
         self.last: Report | None = None
+        self._epoch_started = time.perf_counter()
 
     @property
     def health(self) -> Health | None:
@@ -142,8 +151,33 @@ class Watcher:
             return {}
         self._warn_on_change(report.health)
         self.last = report
-        self.sinks.write(step, report.scalars)
+        self.writer.log(step, report.scalars)
         return report.scalars
+
+    def log_training(
+        self,
+        step: int,
+        *,
+        loss: float | None = None,
+        val_loss: float | None = None,
+        lr: float | None = None,
+    ) -> None:
+        """Seed 004's ``Loss/Train``, ``Loss/Validation`` and ``Learning_Rate`` (given ones only)."""
+        tags = {"Loss/Train": loss, "Loss/Validation": val_loss, "Learning_Rate": lr}
+        scalars = {tag: value for tag, value in tags.items() if value is not None}
+        if scalars:
+            self.writer.log(step, scalars)
+
+    def end_epoch(self, epoch: int) -> float:
+        """Writes ``Time/Epoch_Duration`` (seconds since the previous call or since start)."""
+        now = time.perf_counter()
+        duration, self._epoch_started = now - self._epoch_started, now
+        self.writer.add_scalar("Time/Epoch_Duration", duration, epoch)
+        return duration
+
+    def log_losses(self, step: int, losses: Mapping[str, Any]) -> None:
+        """Seed 003's loss breakdown: ``train/detailed_loss/<name>`` for each named loss."""
+        self.writer.log(step, {f"train/detailed_loss/{name}": value for name, value in losses.items()})
 
     def _warn_on_change(self, health: Health) -> None:
         """Advice is given when the verdict turns, not at every check."""
@@ -156,8 +190,8 @@ class Watcher:
             )
 
     def close(self) -> None:
-        """Flush and close the sinks and drop the weight snapshots."""
-        self.sinks.close()
+        """Write what is queued, close the files and drop the weight snapshots."""
+        self.writer.close()
         self.backend.forget_snapshots()
 
     def __enter__(self) -> Watcher:
@@ -171,18 +205,3 @@ def _title(prefix: str) -> str:
     """``edge_processor`` -> ``Edge Processor Monitor`` (seed 000's heading)."""
     words = re.split(r"[_\W]+", prefix)
     return " ".join(w.capitalize() for w in words if w) + " Monitor"
-
-
-def _run_dir(logdir: str | os.PathLike[str], run: str | None) -> str:
-    """``<logdir>/<run>``; by default the seed's ``logs_%m%d%H%M``, made unique with a suffix."""
-    base = os.path.join(os.fspath(logdir), run or time.strftime("logs_%m%d%H%M"))
-    path, n = base, 1
-    while run is None:
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            n += 1
-            path = f"{base}_{n}"
-    os.makedirs(path, exist_ok=True)
-    return path

@@ -1,48 +1,57 @@
-"""Where records go. A sink takes flat scalar dicts; a failing sink never stops training.
+"""Where records go. The contract is two methods, ``write(records)`` and ``close()``.
 
-The contract is two methods (``write`` and ``close``), one small class per sink;
-:class:`FanOut` sends each record to every sink and turns a sink's exception
-into one warning, after which that sink is switched off and the others go on.
+:class:`FanOut` sends each batch to every sink; a sink that raises is switched off with
+one warning (naming every sink that failed on that batch) and the others go on, so a
+full disk or a missing directory never reaches the training loop.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, Sequence
+import contextlib
+from typing import Protocol, Sequence
 
 from dualwatch._warn import warn
+from dualwatch.records import Record
 from dualwatch.sinks.console import ConsoleSink
-from dualwatch.sinks.jsonl import JsonlSink
+from dualwatch.sinks.files import FileSink
 
-__all__ = ["ConsoleSink", "FanOut", "JsonlSink", "Sink"]
+__all__ = ["ConsoleSink", "FanOut", "FileSink", "Sink"]
 
 
 class Sink(Protocol):
-    def write(self, step: int, scalars: Mapping[str, float]) -> None: ...
+    def write(self, records: Sequence[Record]) -> None: ...
 
     def close(self) -> None: ...
 
 
 class FanOut:
-    """Sends every record to all sinks; a sink that raises is warned about once and dropped."""
+    """Sends every batch to all sinks; sinks that raise are warned about once and dropped."""
 
     def __init__(self, sinks: Sequence[Sink]) -> None:
         self.sinks = list(sinks)
+        self.failed: list[str] = []
 
-    def write(self, step: int, scalars: Mapping[str, float]) -> None:
-        for sink in list(self.sinks):
-            self._guard(sink, "write", lambda s=sink: s.write(step, scalars))
+    def write(self, records: Sequence[Record]) -> None:
+        self._each("write", lambda sink: sink.write(records))
 
     def close(self) -> None:
-        for sink in list(self.sinks):
-            self._guard(sink, "close", sink.close)
+        self._each("close", lambda sink: sink.close())
         self.sinks.clear()
 
-    def _guard(self, sink: Sink, what: str, call) -> None:
-        try:
-            call()
-        except Exception as err:
-            self.sinks.remove(sink)
+    def _each(self, what: str, call) -> None:
+        failures = []
+        for sink in list(self.sinks):
+            try:
+                call(sink)
+            except Exception as err:
+                self.sinks.remove(sink)
+                failures.append(f"{sink!r} ({type(err).__name__}: {err})")
+                with contextlib.suppress(Exception):
+                    sink.close()
+        if failures:
+            self.failed += failures
+            still = ", ".join(repr(s) for s in self.sinks) or "no sink"
             warn(
-                f"{type(sink).__name__} failed to {what} ({type(err).__name__}: {err}); "
-                "it is switched off and training goes on."
+                f"failed to {what}: {'; '.join(failures)}. "
+                f"Switched off; {still} goes on, and so does training."
             )

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import sys
-from typing import Mapping, TextIO
+from typing import Sequence, TextIO
 
 from dualwatch.health import Verdict
+from dualwatch.records import Record, Scalars
+from dualwatch.stats import PARAMETER_STATS
 
 RULE = "=" * 80
 HEALTH_TAG = "train/gradient/health"
 
 
 class ConsoleSink:
-    """Prints per-parameter ``weight_change`` and ``grad_norm`` and the model-level gradient health.
+    """Prints each scalar record as one block: per-parameter ``keys`` and every other tag.
 
-    ``title`` heads the block (seed 000: "Edge Processor Monitor"); ``keys`` are the
-    per-parameter statistics shown, in order.
+    ``title`` heads the block (seed 000: "Edge Processor Monitor"); of the per-parameter
+    statistics only ``keys`` are shown, in the order they were logged.
     """
 
     def __init__(
@@ -28,17 +30,23 @@ class ConsoleSink:
         self.keys = keys
         self.stream = stream
 
-    def write(self, step: int, scalars: Mapping[str, float]) -> None:
-        lines = [RULE, f"{self.title} - Step {step}", RULE]
-        lines += [
-            f"  {tag}: {value:.6e}" for tag, value in scalars.items() if tag.rsplit("/", 1)[-1] in self.keys
-        ]
-        for tag, value in scalars.items():
+    def __repr__(self) -> str:
+        return "console"
+
+    def write(self, records: Sequence[Record]) -> None:
+        for record in records:
+            if isinstance(record, Scalars):
+                print(self._block(record), file=self.stream or sys.stdout, flush=True)
+
+    def _block(self, record: Scalars) -> str:
+        lines = [RULE, f"{self.title} - Step {record.step}", RULE]
+        for tag, value in record.values.items():
+            stat = tag.rsplit("/", 1)[-1]
             if tag == HEALTH_TAG:
                 lines.append(f"  {tag}: {list(Verdict)[int(value)].value}")
-            elif tag.startswith("train/gradient/"):
+            elif stat not in PARAMETER_STATS or stat in self.keys:
                 lines.append(f"  {tag}: {value:.6e}")
-        print("\n".join(lines), file=self.stream or sys.stdout, flush=True)
+        return "\n".join(lines)
 
     def close(self) -> None:
         pass

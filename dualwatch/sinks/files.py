@@ -1,0 +1,109 @@
+"""A sink that appends one format's records to one file of the run directory.
+
+Each batch is encoded first and appended with one ``write`` of whole records, so a
+reader polling the file (VisualDL's server has no tolerance for half records) sees
+either the whole batch or none of it. A write that fails half-way (disk full, a file-size
+limit) is cut back to the last whole record before the error is raised. Re-opening a run
+with ``resume`` repairs a tail left by a crash and drops records at or after the resume
+step, so no step is shown twice.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from dualwatch._warn import warn
+from dualwatch.formats import Format
+from dualwatch.records import Record
+
+
+class FileSink:
+    """Writes ``format`` into ``run_dir``; the file is opened at the first batch.
+
+    ``resume``: False starts a new file; True continues the newest file of this format
+    from the first step written; an int continues it from that step.
+    """
+
+    def __init__(self, format: Format, run_dir: str, resume: bool | int = False) -> None:
+        self.format = format
+        self.run_dir = run_dir
+        self.resume = resume
+        self.path: str | None = None
+        self._fd: int | None = None
+        self._size = 0
+
+    def __repr__(self) -> str:
+        return f"{type(self.format).__name__.replace('Format', '')} file {self.path or self.run_dir}"
+
+    def write(self, records: Sequence[Record]) -> None:
+        try:
+            data = self.format.encode(records)
+        except Exception:  # one bad record must not cost the batch: find it, skip it, say so
+            data = b"".join(self._encode_each(records))
+        if self._fd is None:
+            data = self._open(records) + data
+        self._append(data)
+
+    def _encode_each(self, records: Sequence[Record]):
+        for record in records:
+            try:
+                yield self.format.encode([record])
+            except Exception as err:
+                warn(f"{self!r}: skipped {type(record).__name__} {getattr(record, 'tag', '')!r} ({err})")
+
+    def _open(self, records: Sequence[Record]) -> bytes:
+        """Opens (or re-opens and repairs) the file; returns what must precede the first batch."""
+        wall_ms = records[0].wall_ms
+        existing = self._newest() if self.resume is not False else None
+        if existing is None:
+            self.path = os.path.join(self.run_dir, self.format.new_file_name(wall_ms))
+            prefix = self.format.header(wall_ms)
+        else:
+            step = min(r.step for r in records) if self.resume is True else int(self.resume)
+            self.path = existing
+            self._keep_before(step)
+            prefix = self.format.purge_marker(step, wall_ms)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        return prefix
+
+    def _newest(self) -> str | None:
+        """The file a viewer shows for this run (VisualDL: the name that sorts last)."""
+        names = sorted(n for n in os.listdir(self.run_dir) if self.format.is_log(n))
+        return os.path.join(self.run_dir, names[-1]) if names else None
+
+    def _keep_before(self, step: int) -> None:
+        """Cuts a partial tail and every record at ``step`` or later out of the file."""
+        assert self.path is not None
+        with open(self.path, "rb") as f:
+            data = f.read()
+        frames = self.format.scan(data)
+        keep = [frame for frame in frames if frame.step is None or frame.step < step]
+        if keep == frames[: len(keep)]:  # only a tail goes: cut in place
+            with open(self.path, "r+b") as f:
+                f.truncate(keep[-1].end if keep else 0)
+            return
+        temporary = os.path.join(self.run_dir, ".dualwatch-resume.tmp")
+        with open(temporary, "wb") as f:
+            f.write(b"".join(data[frame.start : frame.end] for frame in keep))
+        os.replace(temporary, self.path)
+
+    def _append(self, data: bytes) -> None:
+        assert self._fd is not None
+        if os.fstat(self._fd).st_nlink == 0:
+            raise FileNotFoundError(f"{self.path} was deleted (was the run directory removed?)")
+        view, done = memoryview(data), 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, view[done:])
+        except OSError:
+            if done:
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -8,5 +8,6 @@ from dualwatch._version import __version__
 from dualwatch.health import Health, Thresholds, Verdict
 from dualwatch.stats import Report, StatsEngine
 from dualwatch.watcher import Watcher
+from dualwatch.writer import Writer
 
-__all__ = ["Health", "Report", "StatsEngine", "Thresholds", "Verdict", "Watcher", "__version__"]
+__all__ = ["Health", "Report", "StatsEngine", "Thresholds", "Verdict", "Watcher", "Writer", "__version__"]

@@ -76,6 +76,7 @@ def run_demo(framework: str, *, steps: int = 30, every: int = 10, logdir: str = 
             loss = mse(_forward(model, to_tensor(images)), to_tensor(target))
             loss.backward()
             w.step(step)
+            w.log_training(step, loss=loss.item(), lr=1e-3)
             optimizer.step()
             clear()
         return w.run_dir or ""

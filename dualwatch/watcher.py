@@ -151,7 +151,7 @@ class Watcher:
             return {}
         self._warn_on_change(report.health)
         self.last = report
-        self.writer.log(step, report.scalars)
+        self.writer.log(step, report.scalars, echo=True)
         return report.scalars
 
     def log_training(
@@ -176,8 +176,9 @@ class Watcher:
         return duration
 
     def log_losses(self, step: int, losses: Mapping[str, Any]) -> None:
-        """Seed 003's loss breakdown: ``train/detailed_loss/<name>`` for each named loss."""
-        self.writer.log(step, {f"train/detailed_loss/{name}": value for name, value in losses.items()})
+        """Seed 003's loss breakdown: ``train/detailed_loss/<name>`` for each named loss, also printed."""
+        breakdown = {f"train/detailed_loss/{name}": value for name, value in losses.items()}
+        self.writer.log(step, breakdown, echo=True)
 
     def _warn_on_change(self, health: Health) -> None:
         """Advice is given when the verdict turns, not at every check."""

@@ -46,8 +46,8 @@ class Writer:
             the curves stay continuous and no step is shown twice.
         formats: any of ``"visualdl"``, ``"tensorboard"``, ``"jsonl"``. A format whose
             package is missing is skipped with one warning.
-        console: a sink that prints scalar records (``log``/``add_scalars``) as they are
-            logged, on the caller's thread.
+        console: a sink that prints the records logged with ``log(..., echo=True)`` at once,
+            on the caller's thread.
         sinks: more sinks (``write(records)`` and ``close()``) fed by the writer thread beside
             the files, for example one that forwards to another tracker.
         max_latency: seconds within which a logged record is on disk.
@@ -124,8 +124,13 @@ class Writer:
         if len(queue) > self._wake_at:
             self._wake.set()
 
-    def log(self, step: int, scalars: Mapping[str, Any], walltime: float | None = None) -> None:
-        """Queues ``{tag: value}`` as one record (one TensorBoard event, one JSON line)."""
+    def log(
+        self, step: int, scalars: Mapping[str, Any], walltime: float | None = None, *, echo: bool = False
+    ) -> None:
+        """Queues ``{tag: value}`` as one record (one TensorBoard event, one JSON line).
+
+        ``echo=True`` also prints it on the console sink, if there is one.
+        """
         step = step if type(step) is int else _step(step)
         wall = _time() if walltime is None else float(walltime)
         tags = self._tags
@@ -140,7 +145,7 @@ class Writer:
             queue.extend(items)
             if len(queue) > self._wake_at:
                 self._wake.set()
-        if self._console.sinks:
+        if echo and self._console.sinks:
             values = {tag: float(value) for tag, value, _, _ in items}
             self._console.write([Scalars(step, _ms(wall), values)])
 

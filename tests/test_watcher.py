@@ -118,7 +118,12 @@ def test_a_failing_check_warns_and_returns_nothing(framework: str, monkeypatch: 
 def test_watcher_is_a_context_manager_that_closes_its_files(framework: str, tmp_path) -> None:
     with _watched(framework, logdir=tmp_path, run="r")[1] as w:
         w.step(0)
-    assert w.writer.stats() == {"queued": 0, "written": w.writer.stats()["written"], "dropped": 0, "failed": []}
+    assert w.writer.stats() == {
+        "queued": 0,
+        "written": w.writer.stats()["written"],
+        "dropped": 0,
+        "failed": [],
+    }
     assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 1
 
 

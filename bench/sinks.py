@@ -1,0 +1,147 @@
+"""Benchmark: scalars per second into VisualDL + TensorBoard + JSONL, against each library alone.
+
+What it measures
+    ``N`` ``add_scalar`` calls (10 tags, 10 scalars per step, as a training loop logs
+    them) written by, in the same process and interleaved round-robin:
+
+    * ``visualdl.LogWriter`` alone (library defaults), into one VisualDL file;
+    * ``torch.utils.tensorboard.SummaryWriter`` alone (library defaults), one event file;
+    * ``dualwatch.Writer``, into a VisualDL file, a TensorBoard file and ``metrics.jsonl``
+      together.
+
+    End to end is from the first call until ``close()`` returned (every record on disk).
+    Caller cost is the time of the calls alone divided by ``N``: what the training loop
+    pays per scalar, the background thread's share of the GIL included.
+
+Why
+    The issue's targets: >= 100k scalars/s end to end into all three formats, and <= 3 us
+    caller cost per scalar. The library writers alone sustain 13k-27k/s on this class of
+    machine (../shared/research/writers.md, 4.1). Nothing is asserted; the script prints
+    medians, ratios and whether each target is met, and exits 0.
+
+Usage
+    python bench/sinks.py [--scalars N] [--repeats R] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from bench._timing import Timings, env_line, interleaved, table  # noqa: E402
+
+TAGS = [f"train/metric_{i}" for i in range(10)]
+
+
+def visualdl_alone(directory: str, n: int) -> float:
+    from visualdl import LogWriter
+
+    writer = LogWriter(logdir=directory)
+    start = time.perf_counter()
+    for i in range(n):
+        writer.add_scalar(TAGS[i % 10], i * 0.5, i // 10)
+    calls = time.perf_counter() - start
+    writer.close()
+    return calls
+
+
+def torch_alone(directory: str, n: int) -> float:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=directory)
+    start = time.perf_counter()
+    for i in range(n):
+        writer.add_scalar(TAGS[i % 10], i * 0.5, i // 10)
+    calls = time.perf_counter() - start
+    writer.close()
+    return calls
+
+
+def dualwatch_all_three(directory: str, n: int) -> float:
+    from dualwatch import Writer
+
+    writer = Writer(directory, run="bench")
+    add_scalar = writer.add_scalar
+    start = time.perf_counter()
+    for i in range(n):
+        add_scalar(TAGS[i % 10], i * 0.5, i // 10)
+    calls = time.perf_counter() - start
+    writer.close()
+    if writer.stats()["dropped"]:
+        raise RuntimeError("records were dropped: the run does not count")
+    return calls
+
+
+VARIANTS: dict[str, Callable[[str, int], float]] = {
+    "visualdl LogWriter alone": visualdl_alone,
+    "torch SummaryWriter alone": torch_alone,
+    "dualwatch VDL+TB+JSONL": dualwatch_all_three,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scalars", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="2,000 scalars, 1 repeat (for CI)")
+    args = parser.parse_args()
+    n, repeats = (2_000, 1) if args.smoke else (args.scalars, args.repeats)
+
+    import torch
+    import visualdl
+
+    import dualwatch
+
+    root = tempfile.mkdtemp(prefix="dualwatch-bench-sinks-")
+    calls: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    counter = iter(range(10**9))
+
+    def run(name: str) -> Callable[[], None]:
+        def once() -> None:
+            calls[name].append(VARIANTS[name](f"{root}/{next(counter)}", n))
+
+        return once
+
+    try:
+        totals = interleaved({name: run(name) for name in VARIANTS}, repeats, warmup=1)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    print(
+        env_line(
+            {"torch": torch.__version__, "visualdl": visualdl.__version__, "dualwatch": dualwatch.__version__}
+        )
+    )
+    print(
+        f"{n:,} add_scalar calls, 10 tags, median of {repeats} interleaved runs "
+        "(end to end: close() included)"
+    )
+    print(table(list(totals.values())))
+    print()
+    rate = {name: n / t.median for name, t in totals.items()}
+    caller = {name: Timings(name, samples[1:]).median / n * 1e6 for name, samples in calls.items()}
+    for name in VARIANTS:
+        print(
+            f"  {name:<26} {rate[name]:>10,.0f} scalars/s end to end"
+            f"   {caller[name]:6.2f} us/scalar in the caller"
+        )
+    ours = rate["dualwatch VDL+TB+JSONL"]
+    print()
+    print(f"  dualwatch (3 formats) vs visualdl alone: {ours / rate['visualdl LogWriter alone']:.1f}x")
+    print(f"  dualwatch (3 formats) vs torch alone:    {ours / rate['torch SummaryWriter alone']:.1f}x")
+    print(f"  end to end >= 100,000 scalars/s: {'MET' if ours >= 100_000 else 'NOT MET'} ({ours:,.0f})")
+    cost = caller["dualwatch VDL+TB+JSONL"]
+    print(f"  caller cost <= 3 us/scalar:      {'MET' if cost <= 3 else 'NOT MET'} ({cost:.2f} us)")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,7 @@ EXTRAS = {
     "torch": ["torch>=2.1"],
     "paddle": ["paddlepaddle>=2.6"],
     "visualdl": ["visualdl>=2.5"],
-    "tensorboard": ["tensorboard>=2.10"],
+    "tensorboard": ["tensorboard>=2.10", "crc32c>=2.0"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 EXTRAS["test"] = ["pytest>=7", "ruff>=0.5"]

@@ -28,9 +28,11 @@ def summarize(values: Any, bins: int) -> Callable[[], Summary]:
 
 
 def _host(values: Any) -> Any:
-    """A numpy-readable view of host values (torch CPU tensors need ``detach``)."""
+    """Host values as something numpy reads (framework tensors in float64, whatever their dtype)."""
+    if "paddle" in type(values).__module__ and hasattr(values, "astype"):
+        return values.detach().astype("float64").numpy()
     if hasattr(values, "detach") and hasattr(values, "numpy"):
-        return values.detach().numpy() if "paddle" not in type(values).__module__ else values.numpy()
+        return values.detach().double().numpy()
     return values
 
 

@@ -335,11 +335,13 @@ def _number(value: Any) -> float | Any:
     """A float, or a detached copy of an accelerator tensor (read on the writer thread)."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"a scalar value is a number or a one-element tensor, got {value!r}")
-    device = getattr(value, "device", None) or getattr(value, "place", None)
-    if device is not None and "cpu" not in str(device).lower() and hasattr(value, "detach"):
-        return value.detach().clone()
+    if hasattr(value, "detach"):  # torch or paddle: never hold the graph, never wait for a device here
+        value = value.detach()
+        device = getattr(value, "place", None) or getattr(value, "device", None)
+        if "cpu" not in str(device).lower():
+            return value.clone()
     try:
-        return float(value)
+        return float(value.item() if hasattr(value, "item") else value)
     except (TypeError, ValueError) as err:
         raise TypeError(f"a scalar value is a number or a one-element tensor, got {value!r}") from err
 
@@ -394,18 +396,26 @@ _exit_handlers_installed = False
 
 
 def _install_exit_handlers() -> None:
-    """``atexit`` and SIGTERM write what is queued (the thread is a daemon and would be cut off)."""
+    """``atexit`` closes and SIGTERM flushes every open writer (the thread is a daemon, cut off at exit).
+
+    SIGTERM then goes on to the handler that was there before (by default: terminate).
+    """
     global _exit_handlers_installed
     if _exit_handlers_installed:
         return
     _exit_handlers_installed = True
     atexit.register(_close_all)
+    if hasattr(
+        os, "register_at_fork"
+    ):  # a forked child (a DataLoader worker) must not write the parent's run
+        os.register_at_fork(after_in_child=_live.clear)
     if threading.current_thread() is not threading.main_thread():
         return
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        _close_all()
+        for writer in list(_live):
+            writer.flush()
         if callable(previous):
             previous(signum, frame)
         elif previous == signal.SIG_DFL:

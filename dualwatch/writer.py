@@ -11,6 +11,7 @@ training; a failing file is switched off with one warning and the others go on.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import threading
@@ -239,7 +240,8 @@ class Writer:
         while not self._closed:
             self._wake.wait(period)
             self._wake.clear()
-            self.flush()
+            with contextlib.suppress(Exception):  # a warning turned into an error must not stop writing
+                self.flush()
 
     def flush(self) -> None:
         """Writes everything queued so far, on the calling thread."""

@@ -28,6 +28,7 @@ from dualwatch.sinks import FanOut, FileSink, Sink
 
 DEFAULT_FORMATS = ("visualdl", "tensorboard", "jsonl")
 DROPPED_TAG = "dualwatch/dropped_records"
+CLOSE_TIMEOUT = 10.0  # seconds close() waits for a sink stuck in a write
 HParamValue = Union[bool, int, float, str]
 
 _time = time.time
@@ -315,16 +316,19 @@ class Writer:
         if self._closed:
             return
         self._closed = True
+        _live.discard(self)
         self._wake.set()
         if self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
-        with self._lock:
+            self._thread.join(timeout=CLOSE_TIMEOUT)
+        if not self._lock.acquire(timeout=CLOSE_TIMEOUT):
+            warn(f"a sink has been stuck for {CLOSE_TIMEOUT:g} s; closing without writing what is queued")
+            return
+        try:
             self.flush()
             self._files.close()
             self._console.close()
-        _live.discard(self)
-        if self._dropped:
-            warn(f"{self._dropped} records were dropped because the log queue was full")
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Writer:
         return self

@@ -31,6 +31,8 @@ class Format(ABC):
     """One on-disk format. ``name`` is what users pass in ``formats=``."""
 
     name: str
+    #: how users know the format in messages
+    label: str
     #: the marker a viewer looks for in file names (VisualDL: ``vdlrecords``, TensorBoard: ``tfevents``)
     mark: str
 

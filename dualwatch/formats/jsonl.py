@@ -20,6 +20,7 @@ _dumps = json.JSONEncoder(allow_nan=False, separators=(", ", ": ")).encode
 
 class JsonlFormat(Format):
     name = "jsonl"
+    label = "JSON lines"
     mark = "metrics.jsonl"
     file_pattern = "metrics.jsonl"
 

@@ -36,6 +36,7 @@ def _masked_crc():
 
 class TensorBoardFormat(Format):
     name = "tensorboard"
+    label = "TensorBoard"
     mark = "tfevents"
     file_pattern = "events.out.tfevents.{sec:010d}.{host}.{pid}.{seq}.dualwatch"
 

@@ -21,6 +21,7 @@ MAX_RECORD = 1 << 31
 
 class VisualDLFormat(Format):
     name = "visualdl"
+    label = "VisualDL"
     mark = "vdlrecords"
     file_pattern = "vdlrecords.{sec:010d}.{host}.{pid}.{seq}.log"
 

@@ -50,8 +50,9 @@ class FanOut:
                     sink.close()
         if failures:
             self.failed += failures
-            still = ", ".join(repr(s) for s in self.sinks) or "no sink"
-            warn(
-                f"failed to {what}: {'; '.join(failures)}. "
-                f"Switched off; {still} goes on, and so does training."
+            still = (
+                f"{', '.join(repr(s) for s in self.sinks)} goes on, and so does training"
+                if self.sinks
+                else "training goes on"
             )
+            warn(f"failed to {what}: {'; '.join(failures)}. Switched off; {still}.")

@@ -34,7 +34,7 @@ class FileSink:
         self._size = 0
 
     def __repr__(self) -> str:
-        return f"{type(self.format).__name__.replace('Format', '')} file {self.path or self.run_dir}"
+        return f"{self.format.label} file {self.path or self.run_dir}"
 
     def write(self, records: Sequence[Record]) -> None:
         try:

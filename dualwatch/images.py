@@ -20,6 +20,8 @@ def to_uint8_hwc(image: Any, dataformats: str = "HWC") -> np.ndarray:
         raise ValueError(f"dataformats= is one of {LAYOUTS}, got {dataformats!r}")
     if hasattr(image, "detach"):
         image = image.detach()
+        if "bfloat16" in str(image.dtype):  # numpy has no bfloat16 (paddle would hand over raw bits)
+            image = image.astype("float32") if "paddle" in type(image).__module__ else image.float()
         image = image.cpu() if hasattr(image, "cpu") else image
         image = image.numpy()
     array = np.asarray(image)

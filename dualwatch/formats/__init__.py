@@ -46,8 +46,14 @@ class Format(ABC):
     def is_log(self, name: str) -> bool:
         return self.mark in name
 
-    def header(self, wall_ms: int) -> bytes:
-        """What a new file starts with."""
+    #: True when the viewer reads every file of a run and drops stale steps when told to
+    #: (TensorBoard): a resumed run then starts a new file and leaves the old ones alone, which
+    #: a viewer reading them right now needs. False (VisualDL shows only the newest file; JSON
+    #: lines has no marker): a resumed run keeps one file, cut back to before the resume step.
+    resumes_in_new_file = False
+
+    def header(self, wall_ms: int, step: int) -> bytes:
+        """What a new file, whose first record is at ``step``, starts with."""
         return b""
 
     @abstractmethod
@@ -57,10 +63,6 @@ class Format(ABC):
     @abstractmethod
     def scan(self, data: bytes) -> list[Frame]:
         """The whole, valid records at the start of ``data``; scanning stops at the first bad one."""
-
-    def purge_marker(self, step: int, wall_ms: int) -> bytes:
-        """Tells the viewer that records at ``step`` and later, written before, are stale."""
-        return b""
 
 
 def formats_by_name() -> dict[str, type[Format]]:

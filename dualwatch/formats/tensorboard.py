@@ -47,13 +47,18 @@ class TensorBoardFormat(Format):
         self._summary_pb2 = summary_pb2
         self._crc = _masked_crc()
 
-    def header(self, wall_ms: int) -> bytes:
-        return self._frame(self._event_pb2.Event(wall_time=wall_ms / 1000, file_version="brain.Event:2"))
+    resumes_in_new_file = True
 
-    def purge_marker(self, step: int, wall_ms: int) -> bytes:
-        """``SessionLog.START`` at ``step``: TensorBoard drops earlier-written points at ``step`` or later."""
+    def header(self, wall_ms: int, step: int) -> bytes:
+        """The file version, then ``SessionLog.START`` at the file's first step: the purge marker.
+
+        TensorBoard drops points of this run written before it at ``step`` or later. Every file
+        carries one because TensorBoard's Python loader ignores the first START of a run.
+        """
+        version = self._event_pb2.Event(wall_time=wall_ms / 1000, file_version="brain.Event:2")
         log = self._event_pb2.SessionLog(status=self._event_pb2.SessionLog.START)
-        return self._frame(self._event_pb2.Event(wall_time=wall_ms / 1000, step=step, session_log=log))
+        start = self._event_pb2.Event(wall_time=wall_ms / 1000, step=step, session_log=log)
+        return self._frame(version) + self._frame(start)
 
     def encode(self, records: Sequence[Record]) -> bytes:
         out: list[bytes] = []

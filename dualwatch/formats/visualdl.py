@@ -34,7 +34,7 @@ class VisualDLFormat(Format):
         self._scalar = VdlRecord()
         self._value = self._scalar.values.add()
 
-    def header(self, wall_ms: int) -> bytes:
+    def header(self, wall_ms: int, step: int) -> bytes:
         return _frame(self._components.meta_data(walltime=wall_ms).SerializeToString())
 
     def encode(self, records: Sequence[Record]) -> bytes:

@@ -3,9 +3,13 @@
 Each batch is encoded first and appended with one ``write`` of whole records, so a
 reader polling the file (VisualDL's server has no tolerance for half records) sees
 either the whole batch or none of it. A write that fails half-way (disk full, a file-size
-limit) is cut back to the last whole record before the error is raised. Re-opening a run
-with ``resume`` repairs a tail left by a crash and drops records at or after the resume
-step, so no step is shown twice.
+limit) is cut back to the last whole record before the error is raised.
+
+Re-opening a run with ``resume`` repairs a tail left by a crash. TensorBoard, which reads
+every file of a run and honours a purge marker, continues in a new file that starts with
+one, leaving the old file as a running viewer is reading it. VisualDL (it shows only the
+newest file) and JSON lines keep one file, cut back to before the resume step. Either
+way no step is shown twice.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import os
 from typing import Sequence
 
 from dualwatch._warn import warn
-from dualwatch.formats import Format
+from dualwatch.formats import Format, Frame
 from dualwatch.records import Record
 
 
@@ -55,15 +59,18 @@ class FileSink:
     def _open(self, records: Sequence[Record]) -> bytes:
         """Opens (or re-opens and repairs) the file; returns what must precede the first batch."""
         wall_ms = records[0].wall_ms
+        step = min(r.step for r in records) if isinstance(self.resume, bool) else self.resume
         existing = self._newest() if self.resume is not False else None
+        if existing is not None and self.format.resumes_in_new_file:
+            self._cut(existing, self.format.scan(_read(existing))[-1:])  # a crash tail only
+            existing = None
         if existing is None:
             self.path = os.path.join(self.run_dir, self.format.new_file_name(wall_ms))
-            prefix = self.format.header(wall_ms)
+            prefix = self.format.header(wall_ms, step)
         else:
-            step = min(r.step for r in records) if self.resume is True else int(self.resume)
             self.path = existing
             self._keep_before(step)
-            prefix = self.format.purge_marker(step, wall_ms)
+            prefix = b""
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._size = os.fstat(self._fd).st_size
         return prefix
@@ -76,18 +83,23 @@ class FileSink:
     def _keep_before(self, step: int) -> None:
         """Cuts a partial tail and every record at ``step`` or later out of the file."""
         assert self.path is not None
-        with open(self.path, "rb") as f:
-            data = f.read()
+        data = _read(self.path)
         frames = self.format.scan(data)
         keep = [frame for frame in frames if frame.step is None or frame.step < step]
         if keep == frames[: len(keep)]:  # only a tail goes: cut in place
-            with open(self.path, "r+b") as f:
-                f.truncate(keep[-1].end if keep else 0)
+            self._cut(self.path, keep[-1:])
             return
         temporary = os.path.join(self.run_dir, ".dualwatch-resume.tmp")
         with open(temporary, "wb") as f:
             f.write(b"".join(data[frame.start : frame.end] for frame in keep))
         os.replace(temporary, self.path)
+
+    @staticmethod
+    def _cut(path: str, last: list[Frame]) -> None:
+        """Truncates ``path`` after the frame ``last[0]`` (to nothing when ``last`` is empty)."""
+        end = last[0].end if last else 0
+        if os.path.getsize(path) != end:
+            os.truncate(path, end)
 
     def _append(self, data: bytes) -> None:
         assert self._fd is not None
@@ -107,3 +119,8 @@ class FileSink:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()

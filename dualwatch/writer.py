@@ -275,8 +275,12 @@ class Writer:
         for item in items:
             if type(item) is tuple:
                 tag, value, step, wall = item
-                if type(value) is not float:
-                    value = float(value)  # a device tensor, copied here instead of on the training thread
+                if type(value) is not float:  # a device tensor, read here instead of on the training thread
+                    try:
+                        value = float(value)
+                    except Exception as err:
+                        warn(f"scalar {tag!r} at step {step} is not one number ({err}); it is skipped")
+                        continue
                 wall_ms = int(wall * 1000 + 0.5)
                 if (
                     current is None

@@ -26,7 +26,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["dualwatch", "dualwatch.*"]),
-    install_requires=["numpy>=1.21", "click>=8.0"],
+    install_requires=["numpy>=1.21", "click>=8.0", "rich>=13"],
     extras_require=EXTRAS,
     # Optional: without a C compiler the install still succeeds and CPU checks use framework ops.
     ext_modules=[

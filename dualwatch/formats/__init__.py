@@ -35,13 +35,13 @@ class Format(ABC):
     label: str
     #: the marker a viewer looks for in file names (VisualDL: ``vdlrecords``, TensorBoard: ``tfevents``)
     mark: str
+    #: ``str.format`` pattern of new files' names (fields: sec, host, pid, seq)
+    file_pattern: str
 
     def new_file_name(self, wall_ms: int) -> str:
         """A name no other writer can take: seconds, host, pid and a per-process sequence number."""
         host = socket.gethostname().replace(os.sep, "_") or "host"
         return self.file_pattern.format(sec=wall_ms // 1000, host=host, pid=os.getpid(), seq=next(_sequence))
-
-    file_pattern: str
 
     def is_log(self, name: str) -> bool:
         return self.mark in name

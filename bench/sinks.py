@@ -42,40 +42,34 @@ from bench._timing import Timings, env_line, interleaved, table  # noqa: E402
 TAGS = [f"train/metric_{i}" for i in range(10)]
 
 
-def visualdl_alone(directory: str, n: int) -> float:
-    from visualdl import LogWriter
-
-    writer = LogWriter(logdir=directory)
-    start = time.perf_counter()
-    for i in range(n):
-        writer.add_scalar(TAGS[i % 10], i * 0.5, i // 10)
-    calls = time.perf_counter() - start
-    writer.close()
-    return calls
-
-
-def torch_alone(directory: str, n: int) -> float:
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(log_dir=directory)
-    start = time.perf_counter()
-    for i in range(n):
-        writer.add_scalar(TAGS[i % 10], i * 0.5, i // 10)
-    calls = time.perf_counter() - start
-    writer.close()
-    return calls
-
-
-def dualwatch_all_three(directory: str, n: int) -> float:
-    from dualwatch import Writer
-
-    writer = Writer(directory, run="bench")
+def _calls_then_close(writer, n: int) -> float:
+    """Seconds spent in ``n`` ``add_scalar`` calls; ``close()`` (the drain) follows, untimed here."""
     add_scalar = writer.add_scalar
     start = time.perf_counter()
     for i in range(n):
         add_scalar(TAGS[i % 10], i * 0.5, i // 10)
     calls = time.perf_counter() - start
     writer.close()
+    return calls
+
+
+def visualdl_alone(directory: str, n: int) -> float:
+    from visualdl import LogWriter
+
+    return _calls_then_close(LogWriter(logdir=directory), n)
+
+
+def torch_alone(directory: str, n: int) -> float:
+    from torch.utils.tensorboard import SummaryWriter
+
+    return _calls_then_close(SummaryWriter(log_dir=directory), n)
+
+
+def dualwatch_all_three(directory: str, n: int) -> float:
+    from dualwatch import Writer
+
+    writer = Writer(directory, run="bench")
+    calls = _calls_then_close(writer, n)
     if writer.stats()["dropped"]:
         raise RuntimeError("records were dropped: the run does not count")
     return calls

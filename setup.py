@@ -13,9 +13,12 @@ EXTRAS = {
     "paddle": ["paddlepaddle>=2.6"],
     "visualdl": ["visualdl>=2.5"],
     "tensorboard": ["tensorboard>=2.10", "crc32c>=2.0"],
+    "plot": ["matplotlib>=3.5"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
-EXTRAS["test"] = ["pytest>=7", "ruff>=0.5"]
+# tbparse: the peer reader bench/reader.py measures against; mmengine-lite (with OpenCV's headless
+# build, not the GUI build mmengine pulls): the MMEngine logs the monitor is tested on.
+EXTRAS["test"] = ["pytest>=7", "ruff>=0.5", "tbparse>=0.0.9", "mmengine-lite>=0.10", "opencv-python-headless>=4.5"]
 
 setup(
     name="dualwatch",
@@ -26,7 +29,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["dualwatch", "dualwatch.*"]),
-    install_requires=["numpy>=1.21", "click>=8.0", "rich>=13"],
+    install_requires=["numpy>=1.21", "click>=8.0", "rich>=13", "pyyaml>=5.1"],
     extras_require=EXTRAS,
     # Optional: without a C compiler the install still succeeds and CPU checks use framework ops.
     ext_modules=[

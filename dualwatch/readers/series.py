@@ -10,6 +10,7 @@ tag mid-chunk, a step logged again, out of order) goes point by point, through
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from itertools import islice
 from operator import lt
@@ -19,12 +20,15 @@ from typing import Sequence
 class Series:
     """One scalar tag's points in step order; one point per step (last writer wins)."""
 
-    __slots__ = ("steps", "values", "wall_times")
+    __slots__ = ("_best", "_scanned", "steps", "values", "wall_times")
 
     def __init__(self) -> None:
         self.steps: list[int] = []
         self.wall_times: list[float] = []
         self.values: list[float] = []
+        # best(): index of the lowest finite value among the first ``_scanned`` points
+        self._best = -1
+        self._scanned = 0
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -38,6 +42,20 @@ class Series:
             return None
         return self.steps[-1], self.wall_times[-1], self.values[-1]
 
+    def best(self) -> tuple[int, float] | None:
+        """``(step, value)`` of the lowest finite value, or None when there is none.
+
+        A monitor asks every poll; only points appended since the last call are scanned
+        (any other change scans again from the start).
+        """
+        values, best = self.values, self._best
+        for i in range(self._scanned, len(values)):
+            v = values[i]
+            if math.isfinite(v) and (best < 0 or v < values[best]):
+                best = i
+        self._best, self._scanned = best, len(values)
+        return (self.steps[best], values[best]) if best >= 0 else None
+
     def put(self, step: int, wall_time: float, value: float) -> None:
         """Adds a point at any step; a point already at ``step`` is replaced."""
         steps = self.steps
@@ -47,6 +65,7 @@ class Series:
             self.values.append(value)
             return
         i = bisect_left(steps, step)
+        self._best, self._scanned = -1, 0
         if steps[i] == step:
             self.wall_times[i] = wall_time
             self.values[i] = value
@@ -59,6 +78,7 @@ class Series:
         """Removes every point at ``step`` or later (TensorBoard's purge on a restart)."""
         i = bisect_left(self.steps, step)
         del self.steps[i:], self.wall_times[i:], self.values[i:]
+        self._best, self._scanned = -1, 0
 
 
 class Table:

@@ -330,7 +330,8 @@ def locate_run(logdir: str, name: str | None = None) -> str:
     runs = find_runs(logdir)
     if not runs:
         raise MonitorError(
-            f"no logs under {logdir} (no tfevents, vdlrecords or metrics.jsonl file)", transient=True
+            f"no logs under {logdir} (no tfevents, vdlrecords, metrics.jsonl or vis_data/scalars.json file)",
+            transient=True,
         )
     if name is None:
         return runs[-1]

@@ -1,8 +1,13 @@
 """Which files are logs, of which format, and which directories are runs.
 
 A file is a log by the marker in its name, as the viewers decide (``tfevents`` for
-TensorBoard, ``vdlrecords`` for VisualDL) plus dualwatch's ``metrics.jsonl``. Hidden
-files and directories (a resume's ``.dualwatch-resume.tmp``, ``.git``) are never logs.
+TensorBoard, ``vdlrecords`` for VisualDL) plus dualwatch's ``metrics.jsonl``, plus
+MMEngine's ``scalars.json``: the file its ``LocalVisBackend`` appends one JSON line to per
+``add_scalars`` call. That name is common, so it counts only in a directory named
+``vis_data``, which MMEngine's ``Visualizer`` always writes its backends' files under
+(``<work_dir>/<timestamp>/vis_data/``); the ``<timestamp>.json`` next to it holds the
+same lines and is not read. Hidden files and directories (a resume's
+``.dualwatch-resume.tmp``, ``.git``) are never logs.
 """
 
 from __future__ import annotations
@@ -10,17 +15,34 @@ from __future__ import annotations
 import os
 
 #: formats in the order a run is read from: TensorBoard first, its records carry checksums
-FORMATS = (("tensorboard", "tfevents"), ("visualdl", "vdlrecords"), ("jsonl", "metrics.jsonl"))
+FORMATS = (
+    ("tensorboard", "tfevents"),
+    ("visualdl", "vdlrecords"),
+    ("jsonl", "metrics.jsonl"),
+    ("mmengine", "scalars.json"),
+)
+#: the directory MMEngine's Visualizer puts its backends' files in
+MMENGINE_DIR = "vis_data"
 
 
-def format_of(name: str) -> str | None:
-    """The format of a file named ``name``, or None when it is not a log."""
+def format_of(name: str, directory: str | None = None) -> str | None:
+    """The format of a file named ``name`` in ``directory``, or None when it is not a log.
+
+    MMEngine's ``scalars.json`` is a log only when ``directory`` is named ``vis_data``.
+    """
     if name.startswith("."):
         return None
     for fmt, mark in FORMATS:
-        if mark in name:
+        if fmt == "mmengine":
+            if name == mark and directory is not None and _is_vis_data(directory):
+                return fmt
+        elif mark in name:
             return fmt
     return None
+
+
+def _is_vis_data(directory: str) -> bool:
+    return os.path.basename(os.path.abspath(directory)) == MMENGINE_DIR
 
 
 def log_files(run_dir: str) -> dict[str, dict[str, os.stat_result]]:
@@ -29,7 +51,7 @@ def log_files(run_dir: str) -> dict[str, dict[str, os.stat_result]]:
     try:
         with os.scandir(run_dir) as entries:
             for entry in entries:
-                fmt = format_of(entry.name)
+                fmt = format_of(entry.name, run_dir)
                 if fmt is None:
                     continue
                 try:
@@ -53,7 +75,7 @@ def find_runs(logdir: str) -> list[str]:
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
         newest = None
         for name in files:
-            if format_of(name) is not None:
+            if format_of(name, directory) is not None:
                 try:
                     mtime = os.stat(os.path.join(directory, name)).st_mtime
                 except OSError:  # gone since the listing

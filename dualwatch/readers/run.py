@@ -1,7 +1,9 @@
 """``RunReader``: follows one run directory, reading only what was appended since the last poll.
 
-A run is read from one format, the first of TensorBoard (checksummed), VisualDL and
-JSON lines that has a file there; a dualwatch run holds the same data in all three.
+A run is read from one format, the first of TensorBoard (checksummed), VisualDL, JSON
+lines and MMEngine's ``vis_data/scalars.json`` that has a file there; a dualwatch run
+holds the same data in the first three, an MMEngine run with ``TensorboardVisBackend``
+the same in TensorBoard's and its own.
 Every file of that format is read, in name order (VisualDL's viewer shows only the
 newest; resumed and multi-writer runs need all of them). Per file the reader keeps its
 inode and the offset up to which records are done with; a poll stats each file and
@@ -27,11 +29,16 @@ class _Decoder(Protocol):
 
 
 def _decoders() -> dict[str, Callable[[Table], _Decoder]]:
-    from dualwatch.readers.jsonl import JsonlDecoder
+    from dualwatch.readers.jsonl import JsonlDecoder, MMEngineDecoder
     from dualwatch.readers.tensorboard import TensorBoardDecoder
     from dualwatch.readers.visualdl import VisualDLDecoder
 
-    return {"tensorboard": TensorBoardDecoder, "visualdl": VisualDLDecoder, "jsonl": JsonlDecoder}
+    return {
+        "tensorboard": TensorBoardDecoder,
+        "visualdl": VisualDLDecoder,
+        "jsonl": JsonlDecoder,
+        "mmengine": MMEngineDecoder,
+    }
 
 
 class _File:
@@ -52,7 +59,8 @@ class RunReader:
 
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
-        #: the format this run is read from: "tensorboard", "visualdl", "jsonl", or None (no log yet)
+        #: the format this run is read from: "tensorboard", "visualdl", "jsonl", "mmengine",
+        #: or None (no log yet)
         self.format: str | None = None
         self._table = Table()
         self._files: dict[str, _File] = {}
@@ -117,6 +125,8 @@ class RunReader:
             if os.fstat(fd).st_ino != file.inode:
                 return  # replaced since the listing: the next poll starts over
             end, decode = stat.st_size, file.decoder.decode
+            if hasattr(file.decoder, "mtime"):  # MMEngine's lines carry no wall time: dated by it
+                file.decoder.mtime = stat.st_mtime
             while file.offset < end:
                 want = end - file.offset
                 data = os.pread(fd, min(want, BLOCK), file.offset)

@@ -366,6 +366,9 @@ def test_once_imports_no_framework_and_no_viewer_server(tmp_path: Path) -> None:
     report, verdict = proc.stdout.splitlines()
     assert json.loads(report)["ok"] is True
     assert verdict == "0 []", proc.stderr
+    help_code = code.replace("'monitor', sys.argv[1], '--once', '--json'", "'--help'")
+    proc = subprocess.run([sys.executable, "-c", help_code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.splitlines()[-1] == "0 []", proc.stderr
 
 
 def test_help_lists_the_options() -> None:

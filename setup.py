@@ -14,11 +14,12 @@ EXTRAS = {
     "visualdl": ["visualdl>=2.5"],
     "tensorboard": ["tensorboard>=2.10", "crc32c>=2.0"],
     "plot": ["matplotlib>=3.5"],
+    "edge": ["opencv-python-headless>=4.5"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
-# tbparse: the peer reader bench/reader.py measures against; mmengine-lite (with OpenCV's headless
-# build, not the GUI build mmengine pulls): the MMEngine logs the monitor is tested on.
-EXTRAS["test"] = ["pytest>=7", "ruff>=0.5", "tbparse>=0.0.9", "mmengine-lite>=0.10", "opencv-python-headless>=4.5"]
+# tbparse: the peer reader bench/reader.py measures against; mmengine-lite (mmengine without its
+# pull of OpenCV's GUI build): the MMEngine logs the monitor is tested on.
+EXTRAS["test"] = ["pytest>=7", "ruff>=0.5", "tbparse>=0.0.9", "mmengine-lite>=0.10"]
 
 setup(
     name="dualwatch",

@@ -1,0 +1,182 @@
+"""Benchmark: Canny edge maps of a training batch, seed-style against dualwatch (and kornia).
+
+What it measures
+    Edge maps of 16 RGB 512x512 float32 images in [-1, 1] (synthetic scenes: a colour
+    ramp, filled shapes, mild noise; the share of edge pixels is printed), on the
+    CPU, from a framework tensor to a framework tensor, in PyTorch and PaddlePaddle:
+
+    * seed-style: seed 001's ``generate_from_tensor`` (leiweiqiang/StableSR, fixed 100/200),
+      one image at a time: ``.cpu().numpy()``, float math to uint8 (no clamp), ``cvtColor``,
+      blur, ``Canny``, a 3-channel float map back to a tensor, ``stack``, and the loss's
+      ``(e + 1) / 2`` to [0, 1];
+    * dualwatch: :class:`dualwatch.edge.EdgeMapGenerator` (zero-copy view, per-image OpenCV,
+      one copy back) with its default thread count and with the other of 1 or 2 threads;
+    * kornia (torch only, when installed): ``kornia.filters.canny`` with hysteresis. It is
+      slower by orders of magnitude, so it is timed on ``--kornia-images`` images (default 1)
+      and reported per image.
+
+Why
+    Targets (from the project's issue): dualwatch >= 1000 images/s on this CPU and >= 20x
+    the seed-style path. Variants are interleaved round-robin; medians are reported. Nothing
+    asserts on time: the script prints whether each target is met and exits 0.
+
+Fairness notes
+    Every variant starts from the same tensor and ends with a tensor of edge maps in the
+    same framework. Canny thresholds 100/200, Gaussian blur 5x5 sigma 1.4 everywhere
+    (kornia: 100/255 and 200/255 of its own magnitude units are not equivalent; its
+    thresholds are set to 0.39/0.78, the research note's cv2-equivalent figures).
+    Each framework runs in its own process (``import paddle`` sets ``OMP_NUM_THREADS=1``).
+
+Usage
+    python bench/edge.py [--framework torch|paddle|both] [--repeats N] [--smoke]
+
+``--smoke`` uses 2 images of 64x64 and 2 repeats, so CI runs it in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench._timing import env_line, interleaved, table, thread_env, verdict  # noqa: E402
+
+RATE_TARGET = 1000.0  # dualwatch images/s
+SEED_TARGET = 20.0  # dualwatch / seed-style throughput
+
+
+def scenes(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """``[n, 3, size, size]`` float32 RGB in [-1, 1]: a ramp, a dozen filled shapes, noise."""
+    rng = np.random.default_rng(seed)
+    batch = np.empty((n, 3, size, size), np.float32)
+    ramp = np.linspace(0.2, 0.6, size, dtype=np.float32)
+    for i in range(n):
+        img = np.empty((size, size, 3), np.float32)
+        img[:] = ramp[None, :, None] * rng.uniform(0.5, 1.0, 3).astype(np.float32)
+        for _ in range(12):
+            centre = tuple(int(v) for v in rng.integers(0, size, 2))
+            colour = tuple(float(v) for v in rng.uniform(0, 1, 3))
+            if rng.random() < 0.5:
+                cv2.circle(img, centre, int(rng.integers(size // 32, size // 6)), colour, -1)
+            else:
+                corner = tuple(c + int(rng.integers(size // 16, size // 4)) for c in centre)
+                cv2.rectangle(img, centre, corner, colour, -1)
+        img = cv2.GaussianBlur(img, (3, 3), 0.8) + rng.normal(0, 0.01, img.shape).astype(np.float32)
+        batch[i] = img.transpose(2, 0, 1) * 2 - 1
+    return batch
+
+
+def seed_style(x: Any, to_tensor: Callable[[np.ndarray], Any], stack: Callable[[list[Any]], Any]) -> Any:
+    """Seed 001's ``generate_from_tensor`` (fixed 100/200 version), then its loss's ``(e + 1) / 2``.
+
+    Per image: host copy, float math on the HWC view, uint8 cast (no clamp), ``cvtColor``, blur,
+    ``Canny``, a 3-channel float map in [-1, 1] turned into a tensor; then ``stack``.
+    """
+    maps = []
+    for i in range(x.shape[0]):
+        img = (x[i].cpu().numpy() + 1.0) / 2.0
+        img = np.transpose(img, (1, 2, 0)).astype(np.float32) * 255.0
+        grey = cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_RGB2GRAY)
+        edges = cv2.Canny(cv2.GaussianBlur(grey, (5, 5), 1.4), threshold1=100, threshold2=200)
+        edges = cv2.cvtColor(edges, cv2.COLOR_GRAY2RGB).astype(np.float32) / 255.0
+        maps.append(to_tensor(np.transpose(edges, (2, 0, 1))) * 2.0 - 1.0)
+    return (stack(maps) + 1.0) / 2.0
+
+
+def run(framework: str, repeats: int, smoke: bool, kornia_images: int) -> None:
+    from dualwatch.edge import EdgeMapGenerator
+
+    threads_before = thread_env()
+    n, size = (2, 64) if smoke else (16, 512)
+    batch = scenes(n, size)
+    if framework == "torch":
+        import torch
+
+        fw = torch
+        x = torch.from_numpy(batch)
+        to_tensor, stack = torch.from_numpy, torch.stack
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="No ccache found")
+            import paddle
+
+        fw = paddle
+        x = paddle.to_tensor(batch)
+        to_tensor, stack = paddle.to_tensor, paddle.stack
+    default = EdgeMapGenerator()
+    other = EdgeMapGenerator(threads=2 if default.threads == 1 else 1)
+    name, other_name = (f"dualwatch ({g.threads} thread{'s' * (g.threads > 1)})" for g in (default, other))
+    name += ", default"
+    print(env_line({framework: fw.__version__, "opencv": cv2.__version__}, threads_before))
+    print(f"{framework}: {n} x 3 x {size} x {size} float32 per batch, {repeats} interleaved repeats")
+    print(f"  edge pixels: {float(default(x).mean()):.2%}")
+    timings = interleaved(
+        {
+            "seed-style": lambda: seed_style(x, to_tensor, stack),
+            name: lambda: default(x),
+            other_name: lambda: other(x),
+        },
+        repeats,
+    )
+    rows = list(timings.values())
+    print(table(rows))
+    rates = {t.name: n / t.median for t in rows}
+    kornia_rate = _kornia(x[:kornia_images], max(2, repeats // 4)) if framework == "torch" else None
+    for variant, rate in rates.items():
+        print(f"  {variant:<32} {rate:10.1f} images/s (median)")
+    if kornia_rate is not None:
+        print(
+            f"  {'kornia canny':<24} {kornia_rate:10.3f} images/s (median, {kornia_images} image(s) a call)"
+        )
+    best = rates[name]
+    print(verdict("dualwatch / seed", best / rates["seed-style"], SEED_TARGET, at_most=False))
+    met = "MET" if best >= RATE_TARGET else "NOT MET"
+    print(f"  {'dualwatch images/s':<20} {best:8.0f}    (target >= {RATE_TARGET:g})  {met}")
+
+
+def _kornia(x: Any, repeats: int) -> float | None:
+    """kornia's canny (hysteresis on) in images/s, or None when kornia is not installed."""
+    try:
+        import kornia
+        import torch
+    except ImportError:
+        print("  kornia: not installed (pip install kornia), skipped")
+        return None
+
+    def canny() -> Any:
+        with torch.no_grad():
+            return kornia.filters.canny((x + 1) / 2, 0.39, 0.78, (5, 5), (1.4, 1.4))[1]
+
+    timing = interleaved({"kornia canny": canny}, repeats, warmup=0)["kornia canny"]
+    return x.shape[0] / timing.median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--framework", choices=["torch", "paddle", "both"], default="both")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--kornia-images", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="tiny batch, 2 repeats: checks the script runs")
+    args = parser.parse_args()
+    repeats = 2 if args.smoke else args.repeats
+    if args.framework != "both":
+        run(args.framework, repeats, args.smoke, args.kornia_images)
+        return
+    for framework in ("torch", "paddle"):  # separate processes: import paddle changes thread settings
+        command = [sys.executable, __file__, "--framework", framework, "--repeats", str(repeats)]
+        command += ["--kornia-images", str(args.kornia_images)] + (["--smoke"] if args.smoke else [])
+        subprocess.run(command, check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,479 @@
+"""Edge maps, edge losses and their logging, on real torch and paddle tensors."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from conftest import _import, build_model
+from PIL import Image as PILImage
+
+import dualwatch
+from dualwatch import Watcher, Writer
+from dualwatch.edge import (
+    SEPARATOR,
+    EdgeMapGenerator,
+    edge_map_mse,
+    edge_weighted_mse,
+    log_edge_maps,
+    median_grey,
+    sobel_edge_l1,
+    sobel_magnitude,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tensor(framework: str, array: np.ndarray, dtype: str = "float32", grad: bool = False) -> Any:
+    fw = _import(framework)
+    if framework == "torch":
+        return fw.tensor(array).to(getattr(fw, dtype)).requires_grad_(grad)
+    tensor = fw.to_tensor(array).astype(dtype)
+    tensor.stop_gradient = not grad
+    return tensor
+
+
+def _numpy(tensor: Any) -> np.ndarray:
+    if hasattr(tensor, "place"):
+        return tensor.astype("float64").numpy()
+    return tensor.detach().double().numpy()
+
+
+def _loss_class(framework: str) -> Any:
+    if framework == "torch":
+        from dualwatch.edge_torch import EdgeLoss
+    else:
+        from dualwatch.edge_paddle import EdgeLoss
+    return EdgeLoss
+
+
+def _scenes(n: int, h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
+    """``[n, h, w]`` uint8 grey scenes: a ramp, filled shapes and noise, so Canny has real work."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, h, w), np.uint8)
+    for i in range(n):
+        img = np.tile(np.linspace(30, 90, w), (h, 1))
+        for _ in range(4):
+            x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+            level = float(rng.integers(0, 256))
+            if rng.random() < 0.5:
+                cv2.rectangle(
+                    img, (x, y), (x + int(rng.integers(8, 40)), y + int(rng.integers(8, 40))), level, -1
+                )
+            else:
+                cv2.circle(img, (x, y), int(rng.integers(5, 25)), level, -1)
+        out[i] = np.clip(img + rng.normal(0, 4, (h, w)), 0, 255).astype(np.uint8)
+    return out
+
+
+def _in_range(grey: np.ndarray, value_range: tuple[float, float], rgb: bool) -> np.ndarray:
+    """uint8 grey -> ``[N, C, H, W]`` float images in ``value_range`` that round back to the same grey."""
+    black, white = value_range
+    x = (grey.astype(np.float64) / 255.0 * (white - black) + black)[:, None]
+    return np.repeat(x, 3, axis=1) if rgb else x
+
+
+def _cv2_edges(grey: np.ndarray, low: float = 100, high: float = 200, adaptive: bool = False) -> np.ndarray:
+    maps = []
+    for g in grey:
+        blurred = cv2.GaussianBlur(g, (5, 5), 1.4)
+        if adaptive:
+            median = float(np.median(blurred))
+            low, high = max(0.0, 0.7 * median), min(255.0, 1.3 * median)
+        maps.append(cv2.Canny(blurred, low, high) / 255.0)
+    return np.stack(maps)[:, None]
+
+
+# -- edge maps ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rgb", [True, False], ids=["rgb", "grey"])
+@pytest.mark.parametrize("value_range", [(-1.0, 1.0), (0.0, 1.0), (0.0, 255.0)])
+def test_edge_maps_match_cv2_canny_pixel_for_pixel(
+    framework: str, rgb: bool, value_range: tuple[float, float]
+) -> None:
+    grey = _scenes(6)
+    images = _tensor(framework, _in_range(grey, value_range, rgb))
+    maps = EdgeMapGenerator(value_range=value_range)(images)
+    expected = _cv2_edges(grey)
+    assert expected.sum() > 100  # the scenes do have edges
+    np.testing.assert_array_equal(_numpy(maps), expected)
+
+
+def test_adaptive_thresholds_are_0_7_and_1_3_of_the_median_grey_level(framework: str) -> None:
+    grey = _scenes(4, seed=3)
+    maps = EdgeMapGenerator(adaptive=True)(_tensor(framework, _in_range(grey, (-1, 1), rgb=True)))
+    np.testing.assert_array_equal(_numpy(maps), _cv2_edges(grey, adaptive=True))
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (8, 6), (1, 1), (64, 64)])
+def test_median_from_the_histogram_equals_numpy_median(shape: tuple[int, int]) -> None:
+    image = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    assert median_grey(image) == np.median(image)
+
+
+def test_grey_conversion_uses_bt601_weights_and_clamps_instead_of_wrapping(framework: str) -> None:
+    rgb = np.zeros((1, 3, 1, 5), np.float32)
+    rgb[0, :, 0, 0] = [1.0, 0.0, 0.0]  # pure red in [0, 1]
+    rgb[0, :, 0, 1] = [0.0, 1.0, 0.0]
+    rgb[0, :, 0, 2] = [0.0, 0.0, 1.0]
+    rgb[0, :, 0, 3] = [1.2, 1.5, 300.0]  # above white: 255, not 256 -> 0
+    rgb[0, :, 0, 4] = [-3.0, -0.2, -1e9]  # below black: 0, not 253
+    grey = EdgeMapGenerator(value_range=(0, 1)).grey_uint8(_tensor(framework, rgb))
+    np.testing.assert_array_equal(grey[0, 0], [76, 150, 29, 255, 0])  # 255 x (0.299, 0.587, 0.114), rounded
+
+
+def test_out_of_range_images_give_the_edges_of_their_clamped_version(framework: str) -> None:
+    grey = _scenes(2, seed=5)
+    images = _in_range(grey, (-1, 1), rgb=True) * 1.7  # decoder output overshooting [-1, 1]
+    clamped = np.clip(images, -1, 1)
+    generator = EdgeMapGenerator()
+    over = generator(_tensor(framework, images))
+    np.testing.assert_array_equal(_numpy(over), _numpy(generator(_tensor(framework, clamped))))
+
+
+def test_flat_images_have_no_edges(framework: str) -> None:
+    for level in (-1.0, 0.0, 0.3, 1.0, 5.0):
+        maps = EdgeMapGenerator()(_tensor(framework, np.full((2, 3, 32, 32), level, np.float32)))
+        assert _numpy(maps).sum() == 0
+
+
+def test_a_vertical_step_gives_one_vertical_edge_line(framework: str) -> None:
+    step = np.full((1, 1, 40, 40), -1.0, np.float32)
+    step[..., 20:] = 1.0
+    maps = _numpy(EdgeMapGenerator()(_tensor(framework, step)))[0, 0]
+    columns = np.flatnonzero(maps.sum(axis=0))
+    assert len(columns) == 1 and columns[0] in (19, 20)
+    assert maps[:, columns[0]].sum() == 40  # the whole height, one pixel wide
+    np.testing.assert_array_equal(
+        maps, _cv2_edges(np.where(step[0, 0] > 0, 255, 0).astype(np.uint8)[None])[0, 0]
+    )
+
+
+def test_nan_pixels_raise_a_clear_error(framework: str) -> None:
+    images = np.zeros((3, 3, 16, 16), np.float32)
+    images[2, 1, 4, 4] = np.nan
+    with pytest.raises(ValueError, match=r"image 2 holds NaN.*nan_to_num"):
+        EdgeMapGenerator()(_tensor(framework, images))
+
+
+def test_infinite_pixels_are_clamped_like_other_out_of_range_values(framework: str) -> None:
+    images = np.zeros((1, 1, 16, 16), np.float32)
+    images[..., 8:] = np.inf
+    maps = _numpy(EdgeMapGenerator()(_tensor(framework, images)))
+    finite = _numpy(EdgeMapGenerator()(_tensor(framework, np.clip(images, -1, 1))))
+    np.testing.assert_array_equal(maps, finite)
+    assert maps.sum() > 0
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_maps_come_back_in_the_input_framework_dtype_without_gradient(framework: str, dtype: str) -> None:
+    grey = _scenes(2)
+    images = _tensor(framework, _in_range(grey, (-1, 1), rgb=True), dtype, grad=True)
+    maps = EdgeMapGenerator(threads=1)(images)
+    assert type(maps) is type(images)
+    assert str(maps.dtype) == str(images.dtype)
+    assert list(maps.shape) == [2, 1, 96, 128]
+    assert maps.stop_gradient if framework == "paddle" else not maps.requires_grad
+    np.testing.assert_array_equal(_numpy(maps), _cv2_edges(grey))
+
+
+def test_thread_pool_gives_the_same_maps_and_restores_opencv_threads(framework: str) -> None:
+    images = _tensor(framework, _in_range(_scenes(5), (-1, 1), rgb=True))
+    before = cv2.getNumThreads()
+    pooled = EdgeMapGenerator(threads=3)(images)
+    assert cv2.getNumThreads() == before
+    np.testing.assert_array_equal(_numpy(pooled), _numpy(EdgeMapGenerator(threads=1)(images)))
+
+
+def test_device_conversion_path_matches_the_host_path(framework: str) -> None:
+    """The accelerator path (framework ops, one uint8 copy) agrees with the OpenCV host path.
+
+    No accelerator here: the device path runs on CPU tensors, which is what it would do on a GPU.
+    """
+    from dualwatch.edge import _ops_for
+
+    generator = EdgeMapGenerator()
+    exact = _tensor(framework, _in_range(_scenes(3), (-1, 1), rgb=True))
+    np.testing.assert_array_equal(
+        generator.grey_uint8_on_device(exact, _ops_for(exact)), generator.grey_uint8(exact)
+    )
+    noisy = _tensor(framework, np.random.default_rng(2).uniform(-1.3, 1.3, (2, 3, 32, 32)).astype(np.float32))
+    device = generator.grey_uint8_on_device(noisy, _ops_for(noisy)).astype(int)
+    assert np.abs(device - generator.grey_uint8(noisy).astype(int)).max() <= 1  # float rounding ties only
+
+
+# -- losses and gradients ------------------------------------------------------------------------
+
+
+def _pair(
+    seed: int = 0, shape: tuple[int, ...] = (2, 3, 12, 10)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    pred = rng.uniform(-1, 1, shape)
+    gt = rng.uniform(-1, 1, shape)
+    edge = (rng.random((shape[0], 1, *shape[2:])) < 0.2).astype(np.float64)
+    return pred, gt, edge
+
+
+def test_edge_weighted_mse_and_its_gradient_match_a_hand_written_reference(framework: str) -> None:
+    pred, gt, edge = _pair()
+    p = _tensor(framework, pred, "float64", grad=True)
+    loss = edge_weighted_mse(
+        p, _tensor(framework, gt, "float64"), _tensor(framework, edge, "float64"), base=0.1
+    )
+    loss.backward()
+    reference = np.mean((pred - gt) ** 2 * (edge + 0.1))
+    reference_grad = 2 * (pred - gt) * (edge + 0.1) / pred.size
+    np.testing.assert_allclose(float(_numpy(loss)), reference, rtol=1e-12)
+    np.testing.assert_allclose(_numpy(p.grad), reference_grad, rtol=1e-12)
+
+
+def test_edge_weighted_mse_gradient_matches_finite_differences(framework: str) -> None:
+    pred, gt, edge = _pair(1, (1, 3, 5, 4))
+    args = [_tensor(framework, a, "float64") for a in (gt, edge)]
+    p = _tensor(framework, pred, "float64", grad=True)
+    edge_weighted_mse(p, *args).backward()
+    analytic = _numpy(p.grad)
+    h = 1e-6
+    numeric = np.empty_like(pred)
+    for index in np.ndindex(pred.shape):
+        plus, minus = pred.copy(), pred.copy()
+        plus[index] += h
+        minus[index] -= h
+        up = float(_numpy(edge_weighted_mse(_tensor(framework, plus, "float64"), *args)))
+        down = float(_numpy(edge_weighted_mse(_tensor(framework, minus, "float64"), *args)))
+        numeric[index] = (up - down) / (2 * h)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-10)
+
+
+def test_sobel_term_gradient_matches_finite_differences_and_is_finite_on_flat_images(framework: str) -> None:
+    pred, _, _ = _pair(2, (1, 3, 5, 5))
+    p = _tensor(framework, pred, "float64", grad=True)
+    sobel_magnitude(p).sum().backward()
+    h = 1e-6
+    for index in [(0, 0, 0, 0), (0, 1, 2, 2), (0, 2, 4, 3)]:
+        plus, minus = pred.copy(), pred.copy()
+        plus[index] += h
+        minus[index] -= h
+        numeric = (
+            _numpy(sobel_magnitude(_tensor(framework, plus, "float64"))).sum()
+            - _numpy(sobel_magnitude(_tensor(framework, minus, "float64"))).sum()
+        ) / (2 * h)
+        assert _numpy(p.grad)[index] == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+    flat = _tensor(framework, np.zeros((1, 3, 6, 6)), "float64", grad=True)
+    sobel_edge_l1(flat, _tensor(framework, np.ones((1, 3, 6, 6)), "float64")).backward()
+    assert np.isfinite(_numpy(flat.grad)).all()
+
+
+def test_edge_map_mse_is_a_metric_without_gradient(framework: str) -> None:
+    grey = _scenes(2)
+    gt = _tensor(framework, _in_range(grey, (-1, 1), rgb=True))
+    pred = _tensor(framework, _in_range(_scenes(2, seed=9), (-1, 1), rgb=True), grad=True)
+    generator = EdgeMapGenerator()
+    metric = edge_map_mse(generator(pred), generator(gt))
+    assert metric.stop_gradient if framework == "paddle" else not metric.requires_grad
+    assert float(_numpy(metric)) > 0
+
+
+def test_edge_loss_gradient_comes_from_the_weighted_term_only(framework: str) -> None:
+    pred, gt, _ = _pair(3, (2, 3, 24, 24))
+    p = _tensor(framework, pred, "float64", grad=True)
+    g = _tensor(framework, gt, "float64")
+    loss, parts = _loss_class(framework)(weight=0.5)(p, g)
+    loss.backward()
+    edge_gt = EdgeMapGenerator()(g)
+    q = _tensor(framework, pred, "float64", grad=True)
+    (edge_weighted_mse(q, g, edge_gt) * 0.5).backward()
+    np.testing.assert_allclose(_numpy(p.grad), _numpy(q.grad), rtol=1e-12)
+    total = float(_numpy(parts["loss_edge"]))
+    assert total == pytest.approx(float(_numpy(parts["edge_weighted_mse"] + parts["edge_map_mse"])))
+    assert float(_numpy(loss)) == pytest.approx(0.5 * total)
+    assert float(_numpy(parts["no_grad_share"])) == pytest.approx(
+        float(_numpy(parts["edge_map_mse"])) / total
+    )
+
+
+def test_torch_and_paddle_give_the_same_loss_and_gradients() -> None:
+    grey = _scenes(2, seed=11)
+    gt = _in_range(grey, (-1, 1), rgb=True).astype(np.float32)
+    pred = np.clip(gt + np.random.default_rng(4).normal(0, 0.05, gt.shape), -1, 1).astype(np.float32)
+    results = {}
+    for framework in ("torch", "paddle"):
+        p = _tensor(framework, pred, grad=True)
+        loss, parts = _loss_class(framework)(weight=0.1, sobel_weight=0.2)(p, _tensor(framework, gt))
+        loss.backward()
+        results[framework] = (
+            float(_numpy(loss)),
+            _numpy(p.grad),
+            {k: float(_numpy(v)) for k, v in parts.items()},
+        )
+    (t_loss, t_grad, t_parts), (p_loss, p_grad, p_parts) = results["torch"], results["paddle"]
+    assert p_loss == pytest.approx(t_loss, rel=1e-5)
+    assert p_parts == pytest.approx(t_parts, rel=1e-5)
+    np.testing.assert_allclose(p_grad, t_grad, rtol=1e-5, atol=1e-5 * np.abs(t_grad).max())
+
+
+def test_eval_mode_and_zero_weight_compute_nothing(framework: str) -> None:
+    class Counting(EdgeMapGenerator):
+        calls = 0
+
+        def __call__(self, images: Any) -> Any:
+            Counting.calls += 1
+            return super().__call__(images)
+
+    pred = _tensor(framework, np.zeros((1, 3, 8, 8), np.float32), grad=True)
+    gt = _tensor(framework, np.ones((1, 3, 8, 8), np.float32))
+    loss_fn = _loss_class(framework)(edges=Counting())
+    loss_fn.eval()
+    assert loss_fn(pred, gt) == (0.0, {})
+    assert _loss_class(framework)(weight=0, edges=Counting())(pred, gt) == (0.0, {})
+    assert Counting.calls == 0
+    loss_fn.train()
+    _, parts = loss_fn(pred, gt)
+    assert Counting.calls == 2 and "loss_edge" in parts
+
+
+def test_edge_loss_is_a_real_module_of_its_framework(framework: str) -> None:
+    fw = _import(framework)
+    loss_fn = _loss_class(framework)()
+    assert isinstance(loss_fn, fw.nn.Module if framework == "torch" else fw.nn.Layer)
+    assert getattr(dualwatch, f"{framework.capitalize()}EdgeLoss") is _loss_class(framework)
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+
+def _bad_cases(framework: str) -> list[tuple[str, Any, type, str]]:
+    def t(shape: tuple[int, ...], dtype: str = "float32") -> Any:
+        return _tensor(framework, np.zeros(shape, np.float32), dtype)
+
+    loss = _loss_class(framework)()
+    return [
+        ("mismatched shapes", lambda: loss(t((2, 3, 8, 8)), t((2, 3, 8, 9))), ValueError, "same shape"),
+        ("3-D input", lambda: loss(t((3, 8, 8)), t((3, 8, 8))), ValueError, r"4-D.*x\[None\]"),
+        (
+            "integer dtype",
+            lambda: loss(t((1, 3, 8, 8), "int32"), t((1, 3, 8, 8), "int32")),
+            TypeError,
+            "float",
+        ),
+        (
+            "4 channels",
+            lambda: loss(t((1, 4, 8, 8)), t((1, 4, 8, 8))),
+            ValueError,
+            "1 \\(grey\\) or 3 \\(RGB\\)",
+        ),
+        ("2 channels in maps", lambda: EdgeMapGenerator()(t((1, 2, 8, 8))), ValueError, "NCHW"),
+        ("numpy input", lambda: EdgeMapGenerator()(np.zeros((1, 3, 8, 8))), TypeError, "to_tensor"),
+        (
+            "edge map shape",
+            lambda: edge_weighted_mse(t((1, 3, 8, 8)), t((1, 3, 8, 8)), t((1, 2, 8, 8))),
+            ValueError,
+            "EdgeMapGenerator",
+        ),
+        ("weight < 0", lambda: _loss_class(framework)(weight=-0.1), ValueError, "weight must be .*>= 0"),
+        ("NaN weight", lambda: _loss_class(framework)(weight=float("nan")), ValueError, "weight"),
+        ("thresholds", lambda: EdgeMapGenerator(low=200, high=100), ValueError, "low <= high"),
+        ("even kernel", lambda: EdgeMapGenerator(blur_kernel=4), ValueError, "odd"),
+        ("value range", lambda: EdgeMapGenerator(value_range=(1, -1)), ValueError, "black < white"),
+    ]
+
+
+def test_bad_input_raises_a_clear_error(framework: str) -> None:
+    for name, call, error, message in _bad_cases(framework):
+        with pytest.raises(error, match=message):
+            call()
+            pytest.fail(f"{name}: no error")
+
+
+def test_mixing_frameworks_is_refused() -> None:
+    a = _tensor("torch", np.zeros((1, 3, 8, 8), np.float32))
+    b = _tensor("paddle", np.zeros((1, 3, 8, 8), np.float32))
+    with pytest.raises(TypeError, match="same framework"):
+        edge_weighted_mse(a, b, a[:, :1])
+
+
+# -- logging ---------------------------------------------------------------------------------------
+
+
+def test_watcher_logs_train_loss_edge_to_metrics_jsonl(framework: str, tmp_path: Path) -> None:
+    model = build_model(framework, {"head.weight": np.ones((2, 2), np.float32)})
+    grey = _scenes(2)
+    gt = _tensor(framework, _in_range(grey, (-1, 1), rgb=True))
+    pred = _tensor(framework, _in_range(_scenes(2, seed=7), (-1, 1), rgb=True), grad=True)
+    with Watcher(model, logdir=tmp_path, run="r", formats=("jsonl",), console=False) as watcher:
+        loss_fn = _loss_class(framework)(watcher=watcher)
+        _, parts = loss_fn(pred, gt, step=7)
+    with open(tmp_path / "r" / "metrics.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if "train/loss_edge" in line]
+    assert [row["step"] for row in rows] == [7]
+    assert rows[0]["train/loss_edge"] == pytest.approx(float(_numpy(parts["loss_edge"])), rel=1e-6)
+    assert rows[0]["train/edge_map_mse"] == pytest.approx(float(_numpy(parts["edge_map_mse"])), rel=1e-6)
+
+
+def test_edge_maps_are_logged_side_by_side_as_a_readable_image(framework: str, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing import event_accumulator
+
+    generator = EdgeMapGenerator()
+    pred = generator(_tensor(framework, _in_range(_scenes(2, seed=1), (-1, 1), rgb=True)))
+    gt = generator(_tensor(framework, _in_range(_scenes(2, seed=2), (-1, 1), rgb=True)))
+    with Writer(tmp_path, "r", formats=("tensorboard",)) as writer:
+        log_edge_maps(writer, pred, gt, step=3, index=1)
+    events = event_accumulator.EventAccumulator(str(tmp_path / "r"), size_guidance={"images": 0})
+    events.Reload()
+    (event,) = events.Images("train/edge_maps")
+    assert event.step == 3
+    with PILImage.open(io.BytesIO(event.encoded_image_string)) as image:
+        pixels = np.asarray(image)
+    pixels = pixels if pixels.ndim == 2 else pixels[..., 0]
+    w = pred.shape[3]
+    np.testing.assert_array_equal(pixels[:, :w], _numpy(pred)[1, 0] * 255)
+    assert (pixels[:, w : w + 2] == round(SEPARATOR * 255)).all()
+    np.testing.assert_array_equal(pixels[:, w + 2 :], _numpy(gt)[1, 0] * 255)
+
+
+# -- import cost and the example ---------------------------------------------------------------------
+
+
+def test_import_dualwatch_and_its_edge_module_import_neither_framework() -> None:
+    code = (
+        "import sys, dualwatch; "
+        "dualwatch.EdgeMapGenerator; print(sorted({'torch', 'paddle'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("backend", ["torch", "paddle"])
+def test_edge_loss_example_trains_a_few_steps(backend: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "edge_loss_train.py"),
+            "--backend",
+            backend,
+            "--steps",
+            "3",
+            "--logdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (metrics,) = tmp_path.glob("*/metrics.jsonl")
+    steps = [
+        json.loads(line)["step"] for line in metrics.read_text().splitlines() if "train/loss_edge" in line
+    ]
+    assert steps == [0, 1, 2]

@@ -174,35 +174,6 @@ def test_tensorflow2_style_tensor_scalars_with_metadata_only_on_the_first_value(
     assert reader.series["tf2"].values == [s * 2.0 for s in range(5)]
 
 
-def test_paddle_visualdl_callback_in_model_fit_is_read(tmp_path) -> None:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="No ccache found")
-        import numpy as np
-        import paddle
-
-    class Data(paddle.io.Dataset):
-        def __getitem__(self, i):
-            return np.full([4], i / 8, "float32"), np.array([i % 2], "int64")
-
-        def __len__(self):
-            return 16
-
-    net = paddle.nn.Linear(4, 2)
-    model = paddle.Model(net)
-    model.prepare(paddle.optimizer.SGD(0.1, parameters=net.parameters()), paddle.nn.CrossEntropyLoss())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # paddle's own advice about to_tensor inside fit
-        model.fit(
-            Data(), epochs=2, batch_size=4, verbose=0, callbacks=[paddle.callbacks.VisualDL(str(tmp_path))]
-        )
-    reader = RunReader(str(tmp_path))
-    assert reader.poll() > 0 and reader.format == "visualdl" and reader.corrupt == 0
-    loss = next(s for tag, s in reader.series.items() if "loss" in tag)
-    assert loss.steps == sorted(set(loss.steps)) and len(loss.steps) >= 2
-
-
 @pytest.mark.parametrize("fmt", ["tensorboard", "visualdl"])
 def test_many_records_with_zero_steps_and_values_read_the_same_as_one_by_one(tmp_path, fmt) -> None:
     """Zeros are left out of protobuf bytes: the chunked parse must notice and still be exact."""

@@ -16,19 +16,14 @@ EXTRAS = {
     "plot": ["matplotlib>=3.5"],
     "edge": ["opencv-python-headless>=4.5"],
     "lightning": ["lightning>=2.0"],
+    # mmengine-lite: MMEngine without its pull of OpenCV's GUI build; its runner imports cv2.
+    "mmengine": ["mmengine-lite>=0.10", "opencv-python-headless>=4.5"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
-# tbparse: the peer reader bench/reader.py measures against; mmengine-lite (mmengine without its
-# pull of OpenCV's GUI build): the MMEngine logs the monitor is tested on.
-# jsonargparse and omegaconf: LightningCLI and seed 000's ``target``/``params`` YAML, as the tests use them.
-EXTRAS["test"] = [
-    "pytest>=7",
-    "ruff>=0.5",
-    "tbparse>=0.0.9",
-    "mmengine-lite>=0.10",
-    "jsonargparse[signatures]>=4.27",
-    "omegaconf>=2.1",
-]
+# tbparse: the peer reader bench/reader.py measures against; jsonargparse and omegaconf: LightningCLI
+# and seed 000's ``target``/``params`` YAML, as the tests use them.
+EXTRAS["test"] = ["pytest>=7", "ruff>=0.5", "tbparse>=0.0.9", "jsonargparse[signatures]>=4.27"]
+EXTRAS["test"] += ["omegaconf>=2.1"]
 
 setup(
     name="dualwatch",

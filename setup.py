@@ -22,8 +22,13 @@ EXTRAS = {
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 # tbparse: the peer reader bench/reader.py measures against; jsonargparse and omegaconf: LightningCLI
 # and seed 000's ``target``/``params`` YAML, as the tests use them.
-EXTRAS["test"] = ["pytest>=7", "ruff>=0.5", "tbparse>=0.0.9", "jsonargparse[signatures]>=4.27"]
-EXTRAS["test"] += ["omegaconf>=2.1"]
+EXTRAS["test"] = [
+    "pytest>=7",
+    "ruff>=0.5",
+    "tbparse>=0.0.9",
+    "jsonargparse[signatures]>=4.27",
+    "omegaconf>=2.1",
+]
 
 setup(
     name="dualwatch",

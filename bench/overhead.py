@@ -1,0 +1,383 @@
+"""Benchmark: what watching costs a training loop, per integration, beside wandb.watch and seed 000.
+
+What it measures
+    Seed 000's ``EdgeMapProcessor`` (the demo's model) trained with Adam on synthetic 32x32
+    images, batch 8, on the CPU. Each variant trains its own copy of the model (same
+    initial weights, same batches), so one variant's hooks never touch another's. One
+    sample is the wall time of ``--steps`` training steps; variants are interleaved
+    round-robin and the overhead is the ratio of medians to the bare run's, minus one.
+
+    * plain torch loop: bare; ``dualwatch.Watcher`` at its defaults (``every=10``, VisualDL,
+      TensorBoard and JSON lines, seed 000's console block sent to /dev/null); seed 000's
+      callback done the seed's way (every statistic of every parameter fetched with its own
+      ``.item()``, every 10 steps); ``wandb.watch(log="all", log_freq=10)`` in offline mode,
+      when wandb is installed;
+    * plain paddle loop: bare, ``Watcher``, the seed-style callback;
+    * Paddle ``Model.fit``: bare against ``WatchCallback`` (``every=10``);
+    * MMEngine ``Runner.train``: bare against ``DualwatchHook`` (``log_interval=10``).
+
+    In ``Model.fit`` and ``Runner.train`` a sample is the time from the first batch to the end
+    of the epoch, taken by a callback (hook) both variants carry, so set-up is not counted.
+
+Why
+    The project's target: training throughput with each integration at its default frequency
+    within 3% of the same training without it (dualwatch rows say MET / NOT MET). Nothing is
+    asserted; the script exits 0. Each section runs in its own process (``import paddle`` sets
+    ``OMP_NUM_THREADS=1``).
+
+Usage
+    python bench/overhead.py [--section torch|paddle|paddle_fit|mmengine] [--repeats N] [--steps S] [--smoke]
+
+``--smoke`` trains 4 steps, 2 repeats a variant, so CI runs it in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+import numpy as np  # noqa: E402
+
+from bench._timing import Timings, env_line, interleaved, table, thread_env  # noqa: E402
+
+TARGET_PERCENT = 3.0  # overhead at the default frequency
+EVERY = 10
+BATCH, SIZE = 8, 32
+SECTIONS = ("torch", "paddle", "paddle_fit", "mmengine")
+
+
+def batches(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from dualwatch.demo import synthetic_batch
+
+    rng = np.random.default_rng(0)
+    return [synthetic_batch(rng, BATCH, SIZE) for _ in range(steps)]
+
+
+def samples(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The same data one image at a time, for the frameworks' own data loaders."""
+    return [(x[j], y[j]) for x, y in batches(steps) for j in range(BATCH)]
+
+
+def seed_style_check(model: Any, item: Callable[[Any], float]) -> dict[str, float]:
+    """Seed 000's callback as written: one host sync per statistic per parameter."""
+    out = {}
+    for name, p in model.edge_processor.named_parameters():
+        stats = {"weight": p.detach()}
+        if p.grad is not None:
+            stats["grad"] = p.grad
+        for kind, t in stats.items():
+            for stat, value in (("mean", t.mean()), ("std", t.std()), ("max", t.max()), ("min", t.min())):
+                out[f"edge_processor/{name}/{kind}_{stat}"] = item(value)
+        if "grad" in stats:
+            out[f"edge_processor/{name}/grad_norm"] = item(stats["grad"].norm())
+    return out
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Console blocks and framework chatter go to /dev/null while timing."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def report(section: str, timings: dict[str, Timings], steps: int) -> None:
+    rows = list(timings.values())
+    print(table(rows))
+    bare = rows[0]
+    print(
+        f"  bare: {steps / bare.median:.1f} steps/s (median of {len(bare.samples)}, {steps} steps a sample)"
+    )
+    for t in rows[1:]:
+        percent = (t.median / bare.median - 1) * 100
+        met = ("MET" if percent <= TARGET_PERCENT else "NOT MET") if t.name.startswith("dualwatch") else ""
+        print(f"  {section}: {t.name:<26} overhead {percent:+6.1f}%  {met}".rstrip())
+
+
+class Framework:
+    """The few calls that differ between torch and paddle in these loops."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        if name == "torch":
+            import torch
+
+            self.fw, self.nn = torch, torch.nn
+        else:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="No ccache found")
+                import paddle
+
+            self.fw, self.nn = paddle, paddle.nn
+        self.version = self.fw.__version__
+
+    def model(self) -> Any:
+        from dualwatch.demo import _edge_model
+
+        nn = self.nn
+        if self.name == "torch":
+            self.fw.manual_seed(0)
+            return _edge_model(nn, nn.Conv2d, nn.BatchNorm2d, nn.Module)
+        self.fw.seed(0)
+        return _edge_model(nn, nn.Conv2D, nn.BatchNorm2D, nn.Layer)
+
+    def optimizer(self, model: Any) -> Any:
+        if self.name == "torch":
+            return self.fw.optim.Adam(model.parameters(), lr=1e-3)
+        return self.fw.optimizer.Adam(learning_rate=1e-3, parameters=model.parameters())
+
+    def tensor(self, array: np.ndarray) -> Any:
+        return self.fw.from_numpy(array) if self.name == "torch" else self.fw.to_tensor(array)
+
+    def mse(self, a: Any, b: Any) -> Any:
+        return self.nn.functional.mse_loss(a, b)
+
+    def clear(self, optimizer: Any) -> None:
+        optimizer.zero_grad() if self.name == "torch" else optimizer.clear_grad()
+
+    def item(self, t: Any) -> float:
+        return t.item() if self.name == "torch" else float(t)
+
+
+def forward(model: Any, x: Any) -> Any:
+    return model.edge_processor.to_four(model.edge_processor.backbone(x))
+
+
+# -- sections ----------------------------------------------------------------------------------
+
+
+def plain_loop(framework: str, steps: int, repeats: int, logdir: str) -> None:
+    """A hand-written loop: bare, dualwatch's Watcher, seed 000's way, wandb.watch (torch)."""
+    from dualwatch import Watcher
+
+    fw = Framework(framework)
+    data = [(fw.tensor(x), fw.tensor(y)) for x, y in batches(steps)]
+
+    def trainer(watch: Callable[[Any], Callable[[int], object]] | None) -> Callable[[], None]:
+        model = fw.model()
+        optimizer = fw.optimizer(model)
+        on_step = watch(model) if watch is not None else None
+
+        def train() -> None:
+            for i, (x, y) in enumerate(data):
+                loss = fw.mse(forward(model, x), y)
+                loss.backward()
+                if on_step is not None:
+                    on_step(i)
+                optimizer.step()
+                fw.clear(optimizer)
+
+        return train
+
+    def seed_style(model: Any) -> Callable[[int], object]:
+        return lambda i: seed_style_check(model, fw.item) if i % EVERY == 0 else None
+
+    print(env_line({framework: fw.version}, thread_env()))
+    watchers: list[Watcher] = []  # closed before the temporary log directory goes
+
+    def watched(model: Any) -> Callable[[int], object]:
+        watchers.append(Watcher(model, module="edge_processor", logdir=logdir))
+        return watchers[-1].step
+
+    wandb = _wandb(logdir) if framework == "torch" else None
+    with quiet():
+        variants = {
+            "bare": trainer(None),
+            "dualwatch Watcher": trainer(watched),
+            "seed-style callback": trainer(seed_style),
+        }
+        if wandb is not None:
+            variants["wandb.watch(log='all')"] = trainer(lambda m: wandb.watch(m, log="all", log_freq=EVERY))
+        timings = interleaved(variants, repeats)
+        for watcher in watchers:
+            watcher.close()
+        if wandb is not None:
+            wandb.finish()
+    report(f"{framework} loop", timings, steps)
+
+
+def paddle_fit(steps: int, repeats: int, logdir: str) -> None:
+    """``paddle.Model.fit`` for one epoch of ``steps`` batches, bare and with ``WatchCallback``."""
+    fw = Framework("paddle")
+    paddle = fw.fw
+    from dualwatch.integrations.paddle import WatchCallback
+
+    data = samples(steps)
+
+    class Images(paddle.io.Dataset):
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+            return data[i]
+
+        def __len__(self) -> int:
+            return len(data)
+
+    class EdgeNet(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.edge_processor = fw.model().edge_processor
+
+        def forward(self, x: Any) -> Any:
+            return forward(self, x)
+
+    class EpochTimer(paddle.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.seconds = time.perf_counter() - self.started
+
+    def fit(callbacks: list[Any]) -> Callable[[], float]:
+        net = EdgeNet()
+        model = paddle.Model(net)
+        model.prepare(fw.optimizer(net), paddle.nn.MSELoss())
+        timer = EpochTimer()
+
+        def run() -> float:
+            model.fit(
+                Images(), epochs=1, batch_size=BATCH, verbose=0, shuffle=False, callbacks=[timer, *callbacks]
+            )
+            return timer.seconds
+
+        return run
+
+    print(env_line({"paddle": fw.version}, thread_env()))
+    with quiet():
+        watch = WatchCallback(every=EVERY, logdir=logdir, module="edge_processor")
+        timings = timed_by_callback({"bare": fit([]), "dualwatch WatchCallback": fit([watch])}, repeats)
+    report("paddle Model.fit", timings, steps)
+
+
+def mmengine_runner(steps: int, repeats: int, logdir: str) -> None:
+    """MMEngine ``Runner.train`` for one epoch of ``steps`` iterations, bare and with ``DualwatchHook``."""
+    import torch
+    from mmengine.hooks import Hook
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    import dualwatch.integrations.mmengine  # noqa: F401  (registers DualwatchHook)
+
+    fw = Framework("torch")
+    data = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in samples(steps)]
+
+    class EdgeModel(BaseModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.edge_processor = fw.model().edge_processor
+
+        def forward(self, x: Any, y: Any, mode: str = "loss") -> dict[str, Any]:
+            return {"loss": fw.mse(forward(self, x), y)}
+
+    class EpochTimer(Hook):
+        def before_train_epoch(self, runner: Any) -> None:
+            self.started = time.perf_counter()
+
+        def after_train_epoch(self, runner: Any) -> None:
+            self.seconds = time.perf_counter() - self.started
+
+    def runner(hooks: list[dict[str, Any]]) -> Callable[[], float]:
+        def run() -> float:
+            timer = EpochTimer()
+            r = Runner(
+                model=EdgeModel(),
+                work_dir=tempfile.mkdtemp(dir=logdir),
+                train_dataloader=dict(
+                    dataset=data,
+                    sampler=dict(type="DefaultSampler", shuffle=False),
+                    collate_fn=dict(type="default_collate"),
+                    batch_size=BATCH,
+                ),
+                optim_wrapper=dict(optimizer=dict(type="Adam", lr=1e-3)),
+                train_cfg=dict(by_epoch=True, max_epochs=1),
+                default_hooks=dict(logger=dict(type="LoggerHook", interval=EVERY), checkpoint=None),
+                custom_hooks=hooks,
+                log_level="ERROR",
+            )
+            r.register_hook(timer, priority="VERY_HIGH")
+            r.train()
+            return timer.seconds
+
+        return run
+
+    hook = dict(type="DualwatchHook", log_interval=EVERY, module="edge_processor")
+    print(env_line({"torch": fw.version}, thread_env()))
+    with quiet():
+        timings = timed_by_callback({"bare": runner([]), "dualwatch DualwatchHook": runner([hook])}, repeats)
+    report("MMEngine Runner", timings, steps)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def timed_by_callback(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, Timings]:
+    """Round-robin like :func:`interleaved`, but each call returns its own measured seconds."""
+    names = list(variants)
+    timings = {name: Timings(name) for name in names}
+    for name in names:  # warm-up
+        variants[name]()
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            timings[name].samples.append(variants[name]())
+    return timings
+
+
+def _wandb(logdir: str) -> Any:
+    """wandb with an offline run started, or None when it is not installed."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    try:
+        import wandb
+    except ImportError:
+        print("  wandb not installed: wandb.watch skipped")
+        return None
+    wandb.init(project="dualwatch-bench", dir=logdir, mode="offline")
+    return wandb
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--section", choices=SECTIONS, help="run one section (default: each, in its own process)"
+    )
+    parser.add_argument("--repeats", type=int, default=7, help="timed samples per variant")
+    parser.add_argument("--steps", type=int, default=30, help="training steps per sample")
+    parser.add_argument("--smoke", action="store_true", help="4 steps, 2 repeats (for CI)")
+    args = parser.parse_args()
+    steps, repeats = (4, 2) if args.smoke else (args.steps, args.repeats)
+    if args.section is None:
+        for section in SECTIONS:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--section",
+                section,
+                "--steps",
+                str(steps),
+                "--repeats",
+                str(repeats),
+            ]
+            print(f"\n== {section} ==", flush=True)
+            subprocess.run(cmd, check=True)
+        return
+    with tempfile.TemporaryDirectory() as logdir:
+        if args.section in ("torch", "paddle"):
+            plain_loop(args.section, steps, repeats, logdir)
+        elif args.section == "paddle_fit":
+            paddle_fit(steps, repeats, logdir)
+        else:
+            mmengine_runner(steps, repeats, logdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -20,14 +20,15 @@ EXTRAS = {
     "mmengine": ["mmengine-lite>=0.10", "opencv-python-headless>=4.5"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
-# tbparse: the peer reader bench/reader.py measures against; jsonargparse and omegaconf: LightningCLI
-# and seed 000's ``target``/``params`` YAML, as the tests use them.
+# tbparse and wandb: the peers bench/reader.py and bench/overhead.py measure against; jsonargparse
+# and omegaconf: LightningCLI and seed 000's ``target``/``params`` YAML, as the tests use them.
 EXTRAS["test"] = [
     "pytest>=7",
     "ruff>=0.5",
     "tbparse>=0.0.9",
     "jsonargparse[signatures]>=4.27",
     "omegaconf>=2.1",
+    "wandb>=0.16",
 ]
 
 setup(

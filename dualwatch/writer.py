@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 
 from dualwatch import histogram, images
 from dualwatch._warn import warn
+from dualwatch.distributed import global_rank
 from dualwatch.formats import formats_by_name
 from dualwatch.records import Histogram, HParams, Image, Record, Scalars, Text
 from dualwatch.sinks import FanOut, FileSink, Sink
@@ -54,6 +55,10 @@ class Writer:
             the files, for example one that forwards to another tracker.
         max_latency: seconds within which a logged record is on disk.
         max_queue: records held before new ones are dropped (and counted).
+
+    In a multi-process job only global rank 0 (:func:`dualwatch.distributed.global_rank`)
+    creates the run and writes; on other ranks every call returns at once and
+    ``run_dir`` is None.
     """
 
     def __init__(
@@ -76,6 +81,11 @@ class Writer:
             raise TypeError(f"resume= is True, False or the step to resume from, got {resume!r}")
         if not max_latency > 0 or not (isinstance(max_queue, int) and max_queue > 0):
             raise ValueError("max_latency= must be > 0 seconds and max_queue= a positive int")
+        # Only global rank 0 writes: other ranks keep the same calls but create and print nothing.
+        self.rank = global_rank()
+        self._silent = self.rank != 0
+        if self._silent:
+            logdir, console, sinks = None, None, ()
         self.run_dir = _run_directory(logdir, run, resume) if logdir is not None else None
         files: list[Sink] = []
         if self.run_dir is not None:
@@ -217,6 +227,8 @@ class Writer:
             self.log(step, metrics)
 
     def _put(self, item: Record | Callable[[], Record]) -> None:
+        if self._silent:
+            return
         if len(self._queue) >= self.max_queue:
             self._dropped += 1
         else:

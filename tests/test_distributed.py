@@ -1,0 +1,166 @@
+"""Multi-process jobs: only global rank 0 creates and writes a run; the statistics are the job's."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dualwatch.distributed import RANK_VARIABLES, global_rank
+
+STEPS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _model_and_data(torch):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(8, 6, generator=g), torch.randn(8, 2, generator=g)) for _ in range(STEPS)]
+    return model, data
+
+
+def _ddp_worker(rank: int, world: int, port: int, logdir: str) -> None:
+    """One rank of a DDP job: each trains on its slice of every global batch of 8."""
+    import torch
+    import torch.distributed as dist
+
+    from dualwatch import Watcher
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        model, data = _model_and_data(torch)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        per_rank = 8 // world
+        with Watcher(ddp, every=1, logdir=logdir, console=False) as w:
+            for step, (x, y) in enumerate(data):
+                part = slice(rank * per_rank, (rank + 1) * per_rank)
+                torch.nn.functional.mse_loss(ddp(x[part]), y[part]).backward()
+                w.step(step)
+                optimizer.step()
+                optimizer.zero_grad()
+            assert (w.run_dir is None) == (rank != 0)
+    finally:
+        dist.destroy_process_group()
+
+
+def _single_process_scalars(tmp_path: Path) -> list[dict[str, float]]:
+    import torch
+
+    from dualwatch import Watcher
+
+    model, data = _model_and_data(torch)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    rows = []
+    with Watcher(model, every=1, logdir=str(tmp_path / "single"), console=False) as w:
+        for step, (x, y) in enumerate(data):
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            rows.append(w.step(step))
+            optimizer.step()
+            optimizer.zero_grad()
+    return rows
+
+
+def _jsonl(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_a_ddp_job_writes_one_run_with_the_single_process_statistics(tmp_path: Path, world: int) -> None:
+    import torch.multiprocessing as mp
+
+    logdir = tmp_path / "ddp"
+    mp.spawn(_ddp_worker, args=(world, _free_port(), str(logdir)), nprocs=world, join=True)
+
+    (run_dir,) = [p for p in logdir.iterdir()]
+    names = sorted(p.name for p in run_dir.iterdir())
+    assert len([n for n in names if "vdlrecords" in n]) == 1
+    assert len([n for n in names if "tfevents" in n]) == 1
+    assert "metrics.jsonl" in names
+    written = {}
+    for row in _jsonl(run_dir):
+        written.setdefault(row["step"], {}).update(row)
+    expected = _single_process_scalars(tmp_path)
+    assert sorted(written) == list(range(STEPS))
+    for step, scalars in enumerate(expected):
+        for tag, value in scalars.items():
+            assert written[step][tag] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, tag)
+
+
+_LAUNCH = """
+import sys
+from dualwatch import Writer
+with Writer(sys.argv[1], console=None) as w:
+    w.add_scalar("rank_of_writer", float(sys.argv[2]), 0)
+"""
+
+
+def test_twenty_launches_of_four_ranks_never_race_on_the_run_directory(tmp_path: Path) -> None:
+    for _ in range(20):
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _LAUNCH, str(tmp_path), str(rank)],
+                env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "4"},
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for rank in range(4)
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            assert "Traceback" not in err and "dualwatch" not in err, err
+    runs = sorted(tmp_path.iterdir())
+    assert len(runs) == 20
+    for run in runs:
+        names = sorted(p.name for p in run.iterdir())
+        assert [n.split(".")[0] for n in names] == ["events", "metrics", "vdlrecords"], names
+        assert [row["rank_of_writer"] for row in _jsonl(run)] == [0.0]
+
+
+@pytest.mark.parametrize(
+    "env, rank",
+    [
+        ({}, 0),
+        ({"RANK": "3"}, 3),
+        ({"PADDLE_TRAINER_ID": "2"}, 2),
+        ({"SLURM_PROCID": "5"}, 5),
+        ({"LOCAL_RANK": "1"}, 0),  # a node-local rank says nothing about the job
+    ],
+)
+def test_the_global_rank_comes_from_the_launchers_environment(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], rank: int
+) -> None:
+    for name in (*RANK_VARIABLES, "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert global_rank() == rank
+
+
+def test_a_writer_on_another_rank_creates_and_prints_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dualwatch import Writer
+    from dualwatch.sinks.console import ConsoleSink
+
+    monkeypatch.setenv("RANK", "1")
+    with Writer(tmp_path / "runs", console=ConsoleSink("title")) as w:
+        w.log(0, {"loss": 1.0}, echo=True)
+        w.add_histogram("h", np.arange(4.0), 0)
+        assert w.run_dir is None and w.rank == 1
+    assert not (tmp_path / "runs").exists()
+    assert capsys.readouterr().out == ""

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dualwatch.backends.base import Col
 from dualwatch.distributed import RANK_VARIABLES, global_rank
+from dualwatch.shards import combine_shards
 
 STEPS = 3
 
@@ -31,8 +33,11 @@ def _model_and_data(torch):
     return model, data
 
 
-def _ddp_worker(rank: int, world: int, port: int, logdir: str) -> None:
-    """One rank of a DDP job: each trains on its slice of every global batch of 8."""
+def _worker(rank: int, world: int, wrap: str, port: int, logdir: str, out: str) -> None:
+    """One rank of a DDP or FSDP2 job: each trains on its slice of every global batch of 8.
+
+    Every rank saves what its Watcher computed, to show all ranks agree.
+    """
     import torch
     import torch.distributed as dist
 
@@ -41,17 +46,27 @@ def _ddp_worker(rank: int, world: int, port: int, logdir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         model, data = _model_and_data(torch)
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        if wrap == "ddp":
+            model = torch.nn.parallel.DistributedDataParallel(model)
+        else:
+            from torch.distributed.fsdp import fully_shard
+
+            for layer in (model[0], model[2]):
+                fully_shard(layer)
+            fully_shard(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         per_rank = 8 // world
-        with Watcher(ddp, every=1, logdir=logdir, console=False) as w:
+        seen = []
+        with Watcher(model, every=1, logdir=logdir, console=False) as w:
             for step, (x, y) in enumerate(data):
                 part = slice(rank * per_rank, (rank + 1) * per_rank)
-                torch.nn.functional.mse_loss(ddp(x[part]), y[part]).backward()
-                w.step(step)
+                torch.nn.functional.mse_loss(model(x[part]), y[part]).backward()
+                seen.append(w.step(step))
                 optimizer.step()
                 optimizer.zero_grad()
             assert (w.run_dir is None) == (rank != 0)
+        with open(f"{out}.{rank}.json", "w") as f:
+            json.dump(seen, f)
     finally:
         dist.destroy_process_group()
 
@@ -78,26 +93,32 @@ def _jsonl(run_dir: Path) -> list[dict[str, float]]:
         return [json.loads(line) for line in f]
 
 
+@pytest.mark.parametrize("wrap", ["ddp", "fsdp2"])
 @pytest.mark.parametrize("world", [2, 4])
-def test_a_ddp_job_writes_one_run_with_the_single_process_statistics(tmp_path: Path, world: int) -> None:
+def test_a_sharded_or_replicated_job_writes_one_run_with_the_single_process_statistics(
+    tmp_path: Path, world: int, wrap: str
+) -> None:
     import torch.multiprocessing as mp
 
-    logdir = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(world, _free_port(), str(logdir)), nprocs=world, join=True)
+    logdir, out = tmp_path / "job", str(tmp_path / "seen")
+    mp.spawn(_worker, args=(world, wrap, _free_port(), str(logdir), out), nprocs=world, join=True)
 
     (run_dir,) = [p for p in logdir.iterdir()]
     names = sorted(p.name for p in run_dir.iterdir())
     assert len([n for n in names if "vdlrecords" in n]) == 1
     assert len([n for n in names if "tfevents" in n]) == 1
     assert "metrics.jsonl" in names
-    written = {}
+    written: dict[int, dict[str, float]] = {}
     for row in _jsonl(run_dir):
         written.setdefault(row["step"], {}).update(row)
     expected = _single_process_scalars(tmp_path)
     assert sorted(written) == list(range(STEPS))
     for step, scalars in enumerate(expected):
+        assert set(scalars) <= set(written[step])
         for tag, value in scalars.items():
             assert written[step][tag] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, tag)
+    seen = [json.loads(Path(f"{out}.{rank}.json").read_text()) for rank in range(world)]
+    assert all(s == seen[0] for s in seen)  # every rank computed the same (so the same verdict)
 
 
 _LAUNCH = """
@@ -164,3 +185,28 @@ def test_a_writer_on_another_rank_creates_and_prints_nothing(
         assert w.run_dir is None and w.rank == 1
     assert not (tmp_path / "runs").exists()
     assert capsys.readouterr().out == ""
+
+
+def _row(w: np.ndarray, prev: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """A reduction-table row computed with numpy, as a backend fills it (NaN where absent)."""
+    row = np.full(len(Col), np.nan)
+    row[Col.NUMEL], row[Col.HAS_GRAD], row[Col.W_NONFINITE] = w.size, float(w.size > 0), 0.0
+    if w.size:
+        for base, x in ((Col.W_SUM, w), (Col.G_SUM, g)):
+            row[base : base + 6] = [x.sum(), (x * x).sum(), ((x - x.mean()) ** 2).sum(), x.min(), x.max(), 0]
+        row[Col.W_ABSDIFF] = np.abs(w - prev).sum()
+    return row
+
+
+def test_shard_statistics_combine_to_those_of_the_whole_tensor() -> None:
+    rng = np.random.default_rng(0)
+    w, prev, g = (rng.normal(3.0, 0.01, 1000) for _ in range(3))  # a large mean: precision matters
+    cuts = [0, 400, 400, 1000]  # three shards, the middle one empty (uneven sharding)
+    shards = np.stack([[_row(w[a:b], prev[a:b], g[a:b])] for a, b in zip(cuts, cuts[1:])])
+    whole = _row(w, prev, g)
+    np.testing.assert_allclose(combine_shards(shards)[0], whole, rtol=1e-9)
+    w[700] = np.nan
+    shards = np.stack([[_row(w[a:b], prev[a:b], g[a:b])] for a, b in zip(cuts, cuts[1:])])
+    combined = combine_shards(shards)[0]
+    assert np.isnan(combined[[Col.W_SUM, Col.W_M2, Col.W_MIN, Col.W_MAX]]).all()
+    assert combined[Col.G_SUMSQ] == pytest.approx(whole[Col.G_SUMSQ], rel=1e-12)

@@ -175,7 +175,20 @@ class Backend(ABC):
                 )
                 device.put(row, Col.G_SUM, stats, g)
         device.into(table, self)
+        sharded = self.sharded_rows(params)
+        if sharded:
+            from dualwatch.shards import combine_shards
+
+            table[sharded] = combine_shards(self.all_gather(table[sharded]))
         return table
+
+    def sharded_rows(self, params: Sequence[Any]) -> list[int]:
+        """Rows of parameters split across ranks (FSDP2, DTensor); their rows hold one shard each."""
+        return []
+
+    def all_gather(self, rows: np.ndarray) -> np.ndarray:
+        """``[ranks, *rows.shape]``: every rank's ``rows``, in one collective (sharded backends only)."""
+        raise NotImplementedError
 
     def _host_arrays(
         self, tensors: Sequence[Any], sizes: Sequence[int], rows: Iterable[int], small: bool

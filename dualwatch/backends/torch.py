@@ -11,7 +11,7 @@ Half-precision tensors are reduced in float32.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,29 @@ import torch
 from dualwatch.backends.base import Backend, ParamInfo
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _dtensor_type() -> type | None:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch built without distributed support
+        return None
+    return DTensor
+
+
+_DTENSOR = _dtensor_type()
+
+
+def _local(x: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a DTensor (FSDP2), else ``x``."""
+    return x.to_local() if _DTENSOR is not None and isinstance(x, _DTENSOR) else x
+
+
+def _shard_dim(param: Any) -> int | None:
+    """The mesh dimension ``param`` is split over, or None when it is whole on every rank."""
+    if _DTENSOR is None or not isinstance(param, _DTENSOR):
+        return None
+    return next((dim for dim, placement in enumerate(param.placements) if placement.is_shard()), None)
 
 
 class TorchBackend(Backend):
@@ -44,10 +67,26 @@ class TorchBackend(Backend):
         )
 
     def weight(self, param: Any) -> torch.Tensor:
-        return param.detach()
+        return _local(param.detach())
 
     def grad(self, param: Any) -> torch.Tensor | None:
-        return None if param.grad is None else param.grad.detach()
+        return None if param.grad is None else _local(param.grad.detach())
+
+    def sharded_rows(self, params: Sequence[Any]) -> list[int]:
+        rows = [i for i, p in enumerate(params) if _shard_dim(p) is not None]
+        if rows:
+            self._mesh = params[rows[0]].device_mesh, _shard_dim(params[rows[0]])
+        return rows
+
+    def all_gather(self, rows: np.ndarray) -> np.ndarray:
+        import torch.distributed as dist
+
+        mesh, dim = self._mesh
+        group = mesh.get_group(dim)
+        local = torch.from_numpy(rows).to(mesh.device_type)
+        gathered = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(gathered, local, group=group)
+        return torch.stack(gathered).cpu().numpy()
 
     def _work(self, x: torch.Tensor) -> torch.Tensor:
         """A flat float view of ``x``: float32 for half precision, else as is."""

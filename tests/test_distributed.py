@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,8 @@ def _model_and_data(torch):
 def _worker(rank: int, world: int, wrap: str, port: int, logdir: str, out: str) -> None:
     """One rank of a DDP or FSDP2 job: each trains on its slice of every global batch of 8.
 
-    Every rank saves what its Watcher computed, to show all ranks agree.
+    Every rank saves what its Watcher computed, to show all ranks agree. With ``wrap`` =
+    ``"ddp-lost-run"`` rank 0's run directory is deleted after the first step, so its sinks fail.
     """
     import torch
     import torch.distributed as dist
@@ -46,7 +49,7 @@ def _worker(rank: int, world: int, wrap: str, port: int, logdir: str, out: str) 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         model, data = _model_and_data(torch)
-        if wrap == "ddp":
+        if wrap.startswith("ddp"):
             model = torch.nn.parallel.DistributedDataParallel(model)
         else:
             from torch.distributed.fsdp import fully_shard
@@ -64,6 +67,9 @@ def _worker(rank: int, world: int, wrap: str, port: int, logdir: str, out: str) 
                 seen.append(w.step(step))
                 optimizer.step()
                 optimizer.zero_grad()
+                if wrap == "ddp-lost-run" and rank == 0 and step == 0:
+                    w.writer.flush()
+                    shutil.rmtree(w.run_dir)
             assert (w.run_dir is None) == (rank != 0)
         with open(f"{out}.{rank}.json", "w") as f:
             json.dump(seen, f)
@@ -119,6 +125,20 @@ def test_a_sharded_or_replicated_job_writes_one_run_with_the_single_process_stat
             assert written[step][tag] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, tag)
     seen = [json.loads(Path(f"{out}.{rank}.json").read_text()) for rank in range(world)]
     assert all(s == seen[0] for s in seen)  # every rank computed the same (so the same verdict)
+
+
+def test_a_failing_sink_on_rank_zero_neither_hangs_nor_stops_the_other_ranks(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "seen")
+    job = mp.spawn(
+        _worker, args=(2, "ddp-lost-run", _free_port(), str(tmp_path / "job"), out), nprocs=2, join=False
+    )
+    deadline = time.monotonic() + 120
+    while not job.join(timeout=5):
+        assert time.monotonic() < deadline, "a rank hung"
+    for rank in range(2):
+        assert len(json.loads(Path(f"{out}.{rank}.json").read_text())) == STEPS
 
 
 _LAUNCH = """
@@ -210,3 +230,25 @@ def test_shard_statistics_combine_to_those_of_the_whole_tensor() -> None:
     combined = combine_shards(shards)[0]
     assert np.isnan(combined[[Col.W_SUM, Col.W_M2, Col.W_MIN, Col.W_MAX]]).all()
     assert combined[Col.G_SUMSQ] == pytest.approx(whole[Col.G_SUMSQ], rel=1e-12)
+
+
+def test_a_paddle_data_parallel_job_writes_one_run_with_the_single_process_statistics(tmp_path: Path) -> None:
+    child = str(Path(__file__).with_name("_paddle_dp_child.py"))
+    for mode in ("spawn", "single"):
+        proc = subprocess.run(
+            [sys.executable, child, mode, str(tmp_path / mode), str(tmp_path / mode)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run_dir,) = list((tmp_path / "spawn").iterdir())
+    names = sorted(p.name.split(".")[0] for p in run_dir.iterdir())
+    assert names == ["events", "metrics", "vdlrecords"]
+    ranks = [json.loads((tmp_path / f"spawn.{rank}.json").read_text()) for rank in range(2)]
+    assert ranks[0] == ranks[1]
+    single = json.loads((tmp_path / "single.0.json").read_text())
+    for step, scalars in enumerate(single):
+        assert set(scalars) == set(ranks[0][step])
+        for tag, value in scalars.items():
+            assert ranks[0][step][tag] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, tag)

@@ -252,3 +252,15 @@ def test_a_paddle_data_parallel_job_writes_one_run_with_the_single_process_stati
         assert set(scalars) == set(ranks[0][step])
         for tag, value in scalars.items():
             assert ranks[0][step][tag] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, tag)
+
+
+def test_a_torchrun_job_writes_exactly_one_run(tmp_path: Path) -> None:
+    child = str(Path(__file__).with_name("_torchrun_child.py"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
+    proc = subprocess.run(
+        [*cmd, str(_free_port()), child, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = list(tmp_path.iterdir())
+    assert sorted(p.name.split(".")[0] for p in run_dir.iterdir()) == ["events", "metrics", "vdlrecords"]
+    assert [row["step"] for row in _jsonl(run_dir)] == [0, 1, 2]

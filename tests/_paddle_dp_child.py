@@ -1,8 +1,10 @@
 """A Paddle DataParallel job for tests/test_distributed.py, run as its own process.
 
 ``python _paddle_dp_child.py spawn LOGDIR OUT`` trains 2 ranks with ``paddle.distributed.spawn``
-(gloo), each on its half of every global batch; ``... single LOGDIR OUT`` trains one process on
-the whole batches. Each process saves what its Watcher computed to ``OUT.<rank>.json``.
+(gloo), each on its half of every global batch; ``python -m paddle.distributed.launch
+--nproc_per_node 2 _paddle_dp_child.py launch LOGDIR OUT`` does the same as one of the ranks
+``launch`` starts; ``... single LOGDIR OUT`` trains one process on the whole batches. Each
+process saves what its Watcher computed to ``OUT.<rank>.json``.
 """
 
 from __future__ import annotations
@@ -51,4 +53,4 @@ if __name__ == "__main__":
     if mode == "spawn":
         dist.spawn(train, args=(logdir, out, True), nprocs=2, backend="gloo")
     else:
-        train(logdir, out, False)
+        train(logdir, out, mode == "launch")

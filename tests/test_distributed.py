@@ -232,20 +232,26 @@ def test_shard_statistics_combine_to_those_of_the_whole_tensor() -> None:
     assert combined[Col.G_SUMSQ] == pytest.approx(whole[Col.G_SUMSQ], rel=1e-12)
 
 
-def test_a_paddle_data_parallel_job_writes_one_run_with_the_single_process_statistics(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start", ["spawn", "launch"])
+def test_a_paddle_data_parallel_job_writes_one_run_with_the_single_process_statistics(
+    tmp_path: Path, start: str
+) -> None:
     child = str(Path(__file__).with_name("_paddle_dp_child.py"))
-    for mode in ("spawn", "single"):
+    launch = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2"]
+    launch += ["--log_dir", str(tmp_path / "launch_logs")]
+    for mode in (start, "single"):
+        prefix = launch if mode == "launch" else [sys.executable]
         proc = subprocess.run(
-            [sys.executable, child, mode, str(tmp_path / mode), str(tmp_path / mode)],
+            [*prefix, child, mode, str(tmp_path / mode), str(tmp_path / mode)],
             capture_output=True,
             text=True,
             timeout=300,
         )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (run_dir,) = list((tmp_path / "spawn").iterdir())
+    (run_dir,) = list((tmp_path / start).iterdir())
     names = sorted(p.name.split(".")[0] for p in run_dir.iterdir())
     assert names == ["events", "metrics", "vdlrecords"]
-    ranks = [json.loads((tmp_path / f"spawn.{rank}.json").read_text()) for rank in range(2)]
+    ranks = [json.loads((tmp_path / f"{start}.{rank}.json").read_text()) for rank in range(2)]
     assert ranks[0] == ranks[1]
     single = json.loads((tmp_path / "single.0.json").read_text())
     for step, scalars in enumerate(single):

@@ -21,6 +21,8 @@ _LAZY = {
     "sobel_edge_l1": ("dualwatch.edge", "sobel_edge_l1"),
     "PaddleEdgeLoss": ("dualwatch.edge_paddle", "EdgeLoss"),
     "TorchEdgeLoss": ("dualwatch.edge_torch", "EdgeLoss"),
+    "Monitor": ("dualwatch.capture", "Monitor"),
+    "MonitoredTrainer": ("dualwatch.capture", "MonitoredTrainer"),
 }
 
 # The edge tools stay out of __all__: ``from dualwatch import *`` must not import a framework.

@@ -1,9 +1,17 @@
-# The README's main-job install steps. The full python image carries a C compiler, so the fused
-# host kernel (dualwatch/_hoststats.c) is built; on a slim image the install still succeeds and
-# CPU checks fall back to framework ops.
-FROM python:3.11
+# The main job in a container: the README's install command, then `dualwatch demo`.
+# python:3.11-slim has no C compiler, so the optional fused host kernel (dualwatch/_hoststats.c)
+# is skipped: the install still succeeds and CPU checks use framework ops instead.
+FROM python:3.11-slim
+RUN useradd --create-home --uid 1000 dualwatch
 WORKDIR /app
-COPY . /app
+RUN chown dualwatch:dualwatch /app
+USER dualwatch
+COPY --chown=dualwatch:dualwatch . /app
 RUN python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt -e ".[all]"
 ENV PATH="/app/.venv/bin:$PATH"
+# made here, owned by the user, so that a named volume mounted on it (-v NAME:/app/runs) is writable
+RUN mkdir -p runs
+# VisualDL (seed 004's port) and TensorBoard, for `visualdl/tensorboard --logdir /app/runs --host 0.0.0.0`
+EXPOSE 8040 6006
+# run in WORKDIR /app, the demo writes its runs to /app/runs (its default --logdir is `runs`)
 CMD ["dualwatch", "demo"]

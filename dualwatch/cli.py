@@ -24,7 +24,7 @@ def main() -> None:
     help="Framework(s) to train with.",
 )
 @click.option(
-    "--steps", type=click.IntRange(min=1), default=30, show_default=True, help="Training steps per run."
+    "--steps", type=click.IntRange(min=1), default=60, show_default=True, help="Training steps per run."
 )
 @click.option(
     "--every", type=click.IntRange(min=1), default=10, show_default=True, help="Check every N steps."
@@ -33,13 +33,14 @@ def main() -> None:
     "--logdir", default="runs", show_default=True, help="Directory that receives one run per framework."
 )
 def demo(backend: str, steps: int, every: int, logdir: str) -> None:
-    """Train a small edge-map model on synthetic images, watched by dualwatch."""
-    from dualwatch.demo import run_demo
+    """Train seed 000's EdgeMapProcessor on synthetic images, watched by dualwatch.
 
-    frameworks = ["torch", "paddle"] if backend == "both" else [backend]
-    for framework in frameworks:
-        run_dir = run_demo(framework, steps=steps, every=every, logdir=logdir)
-        click.echo(f"{framework}: metrics in {run_dir}/metrics.jsonl")
+    Writes VisualDL, TensorBoard and metrics.jsonl under LOGDIR/<framework>/, then prints each
+    run's `dualwatch monitor --once` report and the commands that serve the runs.
+    """
+    from dualwatch.demo import run_all
+
+    run_all(["torch", "paddle"] if backend == "both" else [backend], steps=steps, every=every, logdir=logdir)
 
 
 def _run_choice(verb: str) -> Callable[[Any], Any]:

@@ -1,0 +1,113 @@
+"""The main job's runs, as the real ``visualdl`` and ``tensorboard`` servers serve them over HTTP.
+
+``dualwatch demo`` is run once, as a user runs it (the installed command, output to a pipe),
+with few steps; then both servers are started once on its logdir (``_servers.py``) and every
+scalar of ``metrics.jsonl`` must be served by each, with the same step, wall time and value.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import Iterator
+
+import pytest
+from _servers import BIN, Server, _eventually, _vdl_run, both_servers, f32, ms
+
+STEPS, EVERY = 12, 5  # two epochs (the demo's epoch is 10 steps), checks at steps 0, 5 and 10
+FRAMEWORKS = ("torch", "paddle")
+
+Points = dict[str, list[tuple[int, float, float]]]
+
+
+@dataclass
+class Demo:
+    logdir: str
+    output: str
+    runs: dict[str, str]  # framework -> run name under logdir (TensorBoard's run name)
+    vdl: Server
+    tb: Server
+
+
+def _metrics(run_dir: str) -> Points:
+    """``{tag: [(step, wall, value)]}`` from a run's ``metrics.jsonl``, in the order logged."""
+    points: Points = {}
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            step, wall = record.pop("step"), record.pop("wall_time")
+            for tag, value in record.items():
+                points.setdefault(tag, []).append((step, wall, value))
+    return points
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    root = tmp_path_factory.mktemp("demo")
+    logdir = str(root / "runs")
+    argv = [os.path.join(BIN, "dualwatch"), "demo", "--steps", str(STEPS), "--every", str(EVERY)]
+    done = subprocess.run([*argv, "--logdir", logdir], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = {}
+    for framework in FRAMEWORKS:
+        (metrics,) = glob.glob(os.path.join(logdir, framework, "logs_*", "metrics.jsonl"))
+        runs[framework] = os.path.relpath(os.path.dirname(metrics), logdir)
+    with both_servers(logdir, str(root), vdl_cache=0.5, tb_reload=1) as (vdl, tb):
+        yield Demo(logdir, done.stdout, runs, vdl, tb)
+
+
+def test_demo_prints_the_monitor_reports_and_the_viewer_commands(demo: Demo) -> None:
+    for run in demo.runs.values():
+        assert f"$ dualwatch monitor --once {os.path.join(demo.logdir, run)}\n" in demo.output
+    assert demo.output.count("status   OK\n") == len(FRAMEWORKS)
+    assert demo.output.endswith(
+        f"  visualdl --logdir {demo.logdir} --port 8040\n  tensorboard --logdir {demo.logdir} --port 6006\n"
+    )
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_visualdl_serves_every_scalar_of_the_run(demo: Demo, framework: str) -> None:
+    expected = _metrics(os.path.join(demo.logdir, demo.runs[framework]))
+    assert {"Loss/Train", "Learning_Rate", "Time/Epoch_Duration", "train/loss_edge"} <= set(expected)
+
+    def check() -> None:
+        run = _vdl_run(demo.vdl, demo.logdir, demo.runs[framework])
+        tags = demo.vdl.vdl("scalar/tags")
+        assert sorted(tags["tags"][tags["runs"].index(run)]) == sorted(expected)
+        for tag, points in expected.items():
+            got = demo.vdl.vdl("scalar/list", run=run, tag=tag)
+            assert got == [[ms(wall), step, f32(v)] for step, wall, v in points], tag
+
+    _eventually(check, 30, f"VisualDL serving the {framework} run", demo.vdl)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_tensorboard_serves_every_scalar_of_the_run(demo: Demo, framework: str) -> None:
+    run = demo.runs[framework]
+    expected = _metrics(os.path.join(demo.logdir, run))
+
+    def check() -> None:
+        assert sorted(demo.tb.tb("/data/plugin/scalars/tags")[run]) == sorted(expected)
+        for tag, points in expected.items():
+            got = demo.tb.tb("/data/plugin/scalars/scalars", run=run, tag=tag)
+            assert got == [[ms(wall) / 1000, step, f32(v)] for step, wall, v in points], tag
+
+    _eventually(check, 30, f"TensorBoard serving the {framework} run", demo.tb)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_both_viewers_serve_the_edge_maps_of_each_epoch(demo: Demo, framework: str) -> None:
+    run = demo.runs[framework]
+
+    def check() -> None:
+        name = _vdl_run(demo.vdl, demo.logdir, run)
+        vdl_steps = [p["step"] for p in demo.vdl.vdl("image/list", run=name, tag="train/edge_maps")]
+        tb_steps = [
+            p["step"] for p in demo.tb.tb("/data/plugin/images/images", run=run, tag="train/edge_maps")
+        ]
+        assert vdl_steps == tb_steps == [9, STEPS - 1]
+
+    _eventually(check, 30, f"both viewers serving the {framework} edge maps", demo.vdl, demo.tb)

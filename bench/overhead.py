@@ -13,11 +13,14 @@ What it measures
       ``.item()``, every 10 steps); ``wandb.watch(log="all", log_freq=10)`` in offline mode,
       when wandb is installed;
     * plain paddle loop: bare, ``Watcher``, the seed-style callback;
+    * Lightning ``Trainer.fit``: bare against ``EdgeMonitorCallback`` (``check_frequency=10``,
+      writing dualwatch's own run too);
     * Paddle ``Model.fit``: bare against ``WatchCallback`` (``every=10``);
     * MMEngine ``Runner.train``: bare against ``DualwatchHook`` (``log_interval=10``).
 
-    In ``Model.fit`` and ``Runner.train`` a sample is the time from the first batch to the end
-    of the epoch, taken by a callback (hook) both variants carry, so set-up is not counted.
+    In ``Trainer.fit``, ``Model.fit`` and ``Runner.train`` a sample is the time from the first
+    batch to the end of the epoch, taken by a callback (hook) both variants carry, so set-up is
+    not counted.
 
 Why
     The project's target: training throughput with each integration at its default frequency
@@ -26,7 +29,8 @@ Why
     ``OMP_NUM_THREADS=1``).
 
 Usage
-    python bench/overhead.py [--section torch|paddle|paddle_fit|mmengine] [--repeats N] [--steps S] [--smoke]
+    python bench/overhead.py [--section torch|paddle|lightning|paddle_fit|mmengine] [--repeats N] [--steps S]
+                             [--smoke]
 
 ``--smoke`` trains 4 steps, 2 repeats a variant, so CI runs it in seconds.
 """
@@ -55,7 +59,7 @@ from bench._timing import Timings, env_line, interleaved, table, thread_env  # n
 TARGET_PERCENT = 3.0  # overhead at the default frequency
 EVERY = 10
 BATCH, SIZE = 8, 32
-SECTIONS = ("torch", "paddle", "paddle_fit", "mmengine")
+SECTIONS = ("torch", "paddle", "lightning", "paddle_fit", "mmengine")
 
 
 def batches(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -206,6 +210,65 @@ def plain_loop(framework: str, steps: int, repeats: int, logdir: str) -> None:
         if wandb is not None:
             wandb.finish()
     report(f"{framework} loop", timings, steps)
+
+
+def lightning_trainer(steps: int, repeats: int, logdir: str) -> None:
+    """Lightning ``Trainer.fit`` for one epoch of ``steps`` batches, bare and with ``EdgeMonitorCallback``."""
+    import logging
+
+    import lightning.pytorch as pl
+    import torch
+
+    from dualwatch.integrations.lightning import EdgeMonitorCallback
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # its start-up notes, per fit
+
+    fw = Framework("torch")
+    data = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in samples(steps)]
+
+    class EdgeModule(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.edge_processor = fw.model().edge_processor
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            x, y = batch
+            return fw.mse(forward(self, x), y)
+
+        def configure_optimizers(self) -> Any:
+            return fw.optimizer(self)
+
+    class EpochTimer(pl.Callback):
+        def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+            self.seconds = time.perf_counter() - self.started
+
+    def fit(watch: bool) -> Callable[[], float]:
+        def run() -> float:
+            timer = EpochTimer()
+            callbacks = [timer, *([EdgeMonitorCallback(logdir=logdir)] if watch else [])]
+            trainer = pl.Trainer(
+                max_epochs=1,
+                callbacks=callbacks,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                accelerator="cpu",
+                devices=1,
+            )
+            loader = torch.utils.data.DataLoader(data, batch_size=BATCH, shuffle=False)
+            trainer.fit(EdgeModule(), loader)
+            return timer.seconds
+
+        return run
+
+    print(env_line({"torch": fw.version, "lightning": pl.__version__}, thread_env()))
+    with quiet():
+        timings = timed_by_callback({"bare": fit(False), "dualwatch EdgeMonitorCallback": fit(True)}, repeats)
+    report("Lightning Trainer", timings, steps)
 
 
 def paddle_fit(steps: int, repeats: int, logdir: str) -> None:
@@ -373,6 +436,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as logdir:
         if args.section in ("torch", "paddle"):
             plain_loop(args.section, steps, repeats, logdir)
+        elif args.section == "lightning":
+            lightning_trainer(steps, repeats, logdir)
         elif args.section == "paddle_fit":
             paddle_fit(steps, repeats, logdir)
         else:

@@ -1,10 +1,10 @@
 """A Paddle DataParallel job for tests/test_distributed.py, run as its own process.
 
-``python _paddle_dp_child.py spawn LOGDIR OUT`` trains 2 ranks with ``paddle.distributed.spawn``
-(gloo), each on its half of every global batch; ``python -m paddle.distributed.launch
---nproc_per_node 2 _paddle_dp_child.py launch LOGDIR OUT`` does the same as one of the ranks
-``launch`` starts; ``... single LOGDIR OUT`` trains one process on the whole batches. Each
-process saves what its Watcher computed to ``OUT.<rank>.json``.
+``python _paddle_dp_child.py spawn LOGDIR OUT [RANKS]`` trains 2 (or RANKS) ranks with
+``paddle.distributed.spawn`` (gloo), each on its share of every global batch;
+``python -m paddle.distributed.launch --nproc_per_node 2 _paddle_dp_child.py launch LOGDIR OUT``
+does the same as one of the ranks ``launch`` starts; ``... single LOGDIR OUT`` trains one
+process on the whole batches. Each process saves what its Watcher computed to ``OUT.<rank>.json``.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ def train(logdir: str, out: str, parallel: bool) -> None:
 
 
 if __name__ == "__main__":
-    mode, logdir, out = sys.argv[1:]
+    mode, logdir, out = sys.argv[1:4]
     if mode == "spawn":
-        dist.spawn(train, args=(logdir, out, True), nprocs=2, backend="gloo")
+        ranks = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+        dist.spawn(train, args=(logdir, out, True), nprocs=ranks, backend="gloo")
     else:
         train(logdir, out, mode == "launch")

@@ -232,9 +232,9 @@ def test_shard_statistics_combine_to_those_of_the_whole_tensor() -> None:
     assert combined[Col.G_SUMSQ] == pytest.approx(whole[Col.G_SUMSQ], rel=1e-12)
 
 
-@pytest.mark.parametrize("start", ["spawn", "launch"])
+@pytest.mark.parametrize("start, ranks", [("spawn", 2), ("spawn", 4), ("launch", 2)])
 def test_a_paddle_data_parallel_job_writes_one_run_with_the_single_process_statistics(
-    tmp_path: Path, start: str
+    tmp_path: Path, start: str, ranks: int
 ) -> None:
     child = str(Path(__file__).with_name("_paddle_dp_child.py"))
     launch = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2"]
@@ -242,7 +242,7 @@ def test_a_paddle_data_parallel_job_writes_one_run_with_the_single_process_stati
     for mode in (start, "single"):
         prefix = launch if mode == "launch" else [sys.executable]
         proc = subprocess.run(
-            [*prefix, child, mode, str(tmp_path / mode), str(tmp_path / mode)],
+            [*prefix, child, mode, str(tmp_path / mode), str(tmp_path / mode), str(ranks)],
             capture_output=True,
             text=True,
             timeout=300,
@@ -251,13 +251,13 @@ def test_a_paddle_data_parallel_job_writes_one_run_with_the_single_process_stati
     (run_dir,) = list((tmp_path / start).iterdir())
     names = sorted(p.name.split(".")[0] for p in run_dir.iterdir())
     assert names == ["events", "metrics", "vdlrecords"]
-    ranks = [json.loads((tmp_path / f"{start}.{rank}.json").read_text()) for rank in range(2)]
-    assert ranks[0] == ranks[1]
+    seen = [json.loads((tmp_path / f"{start}.{rank}.json").read_text()) for rank in range(ranks)]
+    assert all(s == seen[0] for s in seen)
     single = json.loads((tmp_path / "single.0.json").read_text())
     for step, scalars in enumerate(single):
-        assert set(scalars) == set(ranks[0][step])
+        assert set(scalars) == set(seen[0][step])
         for tag, value in scalars.items():
-            assert ranks[0][step][tag] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, tag)
+            assert seen[0][step][tag] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, tag)
 
 
 def test_a_torchrun_job_writes_exactly_one_run(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ there, after accumulation (``step`` only runs on update iterations) and the DDP 
 before clipping, on the weights the gradients belong to. ``AmpOptimWrapper`` gradients are still
 loss-scaled at that point, so there the check runs in a step pre-hook of the torch optimizer
 instead, after ``GradScaler`` unscaled them: after clipping, and skipped on overflow steps, which
-the scaler skips too. Only the main process (``mmengine.dist.is_main_process()``) does anything.
+the scaler skips too. Every rank checks (sharded statistics need all of them); only rank 0 writes and prints.
 """
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ class DualwatchHook(Hook):
         self._step = 0
 
     def before_train(self, runner: Any) -> None:
-        if not is_main_process():
-            return
+        # Every rank checks (under FSDP a check gathers the shards' statistics in a collective
+        # that all ranks join); dualwatch's writer is silent on ranks other than 0.
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         self._model = model
         self.watcher = Watcher(model, logdir=self.logdir or runner.log_dir, **self._options)
@@ -148,7 +148,7 @@ class DualwatchHook(Hook):
         }
         for group, values in stats.items():
             self.watcher.writer.log(step, {f"train/{group}/{name}": v for name, v in values.items()})
-        if self.console:
+        if self.console and is_main_process():
             print(self._report(step, losses, stats), flush=True)
 
     def _report(self, step: int, losses: dict[str, float], stats: dict[str, dict[str, float]]) -> str:

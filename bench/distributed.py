@@ -47,7 +47,7 @@ def worker(rank: int, port: int, steps: int, repeats: int, logdir: str) -> None:
     import torch.distributed as dist
 
     from dualwatch import Watcher
-    from dualwatch.demo import _edge_model, synthetic_batch
+    from dualwatch.demo import edge_model, synthetic_batch
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
@@ -59,7 +59,7 @@ def worker(rank: int, port: int, steps: int, repeats: int, logdir: str) -> None:
     class EdgeNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.edge_processor = _edge_model(nn, nn.Conv2d, nn.BatchNorm2d, nn.Module).edge_processor
+            self.edge_processor = edge_model(nn, nn.Conv2d, nn.BatchNorm2d, nn.Module).edge_processor
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.edge_processor.to_four(self.edge_processor.backbone(x))

@@ -128,14 +128,14 @@ class Framework:
         self.version = self.fw.__version__
 
     def model(self) -> Any:
-        from dualwatch.demo import _edge_model
+        from dualwatch.demo import edge_model
 
         nn = self.nn
         if self.name == "torch":
             self.fw.manual_seed(0)
-            return _edge_model(nn, nn.Conv2d, nn.BatchNorm2d, nn.Module)
+            return edge_model(nn, nn.Conv2d, nn.BatchNorm2d, nn.Module)
         self.fw.seed(0)
-        return _edge_model(nn, nn.Conv2D, nn.BatchNorm2D, nn.Layer)
+        return edge_model(nn, nn.Conv2D, nn.BatchNorm2D, nn.Layer)
 
     def optimizer(self, model: Any) -> Any:
         if self.name == "torch":

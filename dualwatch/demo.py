@@ -78,7 +78,7 @@ class _Framework:
     edge_loss: Callable[..., Any]  # the framework's EdgeLoss class
 
 
-def _edge_model(nn: Any, conv: Any, norm: Any, base: type) -> Any:
+def edge_model(nn: Any, conv: Any, norm: Any, base: type) -> Any:
     """A model holding seed 000's ``edge_processor``, built from one framework's layers."""
 
     class EdgeMapProcessor(base):  # type: ignore[misc, valid-type]
@@ -102,7 +102,7 @@ def _torch(seed: int) -> _Framework:
     torch = importlib.import_module("torch")
     torch.manual_seed(seed)
     nn = torch.nn
-    model = _edge_model(nn, nn.Conv2d, nn.BatchNorm2d, nn.Module)
+    model = edge_model(nn, nn.Conv2d, nn.BatchNorm2d, nn.Module)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
 
     def set_lr(lr: float) -> None:
@@ -119,7 +119,7 @@ def _paddle(seed: int) -> _Framework:
     paddle = importlib.import_module("paddle")
     paddle.seed(seed)
     nn = paddle.nn
-    model = _edge_model(nn, nn.Conv2D, nn.BatchNorm2D, nn.Layer)
+    model = edge_model(nn, nn.Conv2D, nn.BatchNorm2D, nn.Layer)
     optimizer = paddle.optimizer.Adam(learning_rate=LR, parameters=model.parameters())
     edge_loss = importlib.import_module("dualwatch.edge_paddle").EdgeLoss
     return _Framework(

@@ -251,13 +251,38 @@ def test_a_paddle_data_parallel_job_writes_one_run_with_the_single_process_stati
     (run_dir,) = list((tmp_path / start).iterdir())
     names = sorted(p.name.split(".")[0] for p in run_dir.iterdir())
     assert names == ["events", "metrics", "vdlrecords"]
-    seen = [json.loads((tmp_path / f"{start}.{rank}.json").read_text()) for rank in range(ranks)]
-    assert all(s == seen[0] for s in seen)
-    single = json.loads((tmp_path / "single.0.json").read_text())
-    for step, scalars in enumerate(single):
+    _assert_every_rank_saw_the_single_process_scalars(tmp_path / start, ranks, tmp_path / "single")
+
+
+def _assert_every_rank_saw_the_single_process_scalars(out: Path, ranks: int, single: Path) -> None:
+    seen = [json.loads(Path(f"{out}.{rank}.json").read_text()) for rank in range(ranks)]
+    assert all(s == seen[0] for s in seen)  # every rank computed the same (so the same verdict)
+    expected = json.loads(Path(f"{single}.0.json").read_text())
+    assert len(expected) == len(seen[0])
+    for step, scalars in enumerate(expected):
         assert set(scalars) == set(seen[0][step])
         for tag, value in scalars.items():
             assert seen[0][step][tag] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, tag)
+
+
+@pytest.mark.parametrize(
+    "mode, ranks, single",
+    [
+        ("auto", 2, "single-auto"),
+        ("auto-2d", 4, "single-auto"),
+        ("tensor-parallel", 2, "single-tensor-parallel"),
+    ],
+)
+def test_paddle_parameters_split_across_ranks_give_the_statistics_of_the_whole_parameters(
+    tmp_path: Path, mode: str, ranks: int, single: str
+) -> None:
+    """DistTensor shards (1-D and 2-D meshes) and fleet's ``is_distributed`` tensor-parallel parameters."""
+    child = str(Path(__file__).with_name("_paddle_shard_child.py"))
+    for args in ([mode, str(tmp_path / mode), str(ranks)], [single, str(tmp_path / single)]):
+        proc = subprocess.run([sys.executable, child, *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "check at step" not in proc.stderr, proc.stderr[-3000:]  # no check failed
+    _assert_every_rank_saw_the_single_process_scalars(tmp_path / mode, ranks, tmp_path / single)
 
 
 def test_a_torchrun_job_writes_exactly_one_run(tmp_path: Path) -> None:
@@ -270,3 +295,24 @@ def test_a_torchrun_job_writes_exactly_one_run(tmp_path: Path) -> None:
     (run_dir,) = list(tmp_path.iterdir())
     assert sorted(p.name.split(".")[0] for p in run_dir.iterdir()) == ["events", "metrics", "vdlrecords"]
     assert [row["step"] for row in _jsonl(run_dir)] == [0, 1, 2]
+
+
+def test_a_paddle_parameter_marked_distributed_without_fleet_warns_once_and_is_reported_as_it_is() -> None:
+    """Without ``fleet.init`` nothing says where the other parts are: say so, do not guess."""
+    from conftest import _import
+
+    paddle = _import("paddle")
+    from dualwatch import Watcher
+
+    layer = paddle.nn.Linear(3, 2)
+    layer.weight.is_distributed = True
+    layer(paddle.ones([1, 3])).sum().backward()
+    with Watcher(layer, every=1, logdir=None, console=False) as w:
+        with pytest.warns(RuntimeWarning, match=r"is_distributed.*fleet\.init.*this rank's part only"):
+            first = w.step(0)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert w.step(1).items() >= first.items()  # no second warning; the same values
+    assert first["model/weight/weight_max"] == pytest.approx(float(layer.weight.numpy().max()))

@@ -175,19 +175,22 @@ class Backend(ABC):
                 )
                 device.put(row, Col.G_SUM, stats, g)
         device.into(table, self)
-        sharded = self.sharded_rows(params)
-        if sharded:
+        for group, rows in self.shard_groups(params):  # the same groups, in the same order, on every rank
             from dualwatch.shards import combine_shards
 
-            table[sharded] = combine_shards(self.all_gather(table[sharded]))
+            table[rows] = combine_shards(self.all_gather(table[rows], group))
         return table
 
-    def sharded_rows(self, params: Sequence[Any]) -> list[int]:
-        """Rows of parameters split across ranks (FSDP2, DTensor); their rows hold one shard each."""
+    def shard_groups(self, params: Sequence[Any]) -> list[tuple[Any, list[int]]]:
+        """``(group, rows)`` for the parameters split across the ranks of ``group``.
+
+        Their rows hold one shard each until :meth:`all_gather` brings the others. Empty
+        for frameworks, and models, that do not shard parameters.
+        """
         return []
 
-    def all_gather(self, rows: np.ndarray) -> np.ndarray:
-        """``[ranks, *rows.shape]``: every rank's ``rows``, in one collective (sharded backends only)."""
+    def all_gather(self, rows: np.ndarray, group: Any) -> np.ndarray:
+        """``[ranks, *rows.shape]``: every rank's ``rows`` in ``group``, in one collective."""
         raise NotImplementedError
 
     def _host_arrays(

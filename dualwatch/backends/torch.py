@@ -72,20 +72,24 @@ class TorchBackend(Backend):
     def grad(self, param: Any) -> torch.Tensor | None:
         return None if param.grad is None else _local(param.grad.detach())
 
-    def sharded_rows(self, params: Sequence[Any]) -> list[int]:
-        rows = [i for i, p in enumerate(params) if _shard_dim(p) is not None]
-        if rows:
-            self._mesh = params[rows[0]].device_mesh, _shard_dim(params[rows[0]])
-        return rows
+    def shard_groups(self, params: Sequence[Any]) -> list[tuple[Any, list[int]]]:
+        """DTensor parameters (FSDP2, tensor parallel) by the mesh dimension they are split over."""
+        groups: dict[tuple[int, int], tuple[Any, list[int]]] = {}
+        for row, param in enumerate(params):
+            dim = _shard_dim(param)
+            if dim is not None:
+                mesh = param.device_mesh
+                groups.setdefault((id(mesh), dim), ((mesh, dim), []))[1].append(row)
+        return list(groups.values())
 
-    def all_gather(self, rows: np.ndarray) -> np.ndarray:
+    def all_gather(self, rows: np.ndarray, group: Any) -> np.ndarray:
         import torch.distributed as dist
 
-        mesh, dim = self._mesh
-        group = mesh.get_group(dim)
+        mesh, dim = group
+        process_group = mesh.get_group(dim)
         local = torch.from_numpy(rows).to(mesh.device_type)
-        gathered = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
-        dist.all_gather(gathered, local, group=group)
+        gathered = [torch.empty_like(local) for _ in range(dist.get_world_size(process_group))]
+        dist.all_gather(gathered, local, group=process_group)
         return torch.stack(gathered).cpu().numpy()
 
     def _work(self, x: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,7 @@ import os
 import stat
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
+from itertools import accumulate
 from typing import Any, Mapping, Protocol, Sequence
 
 from dualwatch.health import ADVICE, Thresholds, Verdict
@@ -446,6 +447,11 @@ def _steps_per_s(series: Mapping[str, SeriesLike]) -> float | None:
     return steps / seconds if steps > 0 and seconds > 0 else None
 
 
+def smooth(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
+    """Exponential moving average starting at the first value (the viewers' smoothing)."""
+    return list(accumulate(values, lambda ema, v: weight * ema + (1 - weight) * v))
+
+
 def _loss(series: Mapping[str, SeriesLike], tags: Sequence[str]) -> Loss | None:
     main = _first(series, tags)
     if main is None:
@@ -456,9 +462,7 @@ def _loss(series: Mapping[str, SeriesLike], tags: Sequence[str]) -> Loss | None:
     recent = [v for v in values[-(TREND_POINTS + 1 + WARMUP_POINTS) :] if math.isfinite(v)]
     smoothed = trend = None
     if recent:
-        ema = [recent[0]]
-        for v in recent[1:]:
-            ema.append(SMOOTHING * ema[-1] + (1 - SMOOTHING) * v)
+        ema = smooth(recent)
         smoothed = ema[-1]
         start = ema[max(0, len(ema) - 1 - TREND_POINTS)]
         if len(ema) > 1 and start != 0:

@@ -24,12 +24,11 @@ import math
 import os
 import secrets
 from fnmatch import fnmatchcase
-from itertools import accumulate
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from dualwatch.monitor import GRAD_NORM_TAGS, LOSS_TAGS, LR_TAGS, SMOOTHING, RunLike
+from dualwatch.monitor import GRAD_NORM_TAGS, LOSS_TAGS, LR_TAGS, SMOOTHING, RunLike, smooth
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -122,11 +121,6 @@ def decimate(x: np.ndarray, y: np.ndarray, points: int = POINTS) -> tuple[np.nda
     keep = np.concatenate(([0, n - 1], starts + grid.argmin(axis=1), starts + grid.argmax(axis=1)))
     keep = np.unique(np.minimum(keep, n - 1))
     return x[keep], y[keep]
-
-
-def smooth(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
-    """Exponential moving average starting at the first value, as the monitor's loss trend."""
-    return list(accumulate(values, lambda ema, v: weight * ema + (1 - weight) * v))
 
 
 def log_scale(values: np.ndarray) -> bool:

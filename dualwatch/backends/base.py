@@ -13,7 +13,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Iterable, Sequence
+from typing import Any, Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -66,6 +66,7 @@ class Backend(ABC):
         self._snapshots: dict[Any, Any] = {}
         self._batches: dict[tuple[int, ...], HostBatch] = {}
         self._fused = FusedReducer()
+        self._shard_groups: dict[Hashable, Any] = {}  # shard key -> process group, made once
 
     # -- primitives a framework provides -------------------------------------
     @abstractmethod
@@ -184,10 +185,27 @@ class Backend(ABC):
     def shard_groups(self, params: Sequence[Any]) -> list[tuple[Any, list[int]]]:
         """``(group, rows)`` for the parameters split across the ranks of ``group``.
 
-        Their rows hold one shard each until :meth:`all_gather` brings the others. Empty
-        for frameworks, and models, that do not shard parameters.
+        Their rows hold one shard each until :meth:`all_gather` brings the others. Rows are
+        grouped by :meth:`shard_key`; each key's group is looked up (or created) once.
         """
-        return []
+        rows: dict[Hashable, list[int]] = {}
+        for row, param in enumerate(params):
+            key = self.shard_key(param)
+            if key is not None:
+                rows.setdefault(key, []).append(row)
+        for key, members in rows.items():
+            if key not in self._shard_groups:
+                self._shard_groups[key] = self.shard_group(key, params[members[0]])
+        groups = self._shard_groups
+        return [(groups[key], members) for key, members in rows.items() if groups[key] is not None]
+
+    def shard_key(self, param: Any) -> Hashable | None:
+        """What identifies the ranks holding ``param``'s other parts; None when it is whole here."""
+        return None
+
+    def shard_group(self, key: Hashable, param: Any) -> Any | None:
+        """The process group for ``key`` (``param`` is one of its parameters), or None if there is none."""
+        raise NotImplementedError
 
     def all_gather(self, rows: np.ndarray, group: Any) -> np.ndarray:
         """``[ranks, *rows.shape]``: every rank's ``rows`` in ``group``, in one collective."""

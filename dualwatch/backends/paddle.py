@@ -18,9 +18,8 @@ tensors. Half-precision tensors are reduced in float32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, Hashable
 
 import numpy as np
 import paddle
@@ -40,7 +39,6 @@ class PaddleBackend(Backend):
     def __init__(self, model: paddle.nn.Layer) -> None:
         super().__init__(model)
         self._scratch: dict[tuple[str, Any], Any] = {}
-        self._groups: dict[tuple, Any] = {}  # shard key -> process group, made once
 
     def parameters(self) -> list[tuple[str, Any]]:
         """Parameters as torch would list them: BatchNorm running statistics left out."""
@@ -75,24 +73,50 @@ class PaddleBackend(Backend):
             g = param.grad
         return None if g is None else _local(g.detach())
 
-    def shard_groups(self, params: Sequence[Any]) -> list[tuple[Any, list[int]]]:
-        """Parameters split across ranks, by the process group that holds their parts.
+    def shard_key(self, param: Any) -> Hashable | None:
+        """Parameters split across ranks: two kinds.
 
-        Two kinds: auto-parallel DistTensors with a ``Shard`` placement (``shard_tensor``),
-        grouped by the mesh dimension they are split over; and fleet's
-        tensor-parallel layers (``ColumnParallelLinear``, ...), whose parameters are marked
-        ``is_distributed`` and split over the model-parallel group, the group Paddle's own
-        ``HybridParallelClipGrad`` reduces them over.
+        Auto-parallel DistTensors with a ``Shard`` placement (``shard_tensor``), keyed by the
+        mesh dimension they are split over; and fleet's tensor-parallel layers
+        (``ColumnParallelLinear``, ...), whose parameters are marked ``is_distributed`` and
+        split over the model-parallel group, the group Paddle's own ``HybridParallelClipGrad``
+        reduces them over.
         """
-        groups: dict[tuple, list[int]] = {}
-        for row, param in enumerate(params):
-            key = _shard_key(param)
-            if key is not None:
-                groups.setdefault(key, []).append(row)
-        for key in groups:
-            if key not in self._groups:
-                self._groups[key] = _group_of(key)
-        return [(self._groups[key], rows) for key, rows in groups.items() if self._groups[key] is not None]
+        if param.is_dist():
+            dim = next((i for i, p in enumerate(param.placements) if p.is_shard()), None)
+            if dim is None:
+                return None
+            mesh = param.process_mesh
+            return tuple(mesh.process_ids), tuple(mesh.shape), dim
+        return ("mp",) if getattr(param, "is_distributed", False) else None
+
+    def shard_group(self, key: Hashable, param: Any) -> Any | None:
+        """The process group of a :meth:`shard_key` (None: the parts are not on other ranks).
+
+        A mesh dimension's groups are created here, once, for every line of the mesh along that
+        dimension and in the same order on every rank: Paddle numbers groups by creation order.
+        A line that spans the whole job is the default group (id 0).
+        """
+        import paddle.distributed as dist
+
+        if key == ("mp",):
+            from paddle.distributed import fleet
+
+            try:
+                hcg = fleet.get_hybrid_communicate_group()
+            except AttributeError:  # fleet.init was not called: nothing says which ranks hold the rest
+                warn(
+                    "parameters are marked is_distributed but fleet.init(is_collective=True, strategy=...) "
+                    "was not called: their statistics are this rank's part only"
+                )
+                return None
+            return hcg.get_model_parallel_group() if hcg.get_model_parallel_world_size() > 1 else None
+        process_ids, shape, dim = key
+        lines = np.moveaxis(np.array(process_ids).reshape(shape), dim, -1).reshape(-1, shape[dim]).tolist()
+        if len(lines) == 1 and sorted(lines[0]) == list(range(dist.get_world_size())):
+            return dist.get_group(0)
+        groups = [dist.new_group(line) for line in lines]
+        return next(g for g, line in zip(groups, lines) if dist.get_rank() in line)
 
     def all_gather(self, rows: np.ndarray, group: Any) -> np.ndarray:
         import paddle.distributed as dist
@@ -178,47 +202,6 @@ class PaddleBackend(Backend):
 def _local(x: paddle.Tensor) -> paddle.Tensor:
     """This rank's part of a DistTensor (auto-parallel), else ``x``."""
     return x._local_value() if x.is_dist() else x
-
-
-def _shard_key(param: Any) -> tuple | None:
-    """Which ranks hold the other parts of ``param``: a mesh dimension, ``("mp",)``, or None."""
-    if param.is_dist():
-        dim = next((i for i, p in enumerate(param.placements) if p.is_shard()), None)
-        if dim is None:
-            return None
-        mesh = param.process_mesh
-        return tuple(mesh.process_ids), tuple(mesh.shape), dim
-    return ("mp",) if getattr(param, "is_distributed", False) else None
-
-
-def _group_of(key: tuple) -> Any | None:
-    """The process group behind a :func:`_shard_key` (None: the parts are not on other ranks).
-
-    A mesh dimension's groups are created here, once, for every line of the mesh along that
-    dimension and in the same order on every rank: Paddle numbers groups by creation order.
-    A line that spans the whole job is the default group (id 0).
-    """
-    import paddle.distributed as dist
-
-    if key == ("mp",):
-        from paddle.distributed import fleet
-
-        try:
-            hcg = fleet.get_hybrid_communicate_group()
-        except AttributeError:  # fleet.init was not called: nothing says which ranks hold the rest
-            warn(
-                "parameters are marked is_distributed but fleet.init(is_collective=True, strategy=...) "
-                "was not called: their statistics are this rank's part only"
-            )
-            return None
-        return hcg.get_model_parallel_group() if hcg.get_model_parallel_world_size() > 1 else None
-    process_ids, shape, dim = key
-    lines = np.moveaxis(np.array(process_ids).reshape(shape), dim, -1).reshape(-1, shape[dim]).tolist()
-    rank = dist.get_rank()
-    if len(lines) == 1 and sorted(lines[0]) == list(range(dist.get_world_size())):
-        return dist.get_group(0)
-    groups = [dist.new_group(line) for line in lines]
-    return next(g for g, line in zip(groups, lines) if rank in line)
 
 
 def _nonfinite(a: Any, xp: ModuleType) -> Any:

@@ -11,7 +11,7 @@ Half-precision tensors are reduced in float32.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Hashable
 
 import numpy as np
 import torch
@@ -72,22 +72,20 @@ class TorchBackend(Backend):
     def grad(self, param: Any) -> torch.Tensor | None:
         return None if param.grad is None else _local(param.grad.detach())
 
-    def shard_groups(self, params: Sequence[Any]) -> list[tuple[Any, list[int]]]:
-        """DTensor parameters (FSDP2, tensor parallel) by the mesh dimension they are split over."""
-        groups: dict[tuple[int, int], tuple[Any, list[int]]] = {}
-        for row, param in enumerate(params):
-            dim = _shard_dim(param)
-            if dim is not None:
-                mesh = param.device_mesh
-                groups.setdefault((id(mesh), dim), ((mesh, dim), []))[1].append(row)
-        return list(groups.values())
+    def shard_key(self, param: Any) -> Hashable | None:
+        """DTensor parameters (FSDP2, tensor parallel): the mesh and the dimension they are split over."""
+        dim = _shard_dim(param)
+        return None if dim is None else (id(param.device_mesh), dim)
+
+    def shard_group(self, key: Hashable, param: Any) -> Any | None:
+        mesh = param.device_mesh
+        return mesh.get_group(_shard_dim(param)), mesh.device_type
 
     def all_gather(self, rows: np.ndarray, group: Any) -> np.ndarray:
         import torch.distributed as dist
 
-        mesh, dim = group
-        process_group = mesh.get_group(dim)
-        local = torch.from_numpy(rows).to(mesh.device_type)
+        process_group, device = group
+        local = torch.from_numpy(rows).to(device)
         gathered = [torch.empty_like(local) for _ in range(dist.get_world_size(process_group))]
         dist.all_gather(gathered, local, group=process_group)
         return torch.stack(gathered).cpu().numpy()

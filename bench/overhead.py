@@ -10,8 +10,8 @@ What it measures
     * plain torch loop: bare; ``dualwatch.Watcher`` at its defaults (``every=10``, VisualDL,
       TensorBoard and JSON lines, seed 000's console block sent to /dev/null); seed 000's
       callback done the seed's way (every statistic of every parameter fetched with its own
-      ``.item()``, every 10 steps); ``wandb.watch(log="all", log_freq=10)`` in offline mode,
-      when wandb is installed;
+      ``.item()``, a ``clone()`` for its weight change, every 10 steps);
+      ``wandb.watch(log="all", log_freq=10)`` in offline mode, when wandb is installed;
     * plain paddle loop: bare, ``Watcher``, the seed-style callback;
     * Lightning ``Trainer.fit``: bare against ``EdgeMonitorCallback`` (``check_frequency=10``,
       writing dualwatch's own run too);
@@ -54,6 +54,7 @@ if str(_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from bench._seed import seed_style_loop  # noqa: E402
 from bench._timing import Timings, env_line, interleaved, table, thread_env  # noqa: E402
 
 TARGET_PERCENT = 3.0  # overhead at the default frequency
@@ -72,21 +73,6 @@ def batches(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
 def samples(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The same data one image at a time, for the frameworks' own data loaders."""
     return [(x[j], y[j]) for x, y in batches(steps) for j in range(BATCH)]
-
-
-def seed_style_check(model: Any, item: Callable[[Any], float]) -> dict[str, float]:
-    """Seed 000's callback as written: one host sync per statistic per parameter."""
-    out = {}
-    for name, p in model.edge_processor.named_parameters():
-        stats = {"weight": p.detach()}
-        if p.grad is not None:
-            stats["grad"] = p.grad
-        for kind, t in stats.items():
-            for stat, value in (("mean", t.mean()), ("std", t.std()), ("max", t.max()), ("min", t.min())):
-                out[f"edge_processor/{name}/{kind}_{stat}"] = item(value)
-        if "grad" in stats:
-            out[f"edge_processor/{name}/grad_norm"] = item(stats["grad"].norm())
-    return out
 
 
 @contextlib.contextmanager
@@ -151,13 +137,6 @@ class Framework:
     def clear(self, optimizer: Any) -> None:
         optimizer.zero_grad() if self.name == "torch" else optimizer.clear_grad()
 
-    def item(self, t: Any) -> float:
-        return t.item() if self.name == "torch" else float(t)
-
-
-def forward(model: Any, x: Any) -> Any:
-    return model.edge_processor.to_four(model.edge_processor.backbone(x))
-
 
 # -- sections ----------------------------------------------------------------------------------
 
@@ -176,7 +155,7 @@ def plain_loop(framework: str, steps: int, repeats: int, logdir: str) -> None:
 
         def train() -> None:
             for i, (x, y) in enumerate(data):
-                loss = fw.mse(forward(model, x), y)
+                loss = fw.mse(model.edge_processor(x), y)
                 loss.backward()
                 if on_step is not None:
                     on_step(i)
@@ -186,7 +165,8 @@ def plain_loop(framework: str, steps: int, repeats: int, logdir: str) -> None:
         return train
 
     def seed_style(model: Any) -> Callable[[int], object]:
-        return lambda i: seed_style_check(model, fw.item) if i % EVERY == 0 else None
+        named, prev = list(model.edge_processor.named_parameters()), {}
+        return lambda i: seed_style_loop(named, prev) if i % EVERY == 0 else None
 
     print(env_line({framework: fw.version}, thread_env()))
     watchers: list[Watcher] = []  # closed before the temporary log directory goes
@@ -203,7 +183,9 @@ def plain_loop(framework: str, steps: int, repeats: int, logdir: str) -> None:
             "seed-style callback": trainer(seed_style),
         }
         if wandb is not None:
-            variants["wandb.watch(log='all')"] = trainer(lambda m: wandb.watch(m, log="all", log_freq=EVERY))
+            variants["wandb.watch(log='all')"] = trainer(
+                lambda m: wandb.watch(m.edge_processor, log="all", log_freq=EVERY)  # its hook needs a forward
+            )
         timings = interleaved(variants, repeats)
         for watcher in watchers:
             watcher.close()
@@ -233,7 +215,7 @@ def lightning_trainer(steps: int, repeats: int, logdir: str) -> None:
 
         def training_step(self, batch: Any, batch_idx: int) -> Any:
             x, y = batch
-            return fw.mse(forward(self, x), y)
+            return fw.mse(self.edge_processor(x), y)
 
         def configure_optimizers(self) -> Any:
             return fw.optimizer(self)
@@ -292,7 +274,7 @@ def paddle_fit(steps: int, repeats: int, logdir: str) -> None:
             self.edge_processor = fw.model().edge_processor
 
         def forward(self, x: Any) -> Any:
-            return forward(self, x)
+            return self.edge_processor(x)
 
     class EpochTimer(paddle.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -308,8 +290,8 @@ def paddle_fit(steps: int, repeats: int, logdir: str) -> None:
         timer = EpochTimer()
 
         def run() -> float:
-            model.fit(
-                Images(), epochs=1, batch_size=BATCH, verbose=0, shuffle=False, callbacks=[timer, *callbacks]
+            model.fit(  # the timer last, so it also times the callbacks' epoch end
+                Images(), epochs=1, batch_size=BATCH, verbose=0, shuffle=False, callbacks=[*callbacks, timer]
             )
             return timer.seconds
 
@@ -340,7 +322,7 @@ def mmengine_runner(steps: int, repeats: int, logdir: str) -> None:
             self.edge_processor = fw.model().edge_processor
 
         def forward(self, x: Any, y: Any, mode: str = "loss") -> dict[str, Any]:
-            return {"loss": fw.mse(forward(self, x), y)}
+            return {"loss": fw.mse(self.edge_processor(x), y)}
 
     class EpochTimer(Hook):
         def before_train_epoch(self, runner: Any) -> None:

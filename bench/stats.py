@@ -54,6 +54,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
+from bench._seed import seed_style_loop  # noqa: E402
 from bench._timing import Timings, env_line, interleaved, load_average, table, thread_env, verdict  # noqa: E402
 
 FULL_WIDTH = 720  # 48 x Linear(720, 720): 96 tensors, 24,917,760 parameters
@@ -63,27 +64,6 @@ BATCH = 8
 PERTURB = 1.0001
 FLOOR_TARGET = 1.5  # dualwatch / floor must be at most this
 SEED_TARGET = 3.0  # seed / dualwatch must be at least this
-
-
-def seed_style_loop(named: list[tuple[str, Any]], seed_prev: dict[str, Any]) -> dict[str, list[float]]:
-    """The seed callback's way: one ``.item()`` per statistic per parameter and a ``clone()`` snapshot.
-
-    torch and paddle tensors share every method used here.
-    """
-    out: dict[str, list[float]] = {}
-    for name, p in named:
-        w = p.detach()
-        stats = [w.mean().item(), w.std().item(), w.min().item(), w.max().item()]
-        prev = seed_prev.get(name)
-        if prev is not None:
-            stats.append((w - prev).abs().mean().item())
-        seed_prev[name] = w.clone()
-        g = p.grad
-        if g is not None:
-            stats += [g.mean().item(), g.std().item(), g.min().item(), g.max().item()]
-            stats.append(g.norm().item())
-        out[name] = stats
-    return out
 
 
 class TorchCase:

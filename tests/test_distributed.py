@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,18 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _servers import _free_port
 
 from dualwatch.backends.base import Col
 from dualwatch.distributed import RANK_VARIABLES, global_rank
 from dualwatch.shards import combine_shards
 
 STEPS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _model_and_data(torch):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import struct
 import subprocess
 import sys
 import textwrap
@@ -26,6 +25,7 @@ from click.testing import CliRunner
 
 from dualwatch import Writer
 from dualwatch.cli import main
+from dualwatch.formats import formats_by_name
 
 CHILD_TIMEOUT = 120.0
 
@@ -86,10 +86,10 @@ def test_torch_summary_writer_run_shows_its_last_step_loss_lr_and_grad_norm(tmp_
 def test_paddle_visualdl_callback_in_model_fit_shows_the_last_batch_loss(tmp_path) -> None:
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="No ccache found")
-        import numpy as np
-        import paddle
+    import numpy as np
+    from conftest import _import
+
+    paddle = _import("paddle")
 
     class Data(paddle.io.Dataset):
         def __getitem__(self, i):
@@ -384,17 +384,9 @@ DAMAGE_STEPS = 40
 
 
 def frames(fmt: str, data: bytes) -> list[tuple[int, int]]:
-    """``(start, end)`` of each record: TensorBoard's length, CRC, data, CRC; VisualDL's length, data."""
-    spans, pos = [], 0
-    while pos < len(data):
-        if fmt == "jsonl":
-            end = data.index(b"\n", pos) + 1
-        else:
-            (length,) = struct.unpack("<Q", data[pos : pos + 8])
-            end = pos + (12 + length + 4 if fmt == "tensorboard" else 8 + length)
-        spans.append((pos, end))
-        pos = end
-    assert pos == len(data)
+    """``(start, end)`` of each record of a whole, undamaged file."""
+    spans = [(frame.start, frame.end) for frame in formats_by_name()[fmt]().scan(data)]
+    assert spans[-1][1] == len(data)
     return spans
 
 

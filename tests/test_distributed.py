@@ -226,26 +226,37 @@ def test_shard_statistics_combine_to_those_of_the_whole_tensor() -> None:
     assert combined[Col.G_SUMSQ] == pytest.approx(whole[Col.G_SUMSQ], rel=1e-12)
 
 
+PADDLE_CHILD = str(Path(__file__).with_name("_paddle_child.py"))
+
+
+def _paddle_job(*args: str, launcher: tuple[str, ...] = ()) -> None:
+    """Runs ``tests/_paddle_child.py`` with ``args`` (under ``launcher``): it and every check succeed."""
+    command = [*(launcher or (sys.executable,)), PADDLE_CHILD, *args]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "check at step" not in proc.stderr, proc.stderr[-3000:]  # no check failed
+
+
+@pytest.fixture(scope="module")
+def paddle_single(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The single-process reference runs of ``tests/_paddle_child.py``, trained once for all tests."""
+    out = tmp_path_factory.mktemp("paddle_single")
+    for mode in ("single", "single-tensor-parallel"):
+        _paddle_job(mode, str(out / mode))
+    return out
+
+
 @pytest.mark.parametrize("start, ranks", [("spawn", 2), ("spawn", 4), ("launch", 2)])
 def test_a_paddle_data_parallel_job_writes_one_run_with_the_single_process_statistics(
-    tmp_path: Path, start: str, ranks: int
+    tmp_path: Path, paddle_single: Path, start: str, ranks: int
 ) -> None:
-    child = str(Path(__file__).with_name("_paddle_dp_child.py"))
-    launch = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2"]
-    launch += ["--log_dir", str(tmp_path / "launch_logs")]
-    for mode in (start, "single"):
-        prefix = launch if mode == "launch" else [sys.executable]
-        proc = subprocess.run(
-            [*prefix, child, mode, str(tmp_path / mode), str(tmp_path / mode), str(ranks)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (run_dir,) = list((tmp_path / start).iterdir())
+    launch = (sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2")
+    launch += ("--log_dir", str(tmp_path / "launch_logs"))
+    _paddle_job(start, str(tmp_path / start), str(ranks), launcher=launch if start == "launch" else ())
+    (run_dir,) = list((tmp_path / f"{start}.runs").iterdir())
     names = sorted(p.name.split(".")[0] for p in run_dir.iterdir())
     assert names == ["events", "metrics", "vdlrecords"]
-    _assert_every_rank_saw_the_single_process_scalars(tmp_path / start, ranks, tmp_path / "single")
+    _assert_every_rank_saw_the_single_process_scalars(tmp_path / start, ranks, paddle_single / "single")
 
 
 def _assert_every_rank_saw_the_single_process_scalars(out: Path, ranks: int, single: Path) -> None:
@@ -261,22 +272,14 @@ def _assert_every_rank_saw_the_single_process_scalars(out: Path, ranks: int, sin
 
 @pytest.mark.parametrize(
     "mode, ranks, single",
-    [
-        ("auto", 2, "single-auto"),
-        ("auto-2d", 4, "single-auto"),
-        ("tensor-parallel", 2, "single-tensor-parallel"),
-    ],
+    [("auto", 2, "single"), ("auto-2d", 4, "single"), ("tensor-parallel", 2, "single-tensor-parallel")],
 )
 def test_paddle_parameters_split_across_ranks_give_the_statistics_of_the_whole_parameters(
-    tmp_path: Path, mode: str, ranks: int, single: str
+    tmp_path: Path, paddle_single: Path, mode: str, ranks: int, single: str
 ) -> None:
     """DistTensor shards (1-D and 2-D meshes) and fleet's ``is_distributed`` tensor-parallel parameters."""
-    child = str(Path(__file__).with_name("_paddle_shard_child.py"))
-    for args in ([mode, str(tmp_path / mode), str(ranks)], [single, str(tmp_path / single)]):
-        proc = subprocess.run([sys.executable, child, *args], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert "check at step" not in proc.stderr, proc.stderr[-3000:]  # no check failed
-    _assert_every_rank_saw_the_single_process_scalars(tmp_path / mode, ranks, tmp_path / single)
+    _paddle_job(mode, str(tmp_path / mode), str(ranks))
+    _assert_every_rank_saw_the_single_process_scalars(tmp_path / mode, ranks, paddle_single / single)
 
 
 def test_a_torchrun_job_writes_exactly_one_run(tmp_path: Path) -> None:

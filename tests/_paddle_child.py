@@ -1,17 +1,23 @@
-"""Paddle jobs whose parameters are split across ranks, for tests/test_distributed.py.
+"""Paddle multi-process jobs for tests/test_distributed.py, each run as its own process.
 
-``python _paddle_shard_child.py auto OUT RANKS``: semi-automatic parallel; the weights are
-DistTensors sharded over a 1-D mesh with ``dist.shard_tensor`` (one bias left replicated), and
-every rank is fed the whole batch. ``auto-2d OUT 4`` does the same on a 2 x 2 mesh, sharded
-over its second dimension and replicated over its first.
+Every job trains the same small model on the same batches and saves what its Watcher
+computed to ``OUT.<rank>.json``; the tests compare that with one process training whole:
 
-``python _paddle_shard_child.py tensor-parallel OUT RANKS``: fleet's ``ColumnParallelLinear``,
-whose ``is_distributed`` parameters are split over the model-parallel group. Its forward needs
-``c_identity``, which has no CPU kernel, so each rank computes its own columns' share of the
-loss with plain ops: the gradients are those of tensor-parallel training.
+* ``single OUT`` and ``single-tensor-parallel OUT``: one process, the whole model.
+* ``spawn OUT [RANKS]``: ``paddle.DataParallel`` on 2 (or RANKS) ranks started with
+  ``paddle.distributed.spawn`` (gloo), each on its share of every global batch;
+  ``python -m paddle.distributed.launch --nproc_per_node 2 _paddle_child.py launch OUT`` is
+  the same as one of the ranks ``launch`` starts.
+* ``auto OUT RANKS``: semi-automatic parallel; the weights are DistTensors sharded over a 1-D
+  mesh with ``dist.shard_tensor`` (one bias left replicated), every rank fed the whole batch.
+  ``auto-2d OUT`` does the same on a 2 x 2 mesh, sharded over its second dimension and
+  replicated over its first.
+* ``tensor-parallel OUT RANKS``: fleet's ``ColumnParallelLinear``, whose ``is_distributed``
+  parameters are split over the model-parallel group. Its forward needs ``c_identity``, which
+  has no CPU kernel, so each rank computes its own columns' share of the loss with plain ops:
+  the gradients are those of tensor-parallel training.
 
-``... single-auto OUT`` and ``... single-tensor-parallel OUT`` train the same models whole, in
-one process. Every process saves what its Watcher computed to ``OUT.<rank>.json``.
+Runs are written under ``OUT.runs``.
 """
 
 from __future__ import annotations
@@ -45,6 +51,10 @@ def mlp() -> paddle.nn.Sequential:
     return paddle.nn.Sequential(paddle.nn.Linear(6, 8), paddle.nn.Tanh(), paddle.nn.Linear(8, 2))
 
 
+def mse(model: paddle.nn.Layer, part: slice = slice(None)):
+    return lambda x, y: paddle.nn.functional.mse_loss(model(x[part]), y[part])
+
+
 def train(model: paddle.nn.Layer, loss_of, data: list, out: str, rank: int) -> None:
     optimizer = paddle.optimizer.SGD(0.1, parameters=model.parameters())
     seen = []
@@ -56,6 +66,18 @@ def train(model: paddle.nn.Layer, loss_of, data: list, out: str, rank: int) -> N
             optimizer.clear_grad()
     with open(f"{out}.{rank}.json", "w") as f:
         json.dump(seen, f)
+
+
+def single(out: str) -> None:
+    model = mlp()
+    train(model, mse(model), batches(2), out, 0)
+
+
+def data_parallel(out: str) -> None:
+    dist.init_parallel_env()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = paddle.DataParallel(mlp())
+    train(model, mse(model, slice(rank * BATCH // world, (rank + 1) * BATCH // world)), batches(2), out, rank)
 
 
 def auto(out: str, world: int, two_d: bool = False) -> None:
@@ -74,12 +96,7 @@ def auto(out: str, world: int, two_d: bool = False) -> None:
     first.bias = dist.shard_tensor(first.bias, mesh, placed(dist.Shard(0)))
     last.weight = dist.shard_tensor(last.weight, mesh, placed(dist.Shard(0)))
     last.bias = dist.shard_tensor(last.bias, mesh, placed(dist.Replicate()))
-    train(model, lambda x, y: paddle.nn.functional.mse_loss(model(x), y), batches(2), out, dist.get_rank())
-
-
-def single_auto(out: str) -> None:
-    model = mlp()
-    train(model, lambda x, y: paddle.nn.functional.mse_loss(model(x), y), batches(2), out, 0)
+    train(model, mse(model), batches(2), out, dist.get_rank())
 
 
 def whole_linear() -> paddle.nn.Linear:
@@ -115,11 +132,17 @@ def single_tensor_parallel(out: str) -> None:
 
 if __name__ == "__main__":
     mode, out = sys.argv[1:3]
-    if mode.startswith("single-"):
-        {"single-auto": single_auto, "single-tensor-parallel": single_tensor_parallel}[mode](out)
+    ranks = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    if mode == "single":
+        single(out)
+    elif mode == "single-tensor-parallel":
+        single_tensor_parallel(out)
+    elif mode == "launch":
+        data_parallel(out)
+    elif mode == "spawn":
+        dist.spawn(data_parallel, args=(out,), nprocs=ranks, backend="gloo")
     elif mode == "auto-2d":
         dist.spawn(auto, args=(out, 4, True), nprocs=4, backend="gloo")
     else:
-        world = int(sys.argv[3])
         job = {"auto": auto, "tensor-parallel": tensor_parallel}[mode]
-        dist.spawn(job, args=(out, world), nprocs=world, backend="gloo")
+        dist.spawn(job, args=(out, ranks), nprocs=ranks, backend="gloo")

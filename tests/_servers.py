@@ -160,3 +160,30 @@ def _vdl_run(vdl: Server, logdir: str, run: str) -> str:
     match = [r for r in runs if os.path.normpath(r) == os.path.normpath(os.path.join(logdir, run))]
     assert match, f"VisualDL runs {runs} lack {run!r}"
     return match[0]
+
+
+def visualdl_scalars(vdl: Server, logdir: str, run: str) -> dict[str, list[list[float]]]:
+    """``{tag: [[wall_ms, step, value]]}`` as VisualDL's server serves ``run``."""
+    name = _vdl_run(vdl, logdir, run)
+    tags = vdl.vdl("scalar/tags")
+    return {tag: vdl.vdl("scalar/list", run=name, tag=tag) for tag in tags["tags"][tags["runs"].index(name)]}
+
+
+def tensorboard_scalars(tb: Server, run: str) -> dict[str, list[list[float]]]:
+    """``{tag: [[wall_s, step, value]]}`` as TensorBoard's server serves ``run``."""
+    return {
+        tag: tb.tb("/data/plugin/scalars/scalars", run=run, tag=tag)
+        for tag in tb.tb("/data/plugin/scalars/tags")[run]
+    }
+
+
+def as_visualdl(points: dict[str, list[tuple[int, float, float]]]) -> dict[str, list[list[float]]]:
+    """``{tag: [(step, wall_time, value)]}`` written by dualwatch, as VisualDL's server must serve it."""
+    return {tag: [[ms(wall), step, f32(v)] for step, wall, v in series] for tag, series in points.items()}
+
+
+def as_tensorboard(points: dict[str, list[tuple[int, float, float]]]) -> dict[str, list[list[float]]]:
+    """``{tag: [(step, wall_time, value)]}`` written by dualwatch, as TensorBoard's server must serve it."""
+    return {
+        tag: [[ms(wall) / 1000, step, f32(v)] for step, wall, v in series] for tag, series in points.items()
+    }

@@ -13,7 +13,18 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
-from _servers import Server, _eventually, _url, _vdl_run, both_servers, f32, ms
+from _servers import (
+    Server,
+    _eventually,
+    _url,
+    _vdl_run,
+    as_visualdl,
+    both_servers,
+    f32,
+    ms,
+    tensorboard_scalars,
+    visualdl_scalars,
+)
 from click.testing import CliRunner
 
 from dualwatch.cli import main
@@ -101,20 +112,10 @@ class Runs:
         self.logdir, self.vdl, self.tb, self.sources = logdir, vdl, tb, sources
 
     def vdl_scalars(self, run: str) -> dict[str, list[list[float]]]:
-        """``{tag: [[wall_ms, step, value]]}`` as VisualDL's server serves the run."""
-        name = _vdl_run(self.vdl, self.logdir, run)
-        tags = self.vdl.vdl("scalar/tags")
-        return {
-            tag: self.vdl.vdl("scalar/list", run=name, tag=tag)
-            for tag in tags["tags"][tags["runs"].index(name)]
-        }
+        return visualdl_scalars(self.vdl, self.logdir, run)
 
     def tb_scalars(self, run: str) -> dict[str, list[list[float]]]:
-        """``{tag: [[wall_s, step, value]]}`` as TensorBoard's server serves the run."""
-        return {
-            tag: self.tb.tb("/data/plugin/scalars/scalars", run=run, tag=tag)
-            for tag in self.tb.tb("/data/plugin/scalars/tags")[run]
-        }
+        return tensorboard_scalars(self.tb, run)
 
     def served(self, check: Any, what: str) -> Any:
         return _eventually(check, 30, what, self.vdl, self.tb)
@@ -156,7 +157,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
 def test_visualdl_run_converted_to_tensorboard_serves_the_same_scalars(runs: Runs) -> None:
     expected = _expected()
     original = runs.served(lambda: runs.vdl_scalars("vdl_only"), "VisualDL serving the original")
-    assert original == {t: [[ms(w), s, f32(v)] for s, w, v in points] for t, points in expected.items()}
+    assert original == as_visualdl(expected)
 
     def check() -> None:
         assert runs.tb_scalars("vdl_only_tensorboard") == {
@@ -243,9 +244,7 @@ def test_dualwatch_run_converted_each_way_is_served_as_the_original(runs: Runs) 
         assert runs.tb_scalars("dw_as_tensorboard") == runs.tb_scalars("dualwatch")
         assert runs.vdl_scalars("dw_as_visualdl") == runs.vdl_scalars("dualwatch")
         expected = _expected()
-        assert runs.vdl_scalars("dualwatch") == {
-            t: [[ms(w), s, f32(v)] for s, w, v in points] for t, points in expected.items()
-        }
+        assert runs.vdl_scalars("dualwatch") == as_visualdl(expected)
 
     runs.served(check, "both servers serving the converted dualwatch run")
 

@@ -15,7 +15,17 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import pytest
-from _servers import BIN, Server, _eventually, _vdl_run, both_servers, f32, ms
+from _servers import (
+    BIN,
+    Server,
+    _eventually,
+    _vdl_run,
+    as_tensorboard,
+    as_visualdl,
+    both_servers,
+    tensorboard_scalars,
+    visualdl_scalars,
+)
 
 STEPS, EVERY = 12, 5  # two epochs (the demo's epoch is 10 steps), checks at steps 0, 5 and 10
 FRAMEWORKS = ("torch", "paddle")
@@ -74,12 +84,7 @@ def test_visualdl_serves_every_scalar_of_the_run(demo: Demo, framework: str) -> 
     assert {"Loss/Train", "Learning_Rate", "Time/Epoch_Duration", "train/loss_edge"} <= set(expected)
 
     def check() -> None:
-        run = _vdl_run(demo.vdl, demo.logdir, demo.runs[framework])
-        tags = demo.vdl.vdl("scalar/tags")
-        assert sorted(tags["tags"][tags["runs"].index(run)]) == sorted(expected)
-        for tag, points in expected.items():
-            got = demo.vdl.vdl("scalar/list", run=run, tag=tag)
-            assert got == [[ms(wall), step, f32(v)] for step, wall, v in points], tag
+        assert visualdl_scalars(demo.vdl, demo.logdir, demo.runs[framework]) == as_visualdl(expected)
 
     _eventually(check, 30, f"VisualDL serving the {framework} run", demo.vdl)
 
@@ -90,10 +95,7 @@ def test_tensorboard_serves_every_scalar_of_the_run(demo: Demo, framework: str) 
     expected = _metrics(os.path.join(demo.logdir, run))
 
     def check() -> None:
-        assert sorted(demo.tb.tb("/data/plugin/scalars/tags")[run]) == sorted(expected)
-        for tag, points in expected.items():
-            got = demo.tb.tb("/data/plugin/scalars/scalars", run=run, tag=tag)
-            assert got == [[ms(wall) / 1000, step, f32(v)] for step, wall, v in points], tag
+        assert tensorboard_scalars(demo.tb, run) == as_tensorboard(expected)
 
     _eventually(check, 30, f"TensorBoard serving the {framework} run", demo.tb)
 

@@ -20,7 +20,20 @@ import time
 from typing import Any, Callable, Iterator
 
 import pytest
-from _servers import Server, _eventually, _stop, _tail, _vdl_run, both_servers, f32, ms
+from _servers import (
+    Server,
+    _eventually,
+    _stop,
+    _tail,
+    _vdl_run,
+    as_tensorboard,
+    as_visualdl,
+    both_servers,
+    f32,
+    ms,
+    tensorboard_scalars,
+    visualdl_scalars,
+)
 from _writer_child import LIVE_STEPS, NOCLOSE_STEPS, kill_extra, kill_values
 
 from dualwatch.writer import Writer
@@ -121,19 +134,11 @@ def test_finished_run_is_served_by_both_viewers(servers: tuple[str, Server, Serv
     expected = _finished_expected()
 
     def vdl_check() -> None:
-        run = _vdl_run(vdl, logdir, FINISHED)
-        tags = vdl.vdl("scalar/tags")
-        assert sorted(tags["tags"][tags["runs"].index(run)]) == sorted(expected)
-        for tag, points in expected.items():
-            got = vdl.vdl("scalar/list", run=run, tag=tag)
-            assert got == [[ms(wall), step, f32(v)] for step, wall, v in points], tag
+        assert visualdl_scalars(vdl, logdir, FINISHED) == as_visualdl(expected)
 
     def tb_check() -> None:
         assert FINISHED in tb.tb("/data/runs")
-        assert sorted(tb.tb("/data/plugin/scalars/tags")[FINISHED]) == sorted(expected)
-        for tag, points in expected.items():
-            got = tb.tb("/data/plugin/scalars/scalars", run=FINISHED, tag=tag)
-            assert got == [[ms(wall) / 1000, step, f32(v)] for step, wall, v in points], tag
+        assert tensorboard_scalars(tb, FINISHED) == as_tensorboard(expected)
 
     _eventually(vdl_check, 20, "VisualDL serving the finished run", vdl)
     _eventually(tb_check, 30, "TensorBoard serving the finished run", tb)

@@ -91,11 +91,13 @@ class PaddleBackend(Backend):
         return ("mp",) if getattr(param, "is_distributed", False) else None
 
     def shard_group(self, key: Hashable, param: Any) -> Any | None:
-        """The process group of a :meth:`shard_key` (None: the parts are not on other ranks).
+        """``(group, ranks)`` for a :meth:`shard_key`: gather over ``group``, keep ``ranks`` (None: all).
 
-        A mesh dimension's groups are created here, once, for every line of the mesh along that
-        dimension and in the same order on every rank: Paddle numbers groups by creation order.
-        A line that spans the whole job is the default group (id 0).
+        A mesh's parts are gathered over the job's default group, which every rank already
+        holds, and each rank keeps those of its own line of the mesh along the split dimension.
+        Creating a group per line instead was measured to fail under load with gloo (a peer not
+        yet listening); and a group is a collective that every rank must create in step. A mesh
+        that spans only part of the job (pipeline stages) is not gathered: a warning says so.
         """
         import paddle.distributed as dist
 
@@ -110,20 +112,25 @@ class PaddleBackend(Backend):
                     "was not called: their statistics are this rank's part only"
                 )
                 return None
-            return hcg.get_model_parallel_group() if hcg.get_model_parallel_world_size() > 1 else None
+            return (hcg.get_model_parallel_group(), None) if hcg.get_model_parallel_world_size() > 1 else None
         process_ids, shape, dim = key
+        if sorted(process_ids) != list(range(dist.get_world_size())):
+            warn(
+                f"parameters are sharded over a process mesh of ranks {list(process_ids)}, part of the "
+                "job only: their statistics are this rank's part only"
+            )
+            return None
         lines = np.moveaxis(np.array(process_ids).reshape(shape), dim, -1).reshape(-1, shape[dim]).tolist()
-        if len(lines) == 1 and sorted(lines[0]) == list(range(dist.get_world_size())):
-            return dist.get_group(0)
-        groups = [dist.new_group(line) for line in lines]
-        return next(g for g, line in zip(groups, lines) if dist.get_rank() in line)
+        return dist.get_group(0), next(line for line in lines if dist.get_rank() in line)
 
     def all_gather(self, rows: np.ndarray, group: Any) -> np.ndarray:
         import paddle.distributed as dist
 
+        process_group, ranks = group
         gathered: list[paddle.Tensor] = []
-        dist.all_gather(gathered, paddle.to_tensor(rows), group=group)
-        return np.stack([part.numpy() for part in gathered])
+        dist.all_gather(gathered, paddle.to_tensor(rows), group=process_group)
+        parts = np.stack([part.numpy() for part in gathered])
+        return parts if ranks is None else parts[ranks]  # the default group's order is the global rank
 
     def _array(self, x: paddle.Tensor) -> tuple[Any, ModuleType]:
         """A flat float view of ``x`` (float32 for half precision) and the namespace that reduces it."""

@@ -6,6 +6,8 @@ with respect to ``param`` is exactly ``G``; nothing stands in for either framewo
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from typing import Any
 
@@ -100,3 +102,15 @@ def add_in_place(framework: str, model: Any, name: str, delta: np.ndarray) -> No
     else:
         with fw.no_grad():
             p.set_value((p.astype("float32") + fw.to_tensor(delta, dtype="float32")).astype(p.dtype))
+
+
+def read_metrics(run_dir: Any) -> list[dict[str, Any]]:
+    """Every line of a run's ``metrics.jsonl``, parsed as strict JSON (bare NaN/Infinity fail)."""
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        text = f.read()
+    assert text == "" or text.endswith("\n")
+    return [json.loads(line, parse_constant=_reject_constant) for line in text.splitlines()]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not strict JSON")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 from click.testing import CliRunner
+from conftest import read_metrics
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from visualdl import LogReader
 
@@ -36,7 +36,7 @@ def test_demo_trains_both_frameworks_and_writes_their_runs(tmp_path: Path) -> No
     tags = {}
     for framework in ("torch", "paddle"):
         (metrics,) = (tmp_path / framework).glob("logs_*/metrics.jsonl")
-        records = [json.loads(line) for line in metrics.read_text().splitlines()]
+        records = read_metrics(metrics.parent)
         tags[framework] = {tag for r in records for tag in r}
         checks = [r for r in records if "Model/Gradient_Norm" in r]
         assert [r["step"] for r in checks] == [0, 2]

@@ -3,12 +3,12 @@ are run by their own tests (test_integration_*.py, test_edge.py)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import read_metrics
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -23,7 +23,7 @@ def _run(*args: str) -> str:
 def test_the_plain_loop_example_writes_seed_004_tags_and_checks(tmp_path: Path, backend: str) -> None:
     _run(str(EXAMPLES / "plain_loop.py"), "--backend", backend, "--logdir", str(tmp_path))
     (run_dir,) = list((tmp_path / backend).iterdir())
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run_dir)
     tags = set().union(*rows)
     assert {"Loss/Train", "Learning_Rate", "Time/Epoch_Duration", "train/gradient/total_norm"} <= tags
     assert sorted({r["step"] for r in rows if "train/gradient/total_norm" in r}) == [0, 5, 10]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import _import
+from conftest import _import, read_metrics
 from PIL import Image as PILImage
 from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.backend.event_processing import event_file_loader
@@ -74,20 +74,10 @@ def _tb_events(run_dir: str) -> list[Any]:
     return events
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not strict JSON")
-
-
-def _jsonl(run_dir: str) -> list[dict[str, Any]]:
-    """Every line of ``metrics.jsonl``, parsed as strict JSON (bare NaN/Infinity fail)."""
-    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
-        text = f.read()
-    assert text == "" or text.endswith("\n")
-    return [json.loads(line, parse_constant=_reject_constant) for line in text.splitlines()]
-
-
 def _jsonl_scalars(run_dir: str, tag: str) -> list[tuple[int, float, Any]]:
-    return [(o["step"], o["wall_time"], o[tag]) for o in _jsonl(run_dir) if "kind" not in o and tag in o]
+    return [
+        (o["step"], o["wall_time"], o[tag]) for o in read_metrics(run_dir) if "kind" not in o and tag in o
+    ]
 
 
 def _f32(value: float) -> float:
@@ -162,7 +152,7 @@ def test_log_writes_a_dict_of_scalars_as_one_event_and_one_json_line(logdir: str
     assert [(e.step, sorted(v.tag for v in e.summary.value)) for e in summaries] == [
         (s, ["acc", "loss", "lr"]) for s in range(3)
     ]
-    assert _jsonl(run) == [
+    assert read_metrics(run) == [
         {"step": s, "wall_time": WALL + s, "loss": 1.0 / (s + 1), "acc": s / 10, "lr": 0.5} for s in range(3)
     ]
 
@@ -183,7 +173,7 @@ def test_add_scalars_writes_flat_main_slash_sub_tags_and_no_sub_directories(logd
     assert [(e.step, e.wall_time, e.value) for e in tb.Scalars("loss/train")] == [
         (s, WALL + s, 1.0 + s) for s in range(4)
     ]
-    assert [o["loss/train"] for o in _jsonl(run)] == [1.0, 2.0, 3.0, 4.0]
+    assert [o["loss/train"] for o in read_metrics(run)] == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_nan_and_infinities_are_written_in_every_format_and_jsonl_stays_strict(logdir: str) -> None:
@@ -203,7 +193,7 @@ def test_nan_and_infinities_are_written_in_every_format_and_jsonl_stays_strict(l
         assert len(got_vdl) == len(want) and all(map(_same, got_vdl, want)), (tag, got_vdl)
         assert len(got_tb) == len(want) and all(map(_same, got_tb, want)), (tag, got_tb)
 
-    lines = _jsonl(run)  # strict parse: a bare NaN would raise
+    lines = read_metrics(run)  # strict parse: a bare NaN would raise
     assert lines[0] == {
         "step": 0,
         "wall_time": WALL,
@@ -230,7 +220,7 @@ def test_numpy_numbers_and_one_element_tensors_are_logged_as_scalars(logdir: str
         (2, _f32(0.1)),
         (3, 3.0),
     ]
-    assert [o[t] for o, t in zip(_jsonl(run), "abc")] == [0.25, 0.1, 3.0]
+    assert [o[t] for o, t in zip(read_metrics(run), "abc")] == [0.25, 0.1, 3.0]
 
 
 # -- 2. hyper-parameters -------------------------------------------------------------------
@@ -270,7 +260,7 @@ def test_add_hparams_writes_into_the_same_run_for_both_viewers(logdir: str) -> N
     assert "skipped" not in start.hparams
     assert [(e.step, e.tensor_proto.float_val[0]) for e in tb.Tensors("acc")] == [(7, 0.75)]
 
-    lines = _jsonl(run)
+    lines = read_metrics(run)
     assert next(o for o in lines if o.get("kind") == "hparams")["hparams"] == {
         "lr": 0.1,
         "opt": "adam",
@@ -286,7 +276,7 @@ def test_add_hparams_with_metric_names_only_logs_no_scalars(logdir: str) -> None
     run = os.path.join(logdir, "r")
     assert "scalar" not in _vdl(run).get_tags()
     assert _tb(run).Tags()["scalars"] == []
-    (line,) = _jsonl(run)
+    (line,) = read_metrics(run)
     assert (line["kind"], line["metrics"]) == ("hparams", ["acc"])
 
 
@@ -299,7 +289,7 @@ def test_a_non_finite_hparam_still_reaches_metrics_jsonl_as_a_string(logdir: str
             w.add_hparams({"clip": float("inf"), "lr": 0.1}, ["loss"])
     run = os.path.join(logdir, "r")
     assert [str(c.message) for c in caught if "dualwatch" in str(c.message)] == []
-    (line,) = _jsonl(run)
+    (line,) = read_metrics(run)
     assert line["hparams"] == {"clip": "Infinity", "lr": 0.1}
 
 
@@ -318,7 +308,7 @@ def test_add_text_reads_back_in_both_viewers(logdir: str) -> None:
     assert (event.step, event.wall_time) == (3, WALL)
     assert event.tensor_proto.string_val == [text.encode("utf-8")]
     assert tb.SummaryMetadata("notes").plugin_data.plugin_name == "text"
-    (line,) = _jsonl(run)
+    (line,) = read_metrics(run)
     assert (line["kind"], line["tag"], line["text"], line["step"]) == ("text", "notes", text, 3)
 
 
@@ -447,7 +437,7 @@ def _assert_histogram_read_back(run: str, tag: str, step: int, ref: dict[str, An
     assert list(record.histogram.hist) == ref["counts"].tolist()
     assert list(record.histogram.bin_edges) == ref["edges"].tolist()
 
-    (line,) = [o for o in _jsonl(run) if o.get("kind") == "histogram" and o["tag"] == tag]
+    (line,) = [o for o in read_metrics(run) if o.get("kind") == "histogram" and o["tag"] == tag]
     assert line["counts"] == ref["counts"].tolist()
     assert line["edges"] == ref["edges"].tolist()
     assert (line["num"], line["nonfinite"]) == (ref["num"], ref["nonfinite"])
@@ -696,7 +686,7 @@ def test_a_missing_package_switches_off_only_its_format_with_one_warning(
     names = os.listdir(run)
     assert not any(mark in n for n in names), names
     assert sum(kept in n for n in names) == 1 and "metrics.jsonl" in names, names
-    assert _jsonl(run) == [{"step": 3, "wall_time": 1700000000.0, "loss": 0.5}]
+    assert read_metrics(run) == [{"step": 3, "wall_time": 1700000000.0, "loss": 0.5}]
     if kept == "tfevents":
         assert [(e.step, e.value) for e in _tb(run).Scalars("loss")] == [(3, 0.5)]
     else:
@@ -774,7 +764,7 @@ def test_resume_keeps_earlier_steps_logged_late_and_drops_later_ones(logdir: str
     tb = _tb_plugins(run)  # what the server runs; the legacy loader does not purge tensors such as text
     assert [(e.step, e.tensor_proto.string_val) for e in tb.Tensors("note")] == [(10, [b"early"])]
     assert hparams_metadata.EXPERIMENT_TAG in tb.Tags()["tensors"]
-    kinds = [(o["kind"], o["step"]) for o in _jsonl(run) if "kind" in o]
+    kinds = [(o["kind"], o["step"]) for o in read_metrics(run) if "kind" in o]
     assert kinds == [("text", 10), ("hparams", 0)]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _servers import _free_port
+from conftest import read_metrics
 
 from dualwatch.backends.base import Col
 from dualwatch.distributed import RANK_VARIABLES, global_rank
@@ -67,6 +68,7 @@ def _worker(rank: int, world: int, wrap: str, port: int, logdir: str, out: str) 
             assert (w.run_dir is None) == (rank != 0)
         with open(f"{out}.{rank}.json", "w") as f:
             json.dump(seen, f)
+        dist.barrier()  # no rank tears gloo down while another still talks to it (seen: SIGABRT)
     finally:
         dist.destroy_process_group()
 
@@ -88,11 +90,6 @@ def _single_process_scalars(tmp_path: Path) -> list[dict[str, float]]:
     return rows
 
 
-def _jsonl(run_dir: Path) -> list[dict[str, float]]:
-    with open(run_dir / "metrics.jsonl") as f:
-        return [json.loads(line) for line in f]
-
-
 @pytest.mark.parametrize("wrap", ["ddp", "fsdp2"])
 @pytest.mark.parametrize("world", [2, 4])
 def test_a_sharded_or_replicated_job_writes_one_run_with_the_single_process_statistics(
@@ -109,7 +106,7 @@ def test_a_sharded_or_replicated_job_writes_one_run_with_the_single_process_stat
     assert len([n for n in names if "tfevents" in n]) == 1
     assert "metrics.jsonl" in names
     written: dict[int, dict[str, float]] = {}
-    for row in _jsonl(run_dir):
+    for row in read_metrics(run_dir):
         written.setdefault(row["step"], {}).update(row)
     expected = _single_process_scalars(tmp_path)
     assert sorted(written) == list(range(STEPS))
@@ -163,7 +160,7 @@ def test_twenty_launches_of_four_ranks_never_race_on_the_run_directory(tmp_path:
     for run in runs:
         names = sorted(p.name for p in run.iterdir())
         assert [n.split(".")[0] for n in names] == ["events", "metrics", "vdlrecords"], names
-        assert [row["rank_of_writer"] for row in _jsonl(run)] == [0.0]
+        assert [row["rank_of_writer"] for row in read_metrics(run)] == [0.0]
 
 
 @pytest.mark.parametrize(
@@ -291,7 +288,7 @@ def test_a_torchrun_job_writes_exactly_one_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = list(tmp_path.iterdir())
     assert sorted(p.name.split(".")[0] for p in run_dir.iterdir()) == ["events", "metrics", "vdlrecords"]
-    assert [row["step"] for row in _jsonl(run_dir)] == [0, 1, 2]
+    assert [row["step"] for row in read_metrics(run_dir)] == [0, 1, 2]
 
 
 def test_a_paddle_parameter_marked_distributed_without_fleet_warns_once_and_is_reported_as_it_is() -> None:

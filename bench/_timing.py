@@ -17,14 +17,16 @@ Nothing here asserts on time: scripts print whether a target is met and exit 0.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import platform
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 
 @dataclass
@@ -53,13 +55,16 @@ def interleaved(
     *,
     before: Callable[[], None] | None = None,
     warmup: int = 1,
+    self_timed: bool = False,
 ) -> dict[str, Timings]:
     """Time each variant ``repeats`` times, interleaving the variants.
 
     Every variant first runs ``warmup`` times untimed (allocations, lazy
     initialisation, first-call paths). Round ``r`` then runs the variants
     in an order rotated by ``r``, so no variant always runs first or last.
-    ``before`` runs untimed ahead of every call, warm-ups included.
+    ``before`` runs untimed ahead of every call, warm-ups included. With
+    ``self_timed`` each variant returns its own measured seconds (a training
+    run timed from inside, without its set-up), which are the samples.
     """
     names = list(variants)
     for _ in range(warmup):
@@ -78,8 +83,8 @@ def interleaved(
                 gc.collect()
                 gc.disable()
                 start = time.perf_counter()
-                variants[name]()
-                elapsed = time.perf_counter() - start
+                returned = variants[name]()
+                elapsed = float(returned) if self_timed else time.perf_counter() - start  # type: ignore[arg-type]
                 gc.enable()
                 results[name].samples.append(elapsed)
     finally:
@@ -88,6 +93,31 @@ def interleaved(
         else:
             gc.disable()
     return results
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Console blocks and framework chatter go to /dev/null while timing."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+OVERHEAD_TARGET_PERCENT = 3.0  # what watching may cost a training step, at the default frequency
+
+
+def overhead_report(section: str, timings: Mapping[str, Timings], steps: int) -> None:
+    """The table, then each variant's overhead over the first (bare) one; dualwatch's against the target."""
+    rows = list(timings.values())
+    print(table(rows))
+    bare = rows[0]
+    print(
+        f"  bare: {steps / bare.median:.1f} steps/s (median of {len(bare.samples)}, {steps} steps a sample)"
+    )
+    for t in rows[1:]:
+        percent = (t.median / bare.median - 1) * 100
+        met = ("MET" if percent <= OVERHEAD_TARGET_PERCENT else "NOT MET") if "dualwatch" in t.name else ""
+        print(f"  {section}: {t.name:<26} overhead {percent:+6.1f}%  {met}".rstrip())
 
 
 def table(timings: Sequence[Timings]) -> str:

@@ -22,8 +22,7 @@ Usage
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
+import functools
 import socket
 import sys
 import tempfile
@@ -36,9 +35,8 @@ if str(_ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from bench._timing import Timings, env_line, table, thread_env  # noqa: E402
+from bench._timing import env_line, interleaved, overhead_report, quiet, thread_env  # noqa: E402
 
-TARGET_PERCENT = 3.0
 WORLD, BATCH, SIZE = 2, 8, 32
 
 
@@ -62,18 +60,17 @@ def worker(rank: int, port: int, steps: int, repeats: int, logdir: str) -> None:
             self.edge_processor = edge_model(nn, nn.Conv2d, nn.BatchNorm2d, nn.Module).edge_processor
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.edge_processor.to_four(self.edge_processor.backbone(x))
+            return self.edge_processor(x)
 
     def ddp() -> nn.parallel.DistributedDataParallel:
         torch.manual_seed(0)
         return nn.parallel.DistributedDataParallel(EdgeNet())
 
     bare, watched = ddp(), ddp()
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+    with quiet():
         watcher = Watcher(watched, module="edge_processor", logdir=logdir)
     runs = {"bare DDP": (bare, None), "DDP + dualwatch Watcher": (watched, watcher)}
     optimizers = {name: torch.optim.Adam(model.parameters(), lr=1e-3) for name, (model, _) in runs.items()}
-    timings = {name: Timings(name) for name in runs}
     step = {name: 0 for name in runs}
 
     def train(name: str) -> float:
@@ -91,23 +88,14 @@ def worker(rank: int, port: int, steps: int, repeats: int, logdir: str) -> None:
         dist.barrier()
         return time.perf_counter() - started
 
-    names = list(runs)
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        for name in names:  # warm-up
-            train(name)
-        for r in range(repeats):
-            for name in names[r % 2 :] + names[: r % 2]:
-                timings[name].samples.append(train(name))
+    with quiet():  # the same rotation on every rank: each variant is timed between two barriers
+        timings = interleaved(
+            {name: functools.partial(train, name) for name in runs}, repeats, self_timed=True
+        )
         watcher.close()
     dist.destroy_process_group()
     if rank == 0:
-        rows = list(timings.values())
-        print(table(rows))
-        bare_t, watched_t = rows
-        percent = (watched_t.median / bare_t.median - 1) * 100
-        print(f"  bare DDP: {steps / bare_t.median:.1f} steps/s (median of {repeats}, {steps} steps each)")
-        met = "MET" if percent <= TARGET_PERCENT else "NOT MET"
-        print(f"  DDP overhead of dualwatch, every=10: {percent:+.1f}% (target <= {TARGET_PERCENT:g}%) {met}")
+        overhead_report("DDP, every=10", timings, steps)
 
 
 def main() -> None:

@@ -38,7 +38,6 @@ Usage
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import subprocess
 import sys
@@ -46,7 +45,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:
@@ -55,9 +54,8 @@ if str(_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from bench._seed import seed_style_loop  # noqa: E402
-from bench._timing import Timings, env_line, interleaved, table, thread_env  # noqa: E402
+from bench._timing import env_line, interleaved, overhead_report, quiet, thread_env  # noqa: E402
 
-TARGET_PERCENT = 3.0  # overhead at the default frequency
 EVERY = 10
 BATCH, SIZE = 8, 32
 SECTIONS = ("torch", "paddle", "lightning", "paddle_fit", "mmengine")
@@ -73,27 +71,6 @@ def batches(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
 def samples(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The same data one image at a time, for the frameworks' own data loaders."""
     return [(x[j], y[j]) for x, y in batches(steps) for j in range(BATCH)]
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Console blocks and framework chatter go to /dev/null while timing."""
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-def report(section: str, timings: dict[str, Timings], steps: int) -> None:
-    rows = list(timings.values())
-    print(table(rows))
-    bare = rows[0]
-    print(
-        f"  bare: {steps / bare.median:.1f} steps/s (median of {len(bare.samples)}, {steps} steps a sample)"
-    )
-    for t in rows[1:]:
-        percent = (t.median / bare.median - 1) * 100
-        met = ("MET" if percent <= TARGET_PERCENT else "NOT MET") if t.name.startswith("dualwatch") else ""
-        print(f"  {section}: {t.name:<26} overhead {percent:+6.1f}%  {met}".rstrip())
 
 
 class Framework:
@@ -191,7 +168,7 @@ def plain_loop(framework: str, steps: int, repeats: int, logdir: str) -> None:
             watcher.close()
         if wandb is not None:
             wandb.finish()
-    report(f"{framework} loop", timings, steps)
+    overhead_report(f"{framework} loop", timings, steps)
 
 
 def lightning_trainer(steps: int, repeats: int, logdir: str) -> None:
@@ -249,8 +226,10 @@ def lightning_trainer(steps: int, repeats: int, logdir: str) -> None:
 
     print(env_line({"torch": fw.version, "lightning": pl.__version__}, thread_env()))
     with quiet():
-        timings = timed_by_callback({"bare": fit(False), "dualwatch EdgeMonitorCallback": fit(True)}, repeats)
-    report("Lightning Trainer", timings, steps)
+        timings = interleaved(
+            {"bare": fit(False), "dualwatch EdgeMonitorCallback": fit(True)}, repeats, self_timed=True
+        )
+    overhead_report("Lightning Trainer", timings, steps)
 
 
 def paddle_fit(steps: int, repeats: int, logdir: str) -> None:
@@ -300,8 +279,10 @@ def paddle_fit(steps: int, repeats: int, logdir: str) -> None:
     print(env_line({"paddle": fw.version}, thread_env()))
     with quiet():
         watch = WatchCallback(every=EVERY, logdir=logdir, module="edge_processor")
-        timings = timed_by_callback({"bare": fit([]), "dualwatch WatchCallback": fit([watch])}, repeats)
-    report("paddle Model.fit", timings, steps)
+        timings = interleaved(
+            {"bare": fit([]), "dualwatch WatchCallback": fit([watch])}, repeats, self_timed=True
+        )
+    overhead_report("paddle Model.fit", timings, steps)
 
 
 def mmengine_runner(steps: int, repeats: int, logdir: str) -> None:
@@ -358,23 +339,13 @@ def mmengine_runner(steps: int, repeats: int, logdir: str) -> None:
     hook = dict(type="DualwatchHook", log_interval=EVERY, module="edge_processor")
     print(env_line({"torch": fw.version}, thread_env()))
     with quiet():
-        timings = timed_by_callback({"bare": runner([]), "dualwatch DualwatchHook": runner([hook])}, repeats)
-    report("MMEngine Runner", timings, steps)
+        timings = interleaved(
+            {"bare": runner([]), "dualwatch DualwatchHook": runner([hook])}, repeats, self_timed=True
+        )
+    overhead_report("MMEngine Runner", timings, steps)
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def timed_by_callback(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, Timings]:
-    """Round-robin like :func:`interleaved`, but each call returns its own measured seconds."""
-    names = list(variants)
-    timings = {name: Timings(name) for name in names}
-    for name in names:  # warm-up
-        variants[name]()
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            timings[name].samples.append(variants[name]())
-    return timings
 
 
 def _wandb(logdir: str) -> Any:

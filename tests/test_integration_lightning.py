@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib
 import re
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from dualwatch.readers import RunReader
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
-from lightning_seed000 import TinyEdgeModel, data  # noqa: E402
+from lightning_seed000 import TinyEdgeModel, data, instantiate_from_config  # noqa: E402
 
 TARGET = "dualwatch.integrations.lightning.EdgeMonitorCallback"
 SEED_STATS = [
@@ -46,14 +45,6 @@ SEED_STATS = [
     "grad_norm",
 ]
 EDGE_PARAMS = [name for name, _ in TinyEdgeModel().edge_processor.named_parameters()]
-
-
-def instantiate_from_config(config: Any) -> Any:
-    """latent-diffusion's ``ldm.util`` helper, verbatim."""
-    if "target" not in config:
-        raise KeyError("Expected key `target` to instantiate.")
-    module, cls = config["target"].rsplit(".", 1)
-    return getattr(importlib.import_module(module), cls)(**config.get("params", dict()))
 
 
 class Capture(pl.Callback):

@@ -48,7 +48,7 @@ setup(
             "dualwatch._hoststats", ["dualwatch/_hoststats.c"], extra_compile_args=["-O3"], optional=True
         )
     ],
-    entry_points={"console_scripts": ["dualwatch=dualwatch.cli:main"]},
+    entry_points={"console_scripts": ["dualwatch=dualwatch._cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -54,7 +54,7 @@ def _model(fw: Any, width: int, blocks: int) -> Any:
 
 
 def run(framework: str, repeats: int, smoke: bool) -> None:
-    from dualwatch.capture import Monitor
+    from dualwatch import Monitor
 
     threads_before = thread_env()
     batch, tokens, width = (2, 8, 16) if smoke else (32, 64, 256)

@@ -45,7 +45,7 @@ def worker(rank: int, port: int, steps: int, repeats: int, logdir: str) -> None:
     import torch.distributed as dist
 
     from dualwatch import Watcher
-    from dualwatch.demo import edge_model, synthetic_batch
+    from dualwatch._demo import edge_model, synthetic_batch
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)

@@ -9,7 +9,7 @@ What it measures
       one image at a time: ``.cpu().numpy()``, float math to uint8 (no clamp), ``cvtColor``,
       blur, ``Canny``, a 3-channel float map back to a tensor, ``stack``, and the loss's
       ``(e + 1) / 2`` to [0, 1];
-    * dualwatch: :class:`dualwatch.edge.EdgeMapGenerator` (zero-copy view, per-image OpenCV,
+    * dualwatch: :class:`dualwatch.EdgeMapGenerator` (zero-copy view, per-image OpenCV,
       one copy back) with its default thread count and with the other of 1 or 2 threads;
     * kornia (torch only, when installed): ``kornia.filters.canny`` with hysteresis. It is
       slower by orders of magnitude, so it is timed on ``--kornia-images`` images (default 1)
@@ -94,7 +94,7 @@ def seed_style(x: Any, to_tensor: Callable[[np.ndarray], Any], stack: Callable[[
 
 
 def run(framework: str, repeats: int, smoke: bool, kornia_images: int) -> None:
-    from dualwatch.edge import EdgeMapGenerator
+    from dualwatch import EdgeMapGenerator
 
     threads_before = thread_env()
     n, size = (2, 64) if smoke else (16, 512)

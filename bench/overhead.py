@@ -62,7 +62,7 @@ SECTIONS = ("torch", "paddle", "lightning", "paddle_fit", "mmengine")
 
 
 def batches(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from dualwatch.demo import synthetic_batch
+    from dualwatch._demo import synthetic_batch
 
     rng = np.random.default_rng(0)
     return [synthetic_batch(rng, BATCH, SIZE) for _ in range(steps)]
@@ -91,7 +91,7 @@ class Framework:
         self.version = self.fw.__version__
 
     def model(self) -> Any:
-        from dualwatch.demo import edge_model
+        from dualwatch._demo import edge_model
 
         nn = self.nn
         if self.name == "torch":

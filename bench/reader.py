@@ -76,7 +76,7 @@ RSS_MB = 150.0
 
 def build(root: str, steps: int) -> dict[str, str]:
     """Writes every run of ``RUNS`` under ``root``; returns ``{run name: run directory}``."""
-    from dualwatch.formats import formats_by_name
+    from dualwatch._formats import formats_by_name
     from dualwatch.records import Scalars
 
     encoders = {name: cls() for name, cls in formats_by_name().items()}

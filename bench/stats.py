@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.no_kernel:
-        from dualwatch.backends import host
+        from dualwatch import _host as host
 
         host._hoststats = None
     repeats = args.repeats if args.repeats is not None else (2 if args.smoke else 7)
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if threads_after != threads_before:
         threads = f"{threads_before} before imports, {threads_after} after"
     print(env_line(versions, threads))
-    from dualwatch.backends.host import fused_kernel_built
+    from dualwatch._host import fused_kernel_built
 
     print(f"fused host kernel: {'on' if fused_kernel_built() else 'off (framework ops)'}")
     print("medians of interleaved repeats; ratios compare variants of the same run")

@@ -7,26 +7,37 @@ and the losses import OpenCV, ``dualwatch.TorchEdgeLoss`` torch, ``dualwatch.Pad
 
 from typing import Any
 
+from dualwatch._errors import DualwatchError
+from dualwatch._health import Health, Thresholds, Verdict
+from dualwatch._stats import Report, StatsEngine
 from dualwatch._version import __version__
-from dualwatch.health import Health, Thresholds, Verdict
-from dualwatch.stats import Report, StatsEngine
-from dualwatch.watcher import Watcher
-from dualwatch.writer import Writer
+from dualwatch._watcher import Watcher
+from dualwatch._writer import Writer
 
 _LAZY = {
-    "EdgeMapGenerator": ("dualwatch.edge", "EdgeMapGenerator"),
-    "edge_map_mse": ("dualwatch.edge", "edge_map_mse"),
-    "edge_weighted_mse": ("dualwatch.edge", "edge_weighted_mse"),
-    "log_edge_maps": ("dualwatch.edge", "log_edge_maps"),
-    "sobel_edge_l1": ("dualwatch.edge", "sobel_edge_l1"),
-    "PaddleEdgeLoss": ("dualwatch.edge_paddle", "EdgeLoss"),
-    "TorchEdgeLoss": ("dualwatch.edge_torch", "EdgeLoss"),
-    "Monitor": ("dualwatch.capture", "Monitor"),
-    "MonitoredTrainer": ("dualwatch.capture", "MonitoredTrainer"),
+    "EdgeMapGenerator": ("dualwatch._edge", "EdgeMapGenerator"),
+    "edge_map_mse": ("dualwatch._edge", "edge_map_mse"),
+    "edge_weighted_mse": ("dualwatch._edge", "edge_weighted_mse"),
+    "log_edge_maps": ("dualwatch._edge", "log_edge_maps"),
+    "sobel_edge_l1": ("dualwatch._edge", "sobel_edge_l1"),
+    "PaddleEdgeLoss": ("dualwatch.backends.paddle_nn", "EdgeLoss"),
+    "TorchEdgeLoss": ("dualwatch.backends.torch_nn", "EdgeLoss"),
+    "Monitor": ("dualwatch._capture", "Monitor"),
+    "MonitoredTrainer": ("dualwatch._capture", "MonitoredTrainer"),
 }
 
 # The edge tools stay out of __all__: ``from dualwatch import *`` must not import a framework.
-__all__ = ["Health", "Report", "StatsEngine", "Thresholds", "Verdict", "Watcher", "Writer", "__version__"]
+__all__ = [
+    "DualwatchError",
+    "Health",
+    "Report",
+    "StatsEngine",
+    "Thresholds",
+    "Verdict",
+    "Watcher",
+    "Writer",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

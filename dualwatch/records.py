@@ -1,4 +1,4 @@
-"""The format-neutral records a :class:`~dualwatch.writer.Writer` hands to its sinks.
+"""The format-neutral records a :class:`dualwatch.Writer` hands to its sinks.
 
 Every record carries one step and one wall time in integer milliseconds (VisualDL's
 resolution), so VisualDL, TensorBoard and JSON lines agree exactly on when it was written.
@@ -8,9 +8,14 @@ Payloads are computed once (histogram counts, PNG bytes) and shared by every sin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Iterable, Iterator, Union
 
 import numpy as np
+
+
+def wall_ms(seconds: float) -> int:
+    """A wall time in seconds as the integer milliseconds every record carries (rounded)."""
+    return int(float(seconds) * 1000 + 0.5)
 
 
 @dataclass
@@ -71,3 +76,28 @@ class HParams:
 
 
 Record = Union[Scalars, Histogram, Image, Text, HParams]
+
+
+def grouped(points: Iterable[tuple[str, float, int, int]]) -> Iterator[Scalars]:
+    """Consecutive ``(tag, value, step, wall_ms)`` points of one step and millisecond as one record.
+
+    A tag seen again within a step starts a new record, so no value is overwritten.
+    """
+    current: Scalars | None = None
+    for tag, value, step, ms in points:
+        if current is None or current.step != step or current.wall_ms != ms or tag in current.values:
+            if current is not None:
+                yield current
+            current = Scalars(step, ms, {})
+        current.values[tag] = value
+    if current is not None:
+        yield current
+
+
+def binned(tag: str, step: int, wall_ms: int, counts: Any, edges: Any) -> Histogram:
+    """A histogram known only by its buckets (as VisualDL stores one): the moments are taken at
+    the bucket midpoints."""
+    counts, edges = np.asarray(counts, dtype=np.float64), np.asarray(edges, dtype=np.float64)
+    mids = (edges[:-1] + edges[1:]) / 2
+    num, total, squares = round(float(counts.sum())), float(counts @ mids), float(counts @ mids**2)
+    return Histogram(tag, step, wall_ms, counts, edges, num, total, squares)

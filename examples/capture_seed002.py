@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dualwatch.capture import Monitor, MonitoredTrainer
+from dualwatch import Monitor, MonitoredTrainer
 
 LAYERS = {
     "encoder.self_attn": {"alias": "attention_weights", "record_type": "single"},

@@ -25,8 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dualwatch import Watcher
-from dualwatch.edge import EdgeMapGenerator, log_edge_maps
+from dualwatch import EdgeMapGenerator, Watcher, log_edge_maps
 
 SIZE = 64
 BATCH = 8
@@ -51,7 +50,7 @@ def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def torch_setup(weight: float, sobel_weight: float, watcher_of: Any) -> tuple[Any, ...]:
     import torch
 
-    from dualwatch.edge_torch import EdgeLoss
+    from dualwatch import TorchEdgeLoss as EdgeLoss
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
@@ -79,7 +78,7 @@ def paddle_setup(weight: float, sobel_weight: float, watcher_of: Any) -> tuple[A
         warnings.filterwarnings("ignore", message="No ccache found")
         import paddle
 
-    from dualwatch.edge_paddle import EdgeLoss
+    from dualwatch import PaddleEdgeLoss as EdgeLoss
 
     paddle.seed(0)
     model = paddle.nn.Sequential(

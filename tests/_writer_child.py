@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from dualwatch.writer import Writer
+from dualwatch._writer import Writer
 
 LIVE_STEPS = 900  # stays below VisualDL's 1000-point scalar reservoir, so the server down-samples nothing
 NOCLOSE_STEPS = 50_000

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import _import
 
-from dualwatch.capture import Monitor, MonitoredTrainer
+from dualwatch import Monitor, MonitoredTrainer
 
 Pair = collections.namedtuple("Pair", ["k", "v"])
 
@@ -214,7 +214,7 @@ if framework == "torch":
     import torch as fw
 else:
     import paddle as fw
-from dualwatch.capture import Monitor
+from dualwatch import Monitor
 nn = fw.nn
 big = nn.Sequential(nn.Linear(256, 2048), nn.ReLU(), nn.Linear(2048, 4))  # ~2 MiB of graph a batch
 data = np.random.default_rng(0).standard_normal((128, 256)).astype(np.float32)

@@ -14,12 +14,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from visualdl import LogReader
 
 from dualwatch import __version__
-from dualwatch.cli import main
+from dualwatch._cli import main
 
 
 def test_help_and_version_import_no_framework() -> None:
     code = (
-        "import sys; from dualwatch.cli import main\n"
+        "import sys; from dualwatch._cli import main\n"
         "try: main(['--help'])\nexcept SystemExit: pass\n"
         "print('torch' in sys.modules, 'paddle' in sys.modules)"
     )
@@ -70,7 +70,7 @@ def test_demo_blocks_scroll_above_the_progress_bar_on_a_terminal(tmp_path: Path)
     from rich.console import Console
     from rich.progress import Progress
 
-    from dualwatch.demo import run_demo
+    from dualwatch._demo import run_demo
 
     screen = io.StringIO()
     with Progress(console=Console(file=screen, force_terminal=True, width=100)) as progress:

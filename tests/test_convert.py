@@ -27,9 +27,9 @@ from _servers import (
 )
 from click.testing import CliRunner
 
-from dualwatch.cli import main
-from dualwatch.convert import convert_run
-from dualwatch.writer import Writer
+from dualwatch._cli import main
+from dualwatch._convert import convert_run
+from dualwatch._writer import Writer
 
 BASE_WALL = 1_700_000_000.0
 STEPS = 40

@@ -15,9 +15,8 @@ import pytest
 from _servers import _free_port
 from conftest import read_metrics
 
-from dualwatch.backends.base import Col
-from dualwatch.distributed import RANK_VARIABLES, global_rank
-from dualwatch.shards import combine_shards
+from dualwatch._distributed import RANK_VARIABLES, global_rank
+from dualwatch._table import Col, combine_shards
 
 STEPS = 3
 
@@ -187,7 +186,7 @@ def test_a_writer_on_another_rank_creates_and_prints_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from dualwatch import Writer
-    from dualwatch.sinks.console import ConsoleSink
+    from dualwatch.sinks._console import ConsoleSink
 
     monkeypatch.setenv("RANK", "1")
     with Writer(tmp_path / "runs", console=ConsoleSink("title")) as w:

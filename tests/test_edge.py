@@ -18,7 +18,7 @@ from PIL import Image as PILImage
 
 import dualwatch
 from dualwatch import Watcher, Writer
-from dualwatch.edge import (
+from dualwatch._edge import (
     SEPARATOR,
     EdgeMapGenerator,
     edge_map_mse,
@@ -49,10 +49,8 @@ def _numpy(tensor: Any) -> np.ndarray:
 
 def _loss_class(framework: str) -> Any:
     if framework == "torch":
-        from dualwatch.edge_torch import EdgeLoss
-    else:
-        from dualwatch.edge_paddle import EdgeLoss
-    return EdgeLoss
+        return dualwatch.TorchEdgeLoss
+    return dualwatch.PaddleEdgeLoss
 
 
 def _scenes(n: int, h: int = 96, w: int = 128, seed: int = 0) -> np.ndarray:
@@ -199,15 +197,15 @@ def test_device_conversion_path_matches_the_host_path(framework: str) -> None:
 
     No accelerator here: the device path runs on CPU tensors, which is what it would do on a GPU.
     """
-    from dualwatch.edge import _ops_for
+    from dualwatch.backends import framework_of
 
     generator = EdgeMapGenerator()
     exact = _tensor(framework, _in_range(_scenes(3), (-1, 1), rgb=True))
     np.testing.assert_array_equal(
-        generator.grey_uint8_on_device(exact, _ops_for(exact)), generator.grey_uint8(exact)
+        generator.grey_uint8_on_device(exact, framework_of(exact)), generator.grey_uint8(exact)
     )
     noisy = _tensor(framework, np.random.default_rng(2).uniform(-1.3, 1.3, (2, 3, 32, 32)).astype(np.float32))
-    device = generator.grey_uint8_on_device(noisy, _ops_for(noisy)).astype(int)
+    device = generator.grey_uint8_on_device(noisy, framework_of(noisy)).astype(int)
     assert np.abs(device - generator.grey_uint8(noisy).astype(int)).max() <= 1  # float rounding ties only
 
 

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from dualwatch import Watcher, Writer
-from dualwatch.cli import main
-from dualwatch.monitor import MonitorError, Options, build_report, load_rules, parse_rules
-from dualwatch.monitor_view import render_json, render_text
+from dualwatch import DualwatchError, Watcher, Writer
+from dualwatch._cli import main
+from dualwatch._report import Options, build_report
+from dualwatch._rules import load_rules, parse_rules
+from dualwatch._view import render_json, render_text
 from dualwatch.readers import Series
 
 REPO = Path(__file__).resolve().parents[1]
@@ -316,9 +317,9 @@ def test_unreadable_directory_exits_2_with_one_line() -> None:
         # under /root here), then drops to nobody before the command runs
         code = (
             "import os, sys\n"
-            "import dualwatch.cli, dualwatch.monitor, dualwatch.monitor_view, dualwatch.readers\n"
+            "import dualwatch._cli, dualwatch._report, dualwatch._view, dualwatch.readers\n"
             "if os.geteuid() == 0: os.setgid(65534); os.setuid(65534)\n"
-            "dualwatch.cli.main()"
+            "dualwatch._cli.main()"
         )
         proc = subprocess.run(
             [sys.executable, "-c", code, "monitor", str(logdir), "--once"],
@@ -355,7 +356,7 @@ def test_polling_loop_waits_for_logs_and_stops_on_ctrl_c(
 def test_once_imports_no_framework_and_no_viewer_server(tmp_path: Path) -> None:
     write_run(tmp_path)
     code = (
-        "import sys\nfrom dualwatch.cli import main\n"
+        "import sys\nfrom dualwatch._cli import main\n"
         "try: main(['monitor', sys.argv[1], '--once', '--json'])\nexcept SystemExit as e: code = e.code\n"
         "heavy = ('torch', 'paddle', 'visualdl.server', 'tensorboard.program', 'tensorboard.backend')\n"
         "print(code, sorted(m for m in sys.modules if m.startswith(heavy)))"
@@ -387,7 +388,7 @@ def test_yaml_rules_read_like_the_json_example(tmp_path: Path) -> None:
         == parse_rules({"train/gradient/total_norm": {"normal": [0.1, 2.0], "above": 10, "label": "norm"}})[0]
     )
     path.write_text("a: [unclosed\n")
-    with pytest.raises(MonitorError, match=r"bad rules file .*rules\.yaml"):
+    with pytest.raises(DualwatchError, match=r"bad rules file .*rules\.yaml"):
         load_rules(str(path))
 
 
@@ -405,5 +406,5 @@ def test_best_loss_follows_appends_replacements_and_purges() -> None:
 
 
 def test_missing_rules_file_is_a_one_line_error(tmp_path: Path) -> None:
-    with pytest.raises(MonitorError, match="cannot read rules file"):
+    with pytest.raises(DualwatchError, match="cannot read rules file"):
         load_rules(str(tmp_path / "none.json"))

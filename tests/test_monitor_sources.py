@@ -24,8 +24,8 @@ import pytest
 from click.testing import CliRunner
 
 from dualwatch import Writer
-from dualwatch.cli import main
-from dualwatch.formats import formats_by_name
+from dualwatch._cli import main
+from dualwatch._formats import formats_by_name
 
 CHILD_TIMEOUT = 120.0
 
@@ -290,7 +290,7 @@ DUALWATCH_CHILD = """
 """
 
 
-MONITOR = (sys.executable, "-c", "from dualwatch.cli import main; main()", "monitor")
+MONITOR = (sys.executable, "-c", "from dualwatch._cli import main; main()", "monitor")
 
 
 def follow(logdir: Path, child: list[str], *args: str) -> tuple[list[dict[str, Any]], bool]:

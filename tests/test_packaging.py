@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dualwatch.cli import main
+from dualwatch._cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

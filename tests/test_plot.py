@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from dualwatch import Writer
-from dualwatch.cli import main
-from dualwatch.plot import POINTS, PlotError, choose_tags, decimate, log_scale, plot_run, smooth
+from dualwatch import DualwatchError, Writer
+from dualwatch._cli import main
+from dualwatch._plot import POINTS, choose_tags, decimate, log_scale, plot_run, smooth
 from dualwatch.readers import RunReader, Series
 
 matplotlib_image = pytest.importorskip("matplotlib.image")
@@ -129,7 +129,7 @@ def test_output_is_replaced_whole_and_no_temporary_file_is_left(tmp_path: Path) 
     out.write_bytes(b"old")
     plot_run(reader, str(out))
     read_png(out)
-    with pytest.raises(PlotError, match=r"cannot write \.xyz images"):
+    with pytest.raises(DualwatchError, match=r"cannot write \.xyz images"):
         plot_run(reader, str(tmp_path / "out" / "c.xyz"))
     assert os.listdir(out.parent) == ["c.png"]
 
@@ -212,10 +212,10 @@ def test_smoothing_and_log_axis_rules() -> None:
 
 def test_unknown_tag_and_empty_run_raise_plot_error(tmp_path: Path) -> None:
     reader = reader_of(write_run(tmp_path))
-    with pytest.raises(PlotError, match="no tag 'nope' in "):
+    with pytest.raises(DualwatchError, match="no tag 'nope' in "):
         plot_run(reader, str(tmp_path / "c.png"), ["nope"])
     empty: Any = SimpleNamespace(run_dir=str(tmp_path / "empty"), series={})
-    with pytest.raises(PlotError, match="no scalar records in "):
+    with pytest.raises(DualwatchError, match="no scalar records in "):
         plot_run(empty, str(tmp_path / "c.png"))
 
 

@@ -19,9 +19,9 @@ import time
 import pytest
 
 from dualwatch import Writer
-from dualwatch.formats.jsonl import JsonlFormat
-from dualwatch.formats.tensorboard import TensorBoardFormat
-from dualwatch.formats.visualdl import VisualDLFormat
+from dualwatch._formats.jsonl import JsonlFormat
+from dualwatch._formats.tensorboard import TensorBoardFormat
+from dualwatch._formats.visualdl import VisualDLFormat
 from dualwatch.readers import RunReader, Series, find_runs
 from dualwatch.records import Scalars
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import add_in_place, build_model, grad_of, params_of, set_grads, to_numpy
 
 import dualwatch
-from dualwatch.backends import host
+from dualwatch import _host as host
 
 RTOL = 1e-5
 LOOSE = dualwatch.Thresholds(exploding=1e30, vanishing=0.0)

@@ -36,7 +36,7 @@ from _servers import (
 )
 from _writer_child import LIVE_STEPS, NOCLOSE_STEPS, kill_extra, kill_values
 
-from dualwatch.writer import Writer
+from dualwatch._writer import Writer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

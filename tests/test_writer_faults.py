@@ -27,9 +27,9 @@ import pytest
 from conftest import build_model, clear_grads, set_grads
 
 import dualwatch
-from dualwatch.formats import formats_by_name
+from dualwatch._formats import formats_by_name
+from dualwatch._writer import DROPPED_TAG, Writer
 from dualwatch.records import Record, Scalars
-from dualwatch.writer import DROPPED_TAG, Writer
 
 MARKS = {"visualdl": "vdlrecords", "tensorboard": "tfevents", "jsonl": "metrics.jsonl"}
 SINK_NAMES = {"visualdl": "VisualDL", "tensorboard": "TensorBoard", "jsonl": "JSON lines"}
@@ -226,7 +226,7 @@ def test_a_watcher_whose_run_directory_is_removed_keeps_training(
 _READ_ONLY_SCRIPT = r"""
 import io, json, os, sys, warnings
 from dualwatch import Writer
-from dualwatch.formats import formats_by_name
+from dualwatch._formats import formats_by_name
 from dualwatch.sinks import ConsoleSink
 
 formats_by_name()

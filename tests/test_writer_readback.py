@@ -31,7 +31,9 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from visualdl import LogReader
 from visualdl.component import base_component
 
-from dualwatch import Writer, histogram
+from dualwatch import Writer
+from dualwatch import _histogram as histogram
+from dualwatch.backends import framework_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WALL = 1_700_000_000.0  # a wall time whose millisecond multiples are exact in float64
@@ -477,10 +479,8 @@ def _away_from_edges(values: np.ndarray, bins: int) -> np.ndarray:
 
 def _packed(framework: str, values: np.ndarray, bins: int) -> histogram.Summary:
     fw = _import(framework)
-    if framework == "torch":
-        packed = histogram._torch_packed(fw, fw.from_numpy(values), bins)
-    else:
-        packed = histogram._paddle_packed(fw, fw.to_tensor(values), bins)
+    tensor = fw.from_numpy(values) if framework == "torch" else fw.to_tensor(values)
+    packed = framework_of(tensor).device_histogram(tensor, bins)
     return histogram._from_packed(np.asarray(packed.numpy()), bins)
 
 

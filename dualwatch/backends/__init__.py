@@ -1,32 +1,68 @@
-"""Framework backends, chosen from the model's type without importing a framework.
+"""The frameworks dualwatch knows, and which one a model or a tensor belongs to.
 
-A torch model can only exist once torch is imported, so looking torch (or
-paddle) up in ``sys.modules`` is enough to recognise its models; ``import
-dualwatch`` itself never imports either framework.
+A torch model or tensor can only exist once torch is imported, so a built-in framework's
+module here (``dualwatch.backends.torch``, ``.paddle``) is loaded only when its framework is
+already in ``sys.modules``: ``import dualwatch`` never imports a framework, and a paddle user
+never pays for torch. Other frameworks plug in with :func:`register`.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
-from dualwatch.backends.base import Backend, Col, ParamInfo
+from dualwatch._table import Col, ParamInfo
+from dualwatch.backends.base import Backend, Framework
 
-__all__ = ["Backend", "Col", "ParamInfo", "backend_for"]
+__all__ = [
+    "FRAMEWORKS",
+    "Backend",
+    "Col",
+    "Framework",
+    "ParamInfo",
+    "backend_for",
+    "framework_of",
+    "register",
+]
+
+#: the built-in frameworks: the name users give (``dualwatch demo --backend``), which is also the
+#: package whose presence in ``sys.modules`` means its tensors may exist, and its module here
+FRAMEWORKS = {"torch": "dualwatch.backends.torch", "paddle": "dualwatch.backends.paddle"}
+
+_registered: list[Framework] = []
+_loaded: dict[str, Framework] = {}
+
+
+def register(framework: Framework) -> None:
+    """Makes ``framework``'s models watchable and its tensors loggable; it is asked before the built-ins."""
+    if not isinstance(framework, Framework):
+        raise TypeError(f"register() takes a dualwatch.backends.Framework, got {type(framework).__name__}")
+    if framework not in _registered:
+        _registered.insert(0, framework)
+
+
+def frameworks() -> list[Framework]:
+    """The registered frameworks, then the built-in ones whose package is imported."""
+    for name, module in FRAMEWORKS.items():
+        if name not in _loaded and name in sys.modules:
+            _loaded[name] = importlib.import_module(module).FRAMEWORK
+    return [*_registered, *_loaded.values()]
+
+
+def framework_of(x: Any) -> Framework | None:
+    """The framework whose tensor ``x`` is, or None (numbers, numpy arrays, anything else)."""
+    for framework in frameworks():
+        if framework.is_tensor(x):
+            return framework
+    return None
 
 
 def backend_for(model: Any) -> Backend:
-    """The backend for a ``torch.nn.Module`` or a ``paddle.nn.Layer``."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        from dualwatch.backends.torch import TorchBackend
-
-        return TorchBackend(_unwrap_torch(model))
-    paddle = sys.modules.get("paddle")
-    if paddle is not None and isinstance(model, paddle.nn.Layer):
-        from dualwatch.backends.paddle import PaddleBackend
-
-        return PaddleBackend(_unwrap_paddle(model))
+    """The backend for a model of any known framework (``torch.nn.Module``, ``paddle.nn.Layer``...)."""
+    for framework in frameworks():
+        if framework.is_model(model):
+            return framework.backend(model)
     raise TypeError(
         f"dualwatch needs a torch.nn.Module or a paddle.nn.Layer, got {type(model).__module__}."
         f"{type(model).__qualname__}: pass the model itself (for example Watcher(model)), "
@@ -34,19 +70,10 @@ def backend_for(model: Any) -> Backend:
     )
 
 
-def _unwrap_torch(model: Any) -> Any:
-    """The module whose parameter names users see: inside DDP/DataParallel and torch.compile."""
-    while True:
-        inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
-        if inner is None and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
-            inner = model.module
-        if inner is None:
-            return model
-        model = inner
-
-
-def _unwrap_paddle(model: Any) -> Any:
-    """The layer inside paddle.DataParallel, whose parameter names users see."""
-    while type(model).__name__ == "DataParallel" and hasattr(model, "_layers"):
-        model = model._layers
-    return model
+def process_rank() -> int | None:
+    """The global rank from an initialised process group of any loaded framework, else None."""
+    for framework in frameworks():
+        rank = framework.process_rank()
+        if rank is not None:
+            return rank
+    return None

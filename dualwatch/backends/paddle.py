@@ -1,4 +1,5 @@
-"""PaddlePaddle backend: the torch backend's reductions, written once for two array namespaces.
+"""PaddlePaddle, as dualwatch uses it: tensor operations, and the torch backend's reductions written
+once for two array namespaces.
 
 On an accelerator each tensor is reduced with paddle ops on its own device. On
 the CPU the same lines run on zero-copy numpy views (``np.from_dlpack``), which
@@ -19,13 +20,14 @@ tensors. Half-precision tensors are reduced in float32.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable
 
 import numpy as np
 import paddle
 
+from dualwatch._table import ParamInfo
 from dualwatch._warn import warn
-from dualwatch.backends.base import Backend, ParamInfo
+from dualwatch.backends.base import Backend, Framework
 
 _LOW_PRECISION = (paddle.float16, paddle.bfloat16)
 # Running statistics are parameters of these layers in paddle but buffers in torch.
@@ -33,11 +35,99 @@ _BATCH_NORMS = (paddle.nn.layer.norm._BatchNormBase, paddle.nn.BatchNorm)
 _RUNNING_STATS = ("_mean", "_variance")
 
 
-class PaddleBackend(Backend):
-    framework = "paddle"
+class PaddleFramework(Framework):
+    name = "paddle"
+    native_extensions = (".pdtensor", ".pdparams")
 
-    def __init__(self, model: paddle.nn.Layer) -> None:
-        super().__init__(model)
+    def is_tensor(self, x: Any) -> bool:
+        return isinstance(x, paddle.Tensor)
+
+    def is_model(self, obj: Any) -> bool:
+        return isinstance(obj, paddle.nn.Layer)
+
+    def backend(self, model: Any) -> PaddleBackend:
+        """Looks through paddle.DataParallel: parameter names are the inner layer's."""
+        while type(model).__name__ == "DataParallel" and hasattr(model, "_layers"):
+            model = model._layers
+        return PaddleBackend(model, self)
+
+    def on_host(self, x: Any) -> bool:
+        return x.place.is_cpu_place()
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        x = x.detach()
+        return (x.astype("float32") if x.dtype == paddle.bfloat16 else x).numpy()
+
+    def scalar(self, x: Any) -> Any:
+        x = x.detach()  # never hold the graph
+        return float(x.item()) if x.place.is_cpu_place() else x.clone()
+
+    def device_histogram(self, x: Any, bins: int) -> Any:
+        """The torch framework's ``device_histogram`` with paddle ops."""
+        x = x.detach().reshape([-1])
+        x = x.astype("float32") if x.dtype not in (paddle.float32, paddle.float64) else x
+        finite = paddle.isfinite(x)
+        inf = paddle.full_like(x, float("inf"))
+        lo = paddle.where(finite, x, inf).min()
+        hi = paddle.where(finite, x, -inf).max()
+        same = lo == hi
+        low = paddle.where(same, lo - 0.5, lo)
+        width = paddle.where(same, paddle.ones_like(hi), hi - lo)
+        index = paddle.clip(paddle.floor((x - low) / width * bins), 0, bins - 1).astype("int64")
+        index = paddle.where(finite, index, paddle.full_like(index, bins))
+        counts = paddle.zeros([bins + 1], dtype="float64")
+        counts = paddle.put_along_axis(
+            counts, index, paddle.ones_like(index, dtype="float64"), 0, reduce="add"
+        )
+        kept = paddle.where(finite, x, paddle.zeros_like(x)).astype("float64")
+        head = paddle.stack(
+            [
+                lo.astype("float64"),
+                hi.astype("float64"),
+                counts[:bins].sum(),
+                kept.sum(),
+                (kept * kept).sum(),
+                counts[bins],
+            ]
+        )
+        return paddle.concat([head, counts[:bins]])
+
+    def host_copy(self, x: Any) -> Any:
+        """A CPU tensor's ``.cpu()`` is the tensor itself (an alias): it is cloned instead."""
+        x = x.detach()
+        return x.clone() if x.place.is_cpu_place() else x.cpu()
+
+    def nbytes(self, x: Any) -> int:
+        return int(x.size) * x.element_size()
+
+    def save(self, obj: Any, path: str) -> None:
+        paddle.save(obj, path)
+
+    def is_float(self, x: Any) -> bool:
+        return x.dtype in (paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64)
+
+    def host_float(self, x: Any) -> Any:
+        return x if x.dtype in (paddle.float32, paddle.float64) else x.astype("float32")
+
+    def host_view(self, x: Any) -> np.ndarray:
+        x = x.detach().contiguous()
+        return np.from_dlpack(x) if x.place.is_cpu_place() else x.numpy()  # .numpy() copies even on the CPU
+
+    def to_uint8(self, x: Any) -> Any:
+        return x.astype("uint8")
+
+    def from_numpy(self, array: np.ndarray, like: Any) -> Any:
+        tensor = (
+            paddle.from_dlpack(array)
+            if like.place.is_cpu_place()
+            else paddle.to_tensor(array, place=like.place)
+        )
+        return tensor if tensor.dtype == like.dtype else tensor.astype(like.dtype)
+
+
+class PaddleBackend(Backend):
+    def __init__(self, model: paddle.nn.Layer, framework: PaddleFramework) -> None:
+        super().__init__(model, framework)
         self._scratch: dict[tuple[str, Any], Any] = {}
 
     def parameters(self) -> list[tuple[str, Any]]:
@@ -60,7 +150,7 @@ class PaddleBackend(Backend):
             shape=tuple(int(d) for d in param.shape),
             numel=int(param.size),
             trainable=bool(getattr(param, "trainable", True) and not param.stop_gradient),
-            dtype=str(param.dtype).replace("paddle.", ""),
+            dtype=self.framework.dtype_name(param),
         )
 
     def weight(self, param: Any) -> paddle.Tensor:
@@ -72,6 +162,9 @@ class PaddleBackend(Backend):
         if g is None:
             g = param.grad
         return None if g is None else _local(g.detach())
+
+    def register_forward_hook(self, layer: str, hook: Callable[[Any, Any, Any], None]) -> Any:
+        return self.model.get_submodule(layer).register_forward_hook(hook)
 
     def shard_key(self, param: Any) -> Hashable | None:
         """Parameters split across ranks: two kinds.
@@ -213,3 +306,6 @@ def _local(x: paddle.Tensor) -> paddle.Tensor:
 
 def _nonfinite(a: Any, xp: ModuleType) -> Any:
     return xp.logical_not(xp.isfinite(a)).sum()
+
+
+FRAMEWORK = PaddleFramework()

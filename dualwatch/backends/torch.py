@@ -1,26 +1,28 @@
-"""PyTorch backend: reductions with torch ops on each tensor's own device.
+"""PyTorch, as dualwatch uses it: tensor operations and a model's reductions on each tensor's device.
 
-Each tensor is reduced with a few plain kernels that read it while it is still
-in cache: ``sum``, ``aminmax``, and a centred sum of squares computed in a
-reusable scratch buffer (two-pass, with the mean clamped into [min, max], so an
-all-equal tensor has std exactly 0). The sum of squares is derived as
-``m2 + sum * mean`` (two non-negative terms: no cancellation); BLAS ``dot`` and
-``vector_norm`` are avoided because they lose precision on large tensors.
-Half-precision tensors are reduced in float32.
+Each tensor is reduced with a few plain kernels that read it while it is still in cache:
+``sum``, ``aminmax``, and a centred sum of squares computed in a reusable scratch buffer
+(two-pass, with the mean clamped into [min, max], so an all-equal tensor has std exactly 0).
+The sum of squares is derived as ``m2 + sum * mean`` (two non-negative terms: no
+cancellation); BLAS ``dot`` and ``vector_norm`` are avoided because they lose precision on
+large tensors. Half-precision tensors are reduced in float32.
 """
 
 from __future__ import annotations
 
-from typing import Any, Hashable
+import functools
+from typing import Any, Callable, Hashable
 
 import numpy as np
 import torch
 
-from dualwatch.backends.base import Backend, ParamInfo
+from dualwatch._table import ParamInfo
+from dualwatch.backends.base import Backend, Framework
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
+@functools.cache
 def _dtensor_type() -> type | None:
     try:
         from torch.distributed.tensor import DTensor
@@ -29,26 +31,106 @@ def _dtensor_type() -> type | None:
     return DTensor
 
 
-_DTENSOR = _dtensor_type()
-
-
 def _local(x: torch.Tensor) -> torch.Tensor:
     """This rank's part of a DTensor (FSDP2), else ``x``."""
-    return x.to_local() if _DTENSOR is not None and isinstance(x, _DTENSOR) else x
+    dtensor = _dtensor_type()
+    return x.to_local() if dtensor is not None and isinstance(x, dtensor) else x
 
 
 def _shard_dim(param: Any) -> int | None:
     """The mesh dimension ``param`` is split over, or None when it is whole on every rank."""
-    if _DTENSOR is None or not isinstance(param, _DTENSOR):
+    dtensor = _dtensor_type()
+    if dtensor is None or not isinstance(param, dtensor):
         return None
     return next((dim for dim, placement in enumerate(param.placements) if placement.is_shard()), None)
 
 
-class TorchBackend(Backend):
-    framework = "torch"
+class TorchFramework(Framework):
+    name = "torch"
+    native_extensions = (".pt", ".pth")
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__(model)
+    def is_tensor(self, x: Any) -> bool:
+        return isinstance(x, torch.Tensor)
+
+    def is_model(self, obj: Any) -> bool:
+        return isinstance(obj, torch.nn.Module)
+
+    def backend(self, model: Any) -> TorchBackend:
+        """Looks through DDP/DataParallel and torch.compile: parameter names are the inner module's."""
+        while True:
+            inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+            if inner is None and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
+                inner = model.module
+            if inner is None:
+                return TorchBackend(model, self)
+            model = inner
+
+    def process_rank(self) -> int | None:
+        dist = torch.distributed
+        return int(dist.get_rank()) if dist.is_available() and dist.is_initialized() else None
+
+    def on_host(self, x: Any) -> bool:
+        return x.device.type == "cpu"
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        x = x.detach()
+        return (x.float() if x.dtype == torch.bfloat16 else x).cpu().numpy()
+
+    def scalar(self, x: Any) -> Any:
+        x = x.detach()  # never hold the graph
+        return float(x.item()) if x.device.type == "cpu" else x.clone()
+
+    def device_histogram(self, x: Any, bins: int) -> Any:
+        """No ``.item()``, no boolean indexing, no ``bincount``: nothing here waits for the device."""
+        x = x.detach().reshape(-1)
+        x = x if x.is_floating_point() and x.dtype not in _LOW_PRECISION else x.float()
+        finite = torch.isfinite(x)
+        lo = torch.where(finite, x, float("inf")).amin()
+        hi = torch.where(finite, x, float("-inf")).amax()
+        same = lo == hi
+        low = torch.where(same, lo - 0.5, lo)
+        width = torch.where(same, torch.ones_like(hi), hi - lo)
+        index = ((x - low) / width * bins).floor().clamp_(0, bins - 1).long()
+        index = torch.where(finite, index, bins)
+        counts = torch.zeros(bins + 1, dtype=torch.float64, device=x.device)
+        counts.scatter_add_(0, index, torch.ones_like(index, dtype=torch.float64))
+        kept = torch.where(finite, x, 0).double()
+        head = torch.stack(
+            [lo.double(), hi.double(), counts[:bins].sum(), kept.sum(), (kept * kept).sum(), counts[bins]]
+        )
+        return torch.cat([head, counts[:bins]])
+
+    def host_copy(self, x: Any) -> Any:
+        """``.cpu()`` of a CPU tensor is the tensor itself (an alias), and ``.to("cpu", copy=True)``
+        grew RSS ~1 MiB per capture here (``clone`` did not)."""
+        x = x.detach()
+        return x.clone() if x.device.type == "cpu" else x.cpu()
+
+    def nbytes(self, x: Any) -> int:
+        return x.nbytes
+
+    def save(self, obj: Any, path: str) -> None:
+        torch.save(obj, path)
+
+    def is_float(self, x: Any) -> bool:
+        return x.is_floating_point()
+
+    def host_float(self, x: Any) -> Any:
+        return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+    def host_view(self, x: Any) -> np.ndarray:
+        return x.detach().contiguous().cpu().numpy()
+
+    def to_uint8(self, x: Any) -> Any:
+        return x.to(torch.uint8)
+
+    def from_numpy(self, array: np.ndarray, like: Any) -> Any:
+        return torch.from_numpy(array).to(device=like.device, dtype=like.dtype)
+
+
+class TorchBackend(Backend):
+    def __init__(self, model: torch.nn.Module, framework: TorchFramework) -> None:
+        super().__init__(model, framework)
         self._scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
     def parameters(self) -> list[tuple[str, Any]]:
@@ -63,7 +145,7 @@ class TorchBackend(Backend):
             shape=tuple(param.shape),
             numel=param.numel(),
             trainable=bool(param.requires_grad),
-            dtype=str(param.dtype).replace("torch.", ""),
+            dtype=self.framework.dtype_name(param),
         )
 
     def weight(self, param: Any) -> torch.Tensor:
@@ -71,6 +153,9 @@ class TorchBackend(Backend):
 
     def grad(self, param: Any) -> torch.Tensor | None:
         return None if param.grad is None else _local(param.grad.detach())
+
+    def register_forward_hook(self, layer: str, hook: Callable[[Any, Any, Any], None]) -> Any:
+        return self.model.get_submodule(layer).register_forward_hook(hook)
 
     def shard_key(self, param: Any) -> Hashable | None:
         """DTensor parameters (FSDP2, tensor parallel): the mesh and the dimension they are split over."""
@@ -144,3 +229,6 @@ class TorchBackend(Backend):
 
     def to_host(self, scalars: list[Any]) -> np.ndarray:
         return torch.stack(scalars).to(torch.float64).cpu().numpy()
+
+
+FRAMEWORK = TorchFramework()

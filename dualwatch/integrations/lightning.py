@@ -27,8 +27,8 @@ try:
 except ImportError:  # the pre-2.0 package name (latent-diffusion pins pytorch_lightning)
     import pytorch_lightning as pl
 
-from dualwatch.watcher import Watcher
-from dualwatch.writer import DEFAULT_FORMATS
+from dualwatch._watcher import Watcher
+from dualwatch._writer import DEFAULT_FORMATS
 
 
 class EdgeMonitorCallback(pl.Callback):

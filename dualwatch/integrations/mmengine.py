@@ -44,10 +44,10 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import AmpOptimWrapper
 from mmengine.registry import HOOKS
 
-from dualwatch.health import Thresholds, Verdict
-from dualwatch.selection import Pattern
-from dualwatch.stats import GRADIENT
-from dualwatch.watcher import Watcher
+from dualwatch._health import Thresholds, Verdict
+from dualwatch._selection import Pattern
+from dualwatch._tags import GRADIENT, TOTAL_NORM
+from dualwatch._watcher import Watcher
 
 RULE = "=" * 80
 STATUS = {Verdict.HEALTHY: "✅", Verdict.EXPLODING: "💥", Verdict.VANISHING: "🧊", Verdict.NAN: "❌"}
@@ -168,7 +168,7 @@ class DualwatchHook(Hook):
             for group in self.watcher.engine.group_rows:
                 norm, share = (last.scalars[f"{GRADIENT}/{group}/{key}"] for key in ("norm", "share"))
                 lines.append(f"  {group}: {norm:.4f} ({share:.1%})")
-            lines.append(f"  total grad norm: {last.scalars[f'{GRADIENT}/total_norm']:.4f}")
+            lines.append(f"  total grad norm: {last.scalars[TOTAL_NORM]:.4f}")
             lines.append(f"  max grad: {last.scalars[f'{GRADIENT}/max_grad']:.4f}")
         lines.append(RULE)
         return "\n".join(lines)

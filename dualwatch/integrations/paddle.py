@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import paddle
 
-from dualwatch.watcher import Watcher
+from dualwatch._watcher import Watcher
 
 _UPDATES = ("minimize", "step")  # the optimizer entry points hapi and custom loops call
 

@@ -6,8 +6,8 @@ instead of raising or stopping. ``find_runs(logdir)`` lists the run directories.
 Neither imports torch, paddle, TensorFlow, the ``visualdl`` package or TensorBoard's server.
 """
 
-from dualwatch.readers.discover import find_runs
-from dualwatch.readers.run import RunReader
-from dualwatch.readers.series import Series
+from dualwatch.readers._discover import find_runs
+from dualwatch.readers._run import RunReader
+from dualwatch.readers._series import Series
 
 __all__ = ["RunReader", "Series", "find_runs"]

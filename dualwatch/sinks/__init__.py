@@ -12,8 +12,8 @@ from typing import Protocol, Sequence
 
 from dualwatch._warn import warn
 from dualwatch.records import Record
-from dualwatch.sinks.console import ConsoleSink
-from dualwatch.sinks.files import FileSink
+from dualwatch.sinks._console import ConsoleSink
+from dualwatch.sinks._files import FileSink
 
 __all__ = ["ConsoleSink", "FanOut", "FileSink", "Sink"]
 

@@ -1,0 +1,234 @@
+"""The ``dualwatch`` command. Imports stay inside commands so ``--help`` starts fast."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+from dualwatch._errors import DualwatchError
+from dualwatch._version import __version__
+from dualwatch.backends import FRAMEWORKS
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dualwatch")
+def main() -> None:
+    """Training telemetry for PyTorch and PaddlePaddle."""
+
+
+@main.command()
+@click.option(
+    "--backend",
+    type=click.Choice([*FRAMEWORKS, "both"]),
+    default="both",
+    show_default=True,
+    help="Framework(s) to train with.",
+)
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=60, show_default=True, help="Training steps per run."
+)
+@click.option(
+    "--every", type=click.IntRange(min=1), default=10, show_default=True, help="Check every N steps."
+)
+@click.option(
+    "--logdir", default="runs", show_default=True, help="Directory that receives one run per framework."
+)
+def demo(backend: str, steps: int, every: int, logdir: str) -> None:
+    """Train the StableSR-style EdgeMapProcessor on synthetic images, watched by dualwatch.
+
+    Writes VisualDL, TensorBoard and metrics.jsonl under LOGDIR/<framework>/, then prints each
+    run's `dualwatch monitor --once` report and the commands that serve the runs.
+    """
+    from dualwatch._demo import run_all
+
+    run_all(list(FRAMEWORKS) if backend == "both" else [backend], steps=steps, every=every, logdir=logdir)
+
+
+def _run_choice(verb: str) -> Callable[[Any], Any]:
+    """LOGDIR (also --logdir, and --log_dir as the VisualDL guide spells it) and --run."""
+
+    def decorate(command: Any) -> Any:
+        run_help = f"Run to {verb} (path under LOGDIR); default the newest."
+        command = click.option("--run", "run_name", metavar="NAME", help=run_help)(command)
+        command = click.option(
+            "--logdir",
+            "--log_dir",
+            "logdir_option",
+            metavar="DIR",
+            help="Same as LOGDIR (--log_dir also works). Default: $DUALWATCH_LOGDIR, else runs.",
+        )(command)
+        return click.argument("logdir", required=False)(command)
+
+    return decorate
+
+
+def _seconds(name: str, default: float, help: str) -> Any:
+    return click.option(
+        name, type=click.FloatRange(min=0, min_open=True), default=default, show_default=True, help=help
+    )
+
+
+@main.command()
+@_run_choice("show")
+@_seconds("--interval", 30.0, "Seconds between polls.")
+@click.option("--once", is_flag=True, help="Print one report and exit: 0 healthy, 1 alert, 2 no logs/usage.")
+@click.option("--json", "as_json", is_flag=True, help="Print each report as one line of JSON.")
+@click.option("--tags", multiple=True, metavar="GLOB", help="Also show tags matching GLOB (repeatable).")
+@_seconds("--stall", 300.0, "Alert when no record came for this many seconds.")
+@click.option("--total-steps", type=click.IntRange(min=1), help="Steps the run will take, for the ETA.")
+@click.option(
+    "--rules",
+    metavar="FILE",
+    help="Normal ranges per tag glob, JSON or YAML (see examples/rules_seed003.json).",
+)
+@click.pass_context
+def monitor(
+    ctx: click.Context,
+    logdir: str | None,
+    logdir_option: str | None,
+    run_name: str | None,
+    interval: float,
+    once: bool,
+    as_json: bool,
+    tags: tuple[str, ...],
+    stall: float,
+    total_steps: int | None,
+    rules: str | None,
+) -> None:
+    """Follow a run's logs (VisualDL, TensorBoard, metrics.jsonl, MMEngine) and report its health.
+
+    Reads only what was appended since the last poll. Alerts: NaN/Inf values, exploding or
+    vanishing gradients, a stalled run, weights not updating, --rules violations.
+    """
+    import os
+    import sys
+    import time
+
+    from dualwatch._report import Options, build_report
+    from dualwatch._rules import load_rules
+    from dualwatch._view import Display
+    from dualwatch.readers import RunReader
+    from dualwatch.readers._discover import display_name, locate_run
+
+    logdir = _logdir(logdir, logdir_option)
+    options = Options(
+        stall=stall, total_steps=total_steps, rules=load_rules(rules) if rules else (), tags=tags
+    )
+    reader = None
+    code = 0
+    try:
+        with Display(as_json=as_json, follow=not once, tty=sys.stdout.isatty()) as display:
+            while True:
+                try:
+                    run_dir = locate_run(logdir, run_name)
+                    if reader is None or reader.run_dir != run_dir:
+                        reader = RunReader(run_dir)
+                    reader.poll()
+                    if not reader.series:
+                        raise DualwatchError(f"no scalar records yet in {run_dir}", transient=True)
+                except DualwatchError as err:
+                    if once or not err.transient:
+                        raise
+                    display.waiting(err.message)
+                else:
+                    report = build_report(reader, time.time(), options, display_name(run_dir, logdir))
+                    code = 0 if report.ok else 1
+                    display.show(report)
+                    if once:
+                        ctx.exit(code)
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        ctx.exit(0)
+    except BrokenPipeError:  # whoever read the pipe (head, grep -m1) is gone: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        ctx.exit(code)
+
+
+def _logdir(logdir: str | None, logdir_option: str | None) -> str:
+    """LOGDIR, else --logdir/--log_dir, else $DUALWATCH_LOGDIR, else ``runs``."""
+    import os
+
+    if logdir and logdir_option and os.path.normpath(logdir) != os.path.normpath(logdir_option):
+        raise DualwatchError(f"two log directories given: {logdir} and --logdir {logdir_option}")
+    return logdir or logdir_option or os.environ.get("DUALWATCH_LOGDIR") or "runs"
+
+
+@main.command()
+@_run_choice("plot")
+@click.option(
+    "--tags",
+    multiple=True,
+    metavar="GLOB",
+    help="Plot the tags matching GLOB (repeatable). Default: loss, learning rate, gradient norm, the rest.",
+)
+@click.option(
+    "--max-panels", type=click.IntRange(min=1), default=16, show_default=True, help="Most curves drawn."
+)
+@click.option(
+    "-o",
+    "--output",
+    default="curves.png",
+    show_default=True,
+    metavar="FILE",
+    help="Image to write; the extension picks the format (png, svg, pdf).",
+)
+def plot(
+    logdir: str | None,
+    logdir_option: str | None,
+    run_name: str | None,
+    tags: tuple[str, ...],
+    max_panels: int,
+    output: str,
+) -> None:
+    """Render a run's scalar curves to an image, for machines without a browser.
+
+    One panel per tag: the raw values faint, EMA-smoothed (0.6) on top, NaN/Inf marked in red.
+    """
+    from dualwatch._plot import choose_tags, plot_run
+    from dualwatch.readers import RunReader
+    from dualwatch.readers._discover import display_name, locate_run
+
+    logdir = _logdir(logdir, logdir_option)
+    run_dir = locate_run(logdir, run_name)
+    reader = RunReader(run_dir)
+    reader.poll()
+    if not reader.series:
+        raise DualwatchError(f"no scalar records in {run_dir}")
+    chosen, left_out = choose_tags(reader.series, tags, max_panels)
+    if not chosen:
+        known = ", ".join(sorted(reader.series)[:10])
+        raise DualwatchError(f"no tag matches {' or '.join(tags)} in {run_dir} (tags: {known})")
+    if left_out:
+        click.echo(
+            f"dualwatch plot: {len(left_out)} more tags not drawn (--max-panels {max_panels}); "
+            "choose with --tags GLOB",
+            err=True,
+        )
+    plot_run(reader, output, chosen, display_name(run_dir, logdir))
+    click.echo(output)
+
+
+@main.command()
+@click.argument("run")
+@click.option("--to", metavar="tensorboard|visualdl", help="The format to write (required).")
+@click.option(
+    "-o", "--out", metavar="DIR", help="The new run directory. Default: RUN_tensorboard or RUN_visualdl."
+)
+def convert(run: str, to: str | None, out: str | None) -> None:
+    """Rewrite a run's VisualDL logs for TensorBoard, or its TensorBoard logs for VisualDL.
+
+    Scalars, histograms, images and text keep their tags, steps and wall times; RUN is only
+    read. Prints the new run directory.
+    """
+    from dualwatch._convert import convert_run
+
+    # --to is checked here and in convert_run, not by click, so that every error is one line
+    if to is None:
+        raise DualwatchError("say which format to write: --to tensorboard or --to visualdl")
+    try:
+        click.echo(convert_run(run, to, out))
+    except ImportError as err:
+        raise DualwatchError(f"{err}: pip install 'dualwatch[visualdl,tensorboard]'") from None
+    except OSError as err:
+        raise DualwatchError(str(err)) from None

@@ -1,0 +1,71 @@
+"""``convert_run``: rewrites a run's VisualDL logs as TensorBoard ones, or the reverse.
+
+A run logged for one viewer only (VisualDL's ``LogWriter``, torch's ``SummaryWriter``) can then
+be opened in the other. Scalars, histograms, images and text keep their tags, steps and wall
+times (to the millisecond, what VisualDL stores). Conversion is reading with the source
+format's decoding and writing with the target format's encoding, both from
+:mod:`dualwatch._formats`. The source is only read; the output is a new run directory written
+by dualwatch's own file sinks, so it holds exactly what a ``Writer`` writes. The sinks are used
+without the ``Writer`` around them because a training writer drops records when its queue is
+full and turns a failed write into a warning, where a conversion must write everything or fail.
+
+Not converted: hyper-parameters, and what dualwatch does not write (audio, PR curves,
+embeddings). A histogram read from VisualDL has no sum of its values: TensorBoard's mean and
+standard deviation are estimated from the bucket midpoints.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dualwatch._errors import DualwatchError
+from dualwatch._formats import formats_by_name
+from dualwatch.readers._discover import log_files
+from dualwatch.records import Record
+from dualwatch.sinks._files import FileSink
+
+#: the format each target is converted from
+SOURCE = {"tensorboard": "visualdl", "visualdl": "tensorboard"}
+#: records encoded and appended at once
+BATCH = 4096
+
+
+def convert_run(run_dir: str, to: str, out: str | None = None) -> str:
+    """Writes the run in ``run_dir`` in format ``to`` into ``out``; returns the output run directory.
+
+    ``to`` is ``"tensorboard"`` (read from the run's VisualDL files) or ``"visualdl"`` (read from
+    its TensorBoard files). ``out`` defaults to ``<run_dir>_<to>`` beside the run; it must not
+    exist or be an empty directory.
+    """
+    if to not in SOURCE:
+        raise DualwatchError(f"cannot convert to {to!r}: choose one of {sorted(SOURCE)}")
+    run_dir = os.path.normpath(run_dir)
+    if not os.path.isdir(run_dir):
+        raise DualwatchError(f"{run_dir} is not a run directory")
+    formats = formats_by_name()
+    source = formats[SOURCE[to]]
+    names = sorted(log_files(run_dir).get(source.name, {}))
+    if not names:
+        raise DualwatchError(f"{run_dir} has no {source.label} logs (*{source.mark}* files) to convert")
+    out = os.path.normpath(out or f"{os.path.abspath(run_dir)}_{to}")  # RUN "." has a name too
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise DualwatchError(f"{out} already exists and is not empty: pass another -o/--out")
+    records: list[Record] = []
+    for name in names:
+        with open(os.path.join(run_dir, name), "rb") as f:
+            data = f.read()
+        for item in source.read_records(data):
+            if isinstance(item, int):  # a restart marker: what was read before it at its step or later goes
+                records = [record for record in records if record.step < item]
+            else:
+                records.append(item)
+    if not records:
+        raise DualwatchError(f"{run_dir} has {source.label} logs but no scalars, histograms, images or text")
+    os.makedirs(out, exist_ok=True)
+    sink = FileSink(formats[to](), out)
+    try:
+        for start in range(0, len(records), BATCH):
+            sink.write(records[start : start + BATCH])
+    finally:
+        sink.close()
+    return out

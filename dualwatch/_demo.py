@@ -1,0 +1,220 @@
+"""The main job: seed 000's ``EdgeMapProcessor`` trained on synthetic images, in either framework.
+
+The model has the seed's layer names in both frameworks (``edge_processor.backbone.0`` Conv 3->32,
+``backbone.1`` BatchNorm, ``backbone.3`` Conv 32->64, ..., ``edge_processor.to_four`` Conv 128->4),
+so the two runs show the same tags side by side. The data is made here (no download): flat
+coloured shapes, which have sharp edges for Canny, seen through noise. The four output channels
+are the denoised picture (three) and its edge map (one); :class:`EdgeLoss` weights the picture's
+error by the Canny edges of the clean one, and logs its parts through the ``Watcher``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import shlex
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from dualwatch._watcher import Watcher
+from dualwatch.backends import FRAMEWORKS
+
+CHANNELS = (3, 32, 64, 128)
+GROUPS = {"backbone": "backbone", "to_four": "to_four"}  # seed 000's two parts of edge_processor
+EPOCH_STEPS = 10  # batches in the synthetic data set: one epoch
+BATCH = 8
+SIZE = 32
+LR = 2e-3
+NOISE = 0.3
+
+
+def synthetic_images(rng: np.random.Generator, n: int, size: int = SIZE) -> np.ndarray:
+    """``[n, 3, size, size]`` images in [-1, 1]: a flat background with flat rectangles and discs."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    images = np.empty((n, 3, size, size), np.float32)
+    for image in images:
+        image[:] = rng.uniform(-1, 1, (3, 1, 1))
+        for _ in range(4):
+            (cx, cy), (w, h) = rng.integers(0, size, 2), rng.integers(size // 8, size // 2, 2)
+            if rng.random() < 0.5:
+                shape = (abs(xx - cx) < w / 2) & (abs(yy - cy) < h / 2)
+            else:
+                shape = (xx - cx) ** 2 + (yy - cy) ** 2 < (w / 2) ** 2
+            image[:, shape] = rng.uniform(-1, 1, (3, 1))
+    return images
+
+
+def synthetic_batch(
+    rng: np.random.Generator, batch: int = 4, size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth random images and their 4-channel difference maps (right, left, down, up).
+
+    The benches' data (``bench/overhead.py``, ``bench/distributed.py``): no OpenCV needed, and
+    kept as it was so their timings stay comparable across versions.
+    """
+    noise = rng.standard_normal((batch, 3, size // 4, size // 4)).astype(np.float32)
+    images = np.repeat(np.repeat(noise, 4, axis=2), 4, axis=3)
+    grey = images.mean(axis=1)
+    dx = np.diff(grey, axis=2, append=grey[:, :, -1:])
+    dy = np.diff(grey, axis=1, append=grey[:, -1:, :])
+    target = np.stack([np.maximum(dx, 0), np.maximum(-dx, 0), np.maximum(dy, 0), np.maximum(-dy, 0)], axis=1)
+    return images, target.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Kit:
+    """What the training loop needs from one framework, spelled beside its backend (``backends/*_nn.py``)."""
+
+    model: Any
+    optimizer: Any
+    set_lr: Callable[[float], None]
+    clear_grad: Callable[[], None]
+    to_tensor: Callable[[np.ndarray], Any]
+    mse: Callable[[Any, Any], Any]
+    edge_loss: Callable[..., Any]  # the framework's EdgeLoss class
+
+
+def edge_model(nn: Any, conv: Any, norm: Any, base: type) -> Any:
+    """A model holding the StableSR-style ``edge_processor``, built from one framework's layers."""
+
+    class EdgeMapProcessor(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            layers: list[Any] = []
+            for cin, cout in zip(CHANNELS, CHANNELS[1:]):
+                layers += [conv(cin, cout, 3, padding=1), norm(cout), nn.ReLU()]
+            self.backbone = nn.Sequential(*layers)
+            self.to_four = conv(CHANNELS[-1], 4, 1)
+
+        def forward(self, x: Any) -> Any:
+            return self.to_four(self.backbone(x))
+
+    model = base()
+    model.edge_processor = EdgeMapProcessor()
+    return model
+
+
+def kit(framework: str, seed: int) -> Kit:
+    """``framework``'s training kit (imports the framework)."""
+    return importlib.import_module(f"{FRAMEWORKS[framework]}_nn").demo_kit(seed, LR)
+
+
+def learning_rate(step: int, steps: int) -> float:
+    """Cosine decay from ``LR`` to a tenth of it, so ``Learning_Rate`` has a curve to show."""
+    return LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(steps - 1, 1))))
+
+
+def run_demo(
+    framework: str,
+    *,
+    steps: int = 60,
+    every: int = 10,
+    logdir: str = "runs",
+    seed: int = 0,
+    progress: Any = None,
+) -> str:
+    """Train ``steps`` steps in ``framework`` (``torch`` or ``paddle``); returns the run directory.
+
+    ``progress`` is a ``rich.progress.Progress`` to advance (on a terminal); without one, a
+    plain line per epoch is printed, which reads well in a pipe or a container log.
+    """
+    from dualwatch._edge import EdgeMapGenerator, log_edge_maps
+
+    fw = kit(framework, seed)
+    rng = np.random.default_rng(seed)
+    clean = synthetic_images(rng, EPOCH_STEPS * BATCH)
+    edges = EdgeMapGenerator()
+    edge_maps = [edges(fw.to_tensor(clean[i : i + BATCH])) for i in range(0, len(clean), BATCH)]
+    epochs = math.ceil(steps / EPOCH_STEPS)
+    task = progress.add_task(framework, total=steps, loss=math.nan) if progress else None
+    with Watcher(
+        fw.model, every=every, module="edge_processor", groups=GROUPS, logdir=f"{logdir}/{framework}"
+    ) as w:
+        edge_loss = fw.edge_loss(weight=1.0, edges=edges, watcher=w)
+        for step in range(steps):
+            batch = step % EPOCH_STEPS
+            target = clean[batch * BATCH : (batch + 1) * BATCH]
+            noisy = target + rng.normal(0, NOISE, target.shape).astype(np.float32)
+            gt, edge_gt = fw.to_tensor(target), edge_maps[batch]
+            out = fw.model.edge_processor(fw.to_tensor(noisy))
+            picture, edge_pred = out[:, :3], out[:, 3:]
+            weighted, _ = edge_loss(picture, gt, edge_gt=edge_gt, step=step)
+            loss = fw.mse(picture, gt) + weighted + fw.mse(edge_pred, edge_gt)
+            loss.backward()
+            w.step(step)
+            lr, value = learning_rate(step, steps), loss.item()
+            w.log_training(step, loss=value, lr=lr)
+            fw.set_lr(lr)
+            fw.optimizer.step()
+            fw.clear_grad()
+            if task is not None:
+                progress.update(task, advance=1, loss=value)
+            if batch == EPOCH_STEPS - 1 or step == steps - 1:
+                epoch = step // EPOCH_STEPS
+                seconds = w.end_epoch(epoch)
+                log_edge_maps(w, edge_pred.clip(0, 1), edge_gt, step)
+                if task is None:
+                    print(
+                        f"{framework}: epoch {epoch + 1}/{epochs}  step {step + 1}/{steps}  "
+                        f"loss {value:.4f}  {seconds:.1f} s",
+                        flush=True,
+                    )
+        return w.run_dir or ""
+
+
+def run_all(frameworks: Sequence[str], *, steps: int, every: int, logdir: str) -> list[str]:
+    """Train each framework in turn under a progress bar, then say how to look at the runs.
+
+    On a terminal the bar is ``rich``'s, which takes over ``sys.stdout`` while it runs, so the
+    seed-000 blocks the ``Watcher`` prints scroll above the bar instead of tearing it; in a
+    pipe there is no bar, only a line per epoch.
+    """
+    tty = sys.stdout.isatty()
+    with warnings.catch_warnings():
+        # paddle's import warns that ccache (for compiling C++ extensions) is missing, and its
+        # BatchNorm that it tracks running statistics in training: neither concerns this job
+        warnings.filterwarnings("ignore", message="No ccache found")
+        warnings.filterwarnings("ignore", message="When training, we now always track global mean")
+        run_dirs = _train(frameworks, steps, every, logdir, tty)
+    for run_dir in run_dirs:
+        print_monitor(run_dir, tty)
+    print("\nView the runs (both frameworks side by side):")
+    print(f"  visualdl --logdir {shlex.quote(logdir)} --port 8040")
+    print(f"  tensorboard --logdir {shlex.quote(logdir)} --port 6006")
+    return run_dirs
+
+
+def _train(frameworks: Sequence[str], steps: int, every: int, logdir: str, tty: bool) -> list[str]:
+    """Each framework's run; one bar per framework on a terminal, epoch lines in a pipe."""
+    if not tty:
+        return [run_demo(f, steps=steps, every=every, logdir=logdir) for f in frameworks]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("{task.description:>6}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns) as progress:
+        return [run_demo(f, steps=steps, every=every, logdir=logdir, progress=progress) for f in frameworks]
+
+
+def print_monitor(run_dir: str, tty: bool) -> None:
+    """What ``dualwatch monitor --once <run_dir>`` prints, computed here rather than in a subprocess."""
+    from dualwatch._report import build_report
+    from dualwatch._view import Display
+    from dualwatch.readers import RunReader
+    from dualwatch.readers._discover import display_name
+
+    print(f"\n$ dualwatch monitor --once {shlex.quote(run_dir)}")
+    reader = RunReader(run_dir)
+    reader.poll()
+    with Display(as_json=False, follow=False, tty=tty) as display:
+        display.show(build_report(reader, time.time(), name=display_name(run_dir, run_dir)))

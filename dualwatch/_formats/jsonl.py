@@ -1,0 +1,164 @@
+"""``metrics.jsonl``: the JSON backup of a run, one strict-JSON object per line.
+
+Writing: scalars of one step and millisecond form one object ``{"step", "wall_time", <tag>:
+value}`` (``pandas.read_json(path, lines=True)`` gives one row per record). Other records
+carry a ``"kind"``; images are not copied into the text file. Non-finite values become the
+strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (:func:`to_json`), because ``jq``
+rejects bare NaN.
+
+Reading: a line is read once it ends in a newline; the unterminated last line is a record
+still being written. A line that is not JSON is counted as damaged and skipped, but zero
+bytes at its head (a zero-filled stretch before it) are damage of their own: what follows
+them is still read. Objects with a ``"kind"`` (histograms, text, hparams) hold no scalars.
+The non-finite strings are read back as numbers (bare ``NaN`` is accepted too).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterator, Sequence
+
+from dualwatch._formats import Format, Frame, Points
+from dualwatch.records import Histogram, HParams, Image, Record, Scalars, Text
+
+_dumps = json.JSONEncoder(allow_nan=False, separators=(", ", ": ")).encode
+#: the strings non-finite numbers are written as, and their values
+NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+_NOT_TAGS = ("step", "wall_time")
+
+
+def to_json(value: Any) -> Any:
+    """``value`` with every non-finite float, however deeply nested, as its string (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    return value
+
+
+class JsonlDecoder:
+    """Turns one file's bytes into points."""
+
+    def __init__(self, points: Points) -> None:
+        self.points = points
+
+    def decode(self, data: bytes) -> int:
+        """Reads the whole lines of ``data``; returns how many bytes are done with."""
+        done = data.rfind(b"\n") + 1
+        dated = []
+        for record in self._records(data[:done]):
+            step, wall = record.get("step"), record.get("wall_time", 0.0)
+            if "kind" in record or type(step) is not int or type(wall) not in (int, float):
+                continue
+            dated.append((step, float(wall), record))
+        self._extend(dated)
+        return done
+
+    def _records(self, data: bytes) -> Iterator[dict]:
+        """The JSON objects of the lines of ``data``; damaged lines are counted."""
+        loads = json.loads
+        for line in data.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                record = loads(line)
+            except (ValueError, RecursionError):
+                record = self._damaged(line)
+            if type(record) is dict:
+                yield record
+
+    def _extend(self, dated: list[tuple[int, float, dict]]) -> None:
+        """Adds the numbers of each ``(step, wall_time, record)`` to the table."""
+        tags: list[str] = []
+        steps: list[int] = []
+        walls: list[float] = []
+        values: list[float] = []
+        for step, wall, record in dated:
+            for tag, value in record.items():
+                kind = type(value)
+                if kind is float or kind is int:
+                    value = float(value)
+                elif kind is str and value in NON_FINITE:
+                    value = NON_FINITE[value]
+                else:
+                    continue
+                if tag in _NOT_TAGS:
+                    continue
+                tags.append(tag)
+                steps.append(step)
+                walls.append(wall)
+                values.append(value)
+        self.points.extend(tags, steps, walls, values)
+
+    def _damaged(self, line: bytes) -> object:
+        """Counts a line that is not JSON as damaged; returns the record it still holds, or None.
+
+        A zero-filled stretch (a crash before the file system wrote the blocks it had
+        allotted, then a resumed writer appending) has no newline of its own, so the zeros
+        end up at the head of the next whole line: that line is still read.
+        """
+        self.points.corrupt += 1
+        rest = line.lstrip(b"\0")
+        if rest is line or len(rest) == len(line) or not rest.strip():
+            return None
+        try:
+            return json.loads(rest)
+        except (ValueError, RecursionError):
+            return None
+
+
+class JsonlFormat(Format):
+    name = "jsonl"
+    label = "JSON lines"
+    mark = "metrics.jsonl"
+    file_pattern = "metrics.jsonl"
+    Decoder = JsonlDecoder
+
+    def new_file_name(self, wall_ms: int) -> str:
+        return self.file_pattern
+
+    def encode(self, records: Sequence[Record]) -> bytes:
+        lines = []
+        for record in records:
+            obj = _object(record)
+            if obj is None:
+                continue
+            try:
+                lines.append(_dumps(obj))
+            except ValueError:
+                lines.append(_dumps(to_json(obj)))
+        return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+    @classmethod
+    def scan(cls, data: bytes) -> list[Frame]:
+        frames, at = [], 0
+        while (end := data.find(b"\n", at)) >= 0:
+            try:
+                step = json.loads(data[at:end]).get("step")
+            except ValueError:
+                break
+            frames.append(Frame(at, end + 1, step))
+            at = end + 1
+        return frames
+
+
+def _object(record: Record) -> dict[str, Any] | None:
+    head = {"step": record.step, "wall_time": record.wall_ms / 1000}
+    if type(record) is Scalars:
+        head.update(record.values)
+        return head
+    if isinstance(record, Histogram):
+        head.update(
+            kind="histogram", tag=record.tag, counts=record.counts.tolist(), edges=record.edges.tolist(),
+            num=record.num, sum=record.sum, sum_squares=record.sum_squares, nonfinite=record.nonfinite,
+        )  # fmt: skip
+    elif isinstance(record, Text):
+        head.update(kind="text", tag=record.tag, text=record.text)
+    elif isinstance(record, HParams):
+        head.update(kind="hparams", hparams=record.hparams, metrics=record.metrics)
+    elif isinstance(record, Image):
+        return None
+    return head

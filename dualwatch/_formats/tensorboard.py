@@ -1,0 +1,417 @@
+"""TensorBoard event files: TFRecord framing ``<Q len | <I masked crc(len) | Event | <I masked crc(Event)``.
+
+Writing: all scalars of one step and millisecond share one ``Event`` (one ``Summary`` with
+many values), which every TensorBoard reader accepts. Protobuf messages come from
+``tensorboard.compat.proto``; CRC32C from the ``crc32c`` C package (a dependency of the
+``tensorboard`` extra), else TensorBoard's own pure-Python one (correct, about 50x slower).
+
+Reading: both checksums are checked (a header seen before is looked up, not re-checksummed).
+A record whose data checksum fails is skipped and counted, and reading goes on after it:
+TensorBoard's own loader stops there for good, silently. A header whose checksum fails means
+the framing is lost: it is counted once and reading resumes at the next offset whose 8 length
+bytes carry a valid checksum. A record not yet complete is left for the next poll.
+
+Scalars are ``simple_value`` and scalar tensors of the ``scalars`` plugin (torch
+``new_style``, TensorFlow 2; the plugin is named in a tag's first value only, so it is
+remembered per tag). ``SessionLog.START`` at step S drops the points at S or later read
+so far, as TensorBoard does when a run restarts.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from functools import cache
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from dualwatch._formats import Format, Frame, Points, _columns
+from dualwatch._images import png_shape
+from dualwatch.records import Histogram, HParams, Image, Record, Scalars, Text, binned, grouped, wall_ms
+
+_LENGTH = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
+_length_at = _LENGTH.unpack_from
+_crc_at = _CRC.unpack_from
+#: records per parse of the columns message
+CHUNK = 512
+_SPLIT_BELOW = 32
+#: where a header might start: a length below 2 GiB followed by a checksum that is not zero
+_CANDIDATE = re.compile(rb"(?=[\x00-\xff]{3}[\x00-\x7f]\x00\x00\x00\x00(?!\x00\x00\x00\x00)[\x00-\xff]{4})")
+_START = 1  # SessionLog.START
+#: tensor dtypes that hold a scalar, and how ``tensor_content`` packs them
+_CONTENT = {1: "<f", 2: "<d", 3: "<i", 9: "<q", 19: "<e"}
+
+
+@cache
+def crc32c() -> Callable[[bytes], int]:
+    """The fastest CRC32C installed."""
+    try:
+        from crc32c import crc32c as fast
+    except ImportError:
+        from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import crc32c as slow
+
+        return slow
+    return fast
+
+
+def masked(crc: int) -> int:
+    """TFRecord's masked checksum."""
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def header_length(head: bytes, lengths: dict[bytes, int]) -> int | None:
+    """The record length in a 12-byte header, or None when its checksum fails; good headers are
+    remembered in ``lengths`` (a file repeats a few record sizes)."""
+    length = lengths.get(head)
+    if length is None and masked(crc32c()(head[:8])) == _crc_at(head, 8)[0]:
+        if len(lengths) > 4096:
+            lengths.clear()
+        length = lengths[head] = _length_at(head)[0]
+    return length
+
+
+def split(
+    data: bytes, at: int, limit: int, lengths: dict[bytes, int], skip_bad: bool = True
+) -> tuple[list[memoryview], int, int]:
+    """The framing: up to ``limit`` payloads from ``at`` whose header and data checksums hold, the
+    offset after what was read, and how many records with a failed data checksum were passed over
+    (with ``skip_bad=False`` reading stops before the first of them instead).
+
+    Reading stops at a header whose checksum fails and at a record not yet complete.
+    """
+    view, size, crc, parts, bad = memoryview(data), len(data), crc32c(), [], 0
+    add = parts.append
+    while at + 12 <= size and len(parts) < limit:
+        head = data[at : at + 12]
+        length = lengths.get(head)
+        if length is None:
+            length = header_length(head, lengths)
+            if length is None:
+                break
+        end = at + 12 + length
+        if end + 4 > size:
+            break
+        payload = view[at + 12 : end]
+        c = crc(payload)
+        if (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF == _crc_at(data, end)[0]:
+            add(payload)
+        elif skip_bad:
+            bad += 1
+        else:
+            break
+        at = end + 4
+    return parts, at, bad
+
+
+def tensor_scalar(tensor: Any) -> float | None:
+    """The number in a scalar ``TensorProto``, or None when it holds anything else."""
+    if tensor.tensor_content:
+        layout = _CONTENT.get(tensor.dtype)
+        if layout is None or len(tensor.tensor_content) != struct.calcsize(layout):
+            return None
+        return float(struct.unpack(layout, tensor.tensor_content)[0])
+    for field in (tensor.float_val, tensor.double_val, tensor.int_val, tensor.int64_val):
+        if len(field) == 1:
+            return float(field[0])
+    if len(tensor.half_val) == 1:
+        return struct.unpack("<e", struct.pack("<H", tensor.half_val[0]))[0]
+    return None
+
+
+def event_scalars(event: Any, plugins: dict[str, str]) -> list[tuple[str, float]]:
+    """``(tag, number)`` of each scalar in a summary event: ``simple_value`` and ``scalars``-plugin
+    tensors. ``plugins`` remembers each tag's plugin, which only its first value names."""
+    out = []
+    for value in event.summary.value:
+        plugin = value.metadata.plugin_data.plugin_name
+        if plugin:
+            plugins[value.tag] = plugin
+        kind = value.WhichOneof("value")
+        if kind == "simple_value":
+            out.append((value.tag, value.simple_value))
+        elif kind == "tensor" and plugins.get(value.tag) == "scalars":
+            number = tensor_scalar(value.tensor)
+            if number is not None:
+                out.append((value.tag, number))
+    return out
+
+
+def event_records(event: Any, plugins: dict[str, str]) -> Iterator[Record]:
+    """The histograms, images and text of a summary event (its scalars are :func:`event_scalars`')."""
+    from tensorboard.util import tensor_util
+
+    step, ms = event.step, wall_ms(event.wall_time)
+    for value in event.summary.value:
+        tag, kind = value.tag, value.WhichOneof("value")
+        if kind == "histo":
+            yield _histo(tag, step, ms, value.histo)
+        elif kind == "image":
+            im = value.image
+            yield Image(tag, step, ms, im.encoded_image_string, im.height, im.width, im.colorspace)
+        elif kind == "tensor" and plugins.get(tag) in ("histograms", "images", "text"):
+            array = tensor_util.make_ndarray(value.tensor)
+            plugin = plugins[tag]
+            if plugin == "histograms" and array.size:  # rows of (left, right, count)
+                yield binned(tag, step, ms, array[:, 2], np.append(array[:, 0], array[-1, 1]))
+            elif plugin == "images":  # width, height, then the encoded images
+                for png in array[2:]:
+                    yield Image(tag, step, ms, png, *png_shape(png))
+            elif plugin == "text":
+                yield Text(
+                    tag, step, ms, "\n".join(item.decode("utf-8", "replace") for item in array.reshape(-1))
+                )
+
+
+def _histo(tag: str, step: int, ms: int, histo: Any) -> Histogram:
+    """A legacy ``HistogramProto`` (bucket ``i`` ends at ``bucket_limit[i]``) as a record.
+
+    The first bucket starts at the minimum; limits beyond the data (TensorFlow's last one is
+    DBL_MAX) are clipped to the minimum and maximum, which VisualDL draws as the x range.
+    """
+    limits = list(histo.bucket_limit)
+    edges = np.array([min(histo.min, limits[0]) if limits else histo.min, *limits], dtype=np.float64)
+    if histo.num > 0:
+        edges = np.clip(edges, histo.min, histo.max)
+    counts = np.array(histo.bucket, dtype=np.float64)
+    return Histogram(tag, step, ms, counts, edges, int(histo.num), histo.sum, histo.sum_squares)
+
+
+def _is_start(event: Any) -> bool:
+    return event.WhichOneof("what") == "session_log" and event.session_log.status == _START
+
+
+class TensorBoardDecoder:
+    """Turns one file's bytes into points; holds the file's resync state."""
+
+    def __init__(self, points: Points) -> None:
+        self.points = points
+        self._columns = _columns.columns()[1].FromString
+        self._event = _columns.tensorboard_event().FromString
+        self._lengths: dict[bytes, int] = {}
+        self._plugins: dict[str, str] = {}
+        self._lost = False
+
+    def decode(self, data: bytes) -> int:
+        """Reads the whole records at the start of ``data``; returns how many bytes are done with."""
+        at, size = 0, len(data)
+        while True:
+            parts, at, bad = split(data, at, CHUNK, self._lengths)
+            self.points.corrupt += bad
+            if parts:
+                self._emit(parts, 0, len(parts))
+            if len(parts) == CHUNK:
+                continue
+            if at + 12 > size or header_length(data[at : at + 12], self._lengths) is not None:
+                return at  # a record still being written
+            if data.count(0, at) == size - at:
+                return at  # zeros a crash left: wait for what comes after them
+            at = self._damaged(data, at)
+            if at + 12 > size:
+                return at
+
+    def _damaged(self, data: bytes, at: int) -> int:
+        """Counts a bad header (once per stretch); returns the next offset with a good one."""
+        if not self._lost:
+            self.points.corrupt += 1
+            self._lost = True
+        size = len(data)
+        for match in _CANDIDATE.finditer(data, at + 1):
+            start = match.start()
+            if header_length(data[start : start + 12], self._lengths) is not None:
+                return start
+        return max(at + 1, size - 11)
+
+    def _emit(self, parts: list[memoryview], lo: int, hi: int) -> None:
+        """Adds the points of the events ``parts[lo:hi]``, whose checksums are good."""
+        k = hi - lo
+        self._lost = False
+        try:
+            events = self._columns(b"".join(parts[lo:hi]))
+        except Exception:
+            self._one_by_one(parts[lo:hi])
+            return
+        values = events.summary.value
+        tags, steps, walls, numbers = values.tag, events.step, events.wall_time, values.simple_value
+        whole = min(len(tags), len(steps), len(walls), len(numbers))
+        plain = len(events.ListFields()) == 3 and len(values.ListFields()) == 2
+        if whole == k == len(tags) and plain:
+            self.points.extend(list(tags), list(steps), list(walls), list(numbers))
+        elif k >= _SPLIT_BELOW and len(tags) <= k and (k - whole) * 8 < k:
+            self._emit(parts, lo, lo + k // 2)
+            self._emit(parts, lo + k // 2, hi)
+        else:
+            self._one_by_one(parts[lo:hi])
+
+    def _one_by_one(self, parts: list[memoryview]) -> None:
+        """The exact path: TensorBoard's own ``Event``, tensor scalars and purges included."""
+        tags: list[str] = []
+        steps: list[int] = []
+        walls: list[float] = []
+        numbers: list[float] = []
+        for part in parts:
+            try:
+                event = self._event(part)
+            except Exception:
+                self.points.corrupt += 1
+                continue
+            if event.HasField("summary"):
+                step, wall = event.step, event.wall_time  # one object for all values of the event
+                for tag, number in event_scalars(event, self._plugins):
+                    tags.append(tag)
+                    steps.append(step)
+                    walls.append(wall)
+                    numbers.append(number)
+            elif _is_start(event):
+                self.points.extend(tags, steps, walls, numbers)
+                tags, steps, walls, numbers = [], [], [], []
+                self.points.purge(event.step)
+        self.points.extend(tags, steps, walls, numbers)
+
+
+class TensorBoardFormat(Format):
+    name = "tensorboard"
+    label = "TensorBoard"
+    mark = "tfevents"
+    file_pattern = "events.out.tfevents.{sec:010d}.{host}.{pid}.{seq}.dualwatch"
+    Decoder = TensorBoardDecoder
+    resumes_in_new_file = True
+
+    def __init__(self) -> None:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+
+        self._event_pb2 = event_pb2
+        self._summary_pb2 = summary_pb2
+        self._crc = crc32c()
+
+    def header(self, wall_ms: int, step: int) -> bytes:
+        """The file version, then ``SessionLog.START`` at the file's first step: the purge marker.
+
+        TensorBoard drops points of this run written before it at ``step`` or later. Every file
+        carries one because TensorBoard's Python loader ignores the first START of a run.
+        """
+        version = self._event_pb2.Event(wall_time=wall_ms / 1000, file_version="brain.Event:2")
+        log = self._event_pb2.SessionLog(status=self._event_pb2.SessionLog.START)
+        start = self._event_pb2.Event(wall_time=wall_ms / 1000, step=step, session_log=log)
+        return self._frame(version) + self._frame(start)
+
+    def encode(self, records: Sequence[Record]) -> bytes:
+        out: list[bytes] = []
+        for record in records:
+            event = self._event_pb2.Event(wall_time=record.wall_ms / 1000, step=record.step)
+            values = event.summary.value
+            if type(record) is Scalars:
+                for tag, number in record.values.items():
+                    value = values.add()
+                    value.tag = tag
+                    value.simple_value = number
+            elif isinstance(record, HParams):
+                out.extend(self._frame(e) for e in self._hparams(record))
+                continue
+            else:
+                values.append(self._value(record))
+            out.append(self._frame(event))
+        return b"".join(out)
+
+    def _value(self, record: Record) -> Any:
+        pb = self._summary_pb2
+        if isinstance(record, Histogram):
+            finite = record.num > 0
+            histo = pb.HistogramProto(
+                min=float(record.edges[0]) if finite else 0.0,
+                max=float(record.edges[-1]) if finite else 0.0,
+                num=record.num,
+                sum=record.sum,
+                sum_squares=record.sum_squares,
+                bucket_limit=record.edges[1:].tolist(),
+                bucket=record.counts.tolist(),
+            )
+            return pb.Summary.Value(tag=record.tag, histo=histo)
+        if isinstance(record, Image):
+            image = pb.Summary.Image(
+                height=record.height,
+                width=record.width,
+                colorspace=record.channels,
+                encoded_image_string=record.png,
+            )
+            return pb.Summary.Value(tag=record.tag, image=image)
+        if isinstance(record, Text):
+            from tensorboard.compat.proto import tensor_pb2, tensor_shape_pb2, types_pb2
+
+            tensor = tensor_pb2.TensorProto(
+                dtype=types_pb2.DT_STRING,
+                string_val=[record.text.encode("utf-8")],
+                tensor_shape=tensor_shape_pb2.TensorShapeProto(),
+            )
+            metadata = pb.SummaryMetadata(plugin_data=pb.SummaryMetadata.PluginData(plugin_name="text"))
+            return pb.Summary.Value(tag=record.tag, metadata=metadata, tensor=tensor)
+        raise TypeError(f"TensorBoard cannot store {type(record).__name__}")
+
+    def _hparams(self, record: HParams) -> Iterator[Any]:
+        """The hparams plugin's experiment, session-start and session-end summaries, in this run."""
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+        start = plugin_data_pb2.SessionStartInfo(start_time_secs=record.wall_ms / 1000)
+        infos = []
+        for name, value in record.hparams.items():
+            if isinstance(value, bool):
+                start.hparams[name].bool_value = value
+                kind = "DATA_TYPE_BOOL"
+            elif isinstance(value, (int, float)):
+                start.hparams[name].number_value = value
+                kind = "DATA_TYPE_FLOAT64"
+            else:
+                start.hparams[name].string_value = str(value)
+                kind = "DATA_TYPE_STRING"
+            infos.append(api_pb2.HParamInfo(name=name, type=api_pb2.DataType.Value(kind)))
+        experiment = api_pb2.Experiment(
+            hparam_infos=infos,
+            metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in record.metrics],
+        )
+        end = plugin_data_pb2.SessionEndInfo(status=api_pb2.Status.Value("STATUS_SUCCESS"))
+        for tag, data in (
+            (metadata.EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=experiment)),
+            (metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=start)),
+            (metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end)),
+        ):
+            data.version = metadata.PLUGIN_DATA_VERSION
+            value = self._summary_pb2.Summary.Value(
+                tag=tag, metadata=metadata.create_summary_metadata(data), tensor=metadata.NULL_TENSOR
+            )
+            yield self._event_pb2.Event(
+                wall_time=record.wall_ms / 1000,
+                step=record.step,
+                summary=self._summary_pb2.Summary(value=[value]),
+            )
+
+    def _frame(self, event: Any) -> bytes:
+        data = event.SerializeToString()
+        header = _LENGTH.pack(len(data))
+        crc = self._crc
+        return b"".join((header, _CRC.pack(masked(crc(header))), data, _CRC.pack(masked(crc(data)))))
+
+    @classmethod
+    def scan(cls, data: bytes) -> list[Frame]:
+        frames, at, lengths, parse = [], 0, {}, _columns.tensorboard_event().FromString
+        while True:
+            parts, end, _ = split(data, at, 1, lengths, skip_bad=False)
+            if not parts:
+                return frames
+            event = parse(parts[0])
+            frames.append(Frame(at, end, event.step if event.HasField("summary") else None))
+            at = end
+
+    @classmethod
+    def read_records(cls, data: bytes) -> Iterator[Record | int]:
+        parse = _columns.tensorboard_event().FromString
+        plugins: dict[str, str] = {}
+        for frame in cls.scan(data):
+            event = parse(data[frame.start + 12 : frame.end - 4])
+            if _is_start(event):
+                yield event.step
+            elif event.HasField("summary"):
+                points = event_scalars(event, plugins)  # first: it learns the tags' plugins
+                yield from event_records(event, plugins)
+                ms = wall_ms(event.wall_time)
+                yield from grouped((tag, number, event.step, ms) for tag, number in points)

@@ -1,0 +1,125 @@
+"""The health verdict of one check, with the advice the seed tools give.
+
+The verdict comes from the global gradient norm (thresholds from seed 003:
+> 10.0 exploding, < 1e-6 vanishing); any NaN/Inf gradient makes it ``nan`` and
+names the first parameter (in model order) that holds one. Two per-parameter
+cases from seed 000's troubleshooting section are flagged too: gradients that
+are exactly zero, and weights that did not change although they have gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Sequence
+
+
+class Verdict(str, Enum):
+    HEALTHY = "healthy"
+    EXPLODING = "exploding"
+    VANISHING = "vanishing"
+    NAN = "nan"
+
+    @property
+    def code(self) -> int:
+        """A number for scalar logs: 0 healthy, 1 exploding, 2 vanishing, 3 nan."""
+        return list(Verdict).index(self)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Global-gradient-norm bounds of the verdict (seed 003's table)."""
+
+    exploding: float = 10.0
+    vanishing: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.vanishing < self.exploding:
+            raise ValueError(
+                f"thresholds need 0 <= vanishing < exploding, got vanishing={self.vanishing}, "
+                f"exploding={self.exploding}"
+            )
+
+
+ADVICE = {
+    Verdict.EXPLODING: "Gradients are exploding: lower the learning rate, check the data normalisation, "
+    "add gradient clipping (e.g. max_norm=1.0).",
+    Verdict.VANISHING: "Gradients are vanishing: check that the loss depends on these parameters, "
+    "that inputs reach them, and that the learning-rate schedule has not decayed to zero.",
+    Verdict.NAN: "NaN/Inf found: enable stricter gradient clipping (e.g. max_norm=0.5), "
+    "lower the learning rate, check the loss for log(0) or division by zero and the inputs for NaN.",
+    "zero_grad": "Gradient is exactly zero: check that the inputs (e.g. the edge map) are produced "
+    "and passed to this layer, that the loss contains a term that depends on it, "
+    "and that requires_grad is True.",
+    "not_updating": "Weights did not change although they have gradients: check the optimizer's "
+    "parameter groups and configuration, the learning rate, and whether the layer is frozen.",
+    "no_grad": "No gradient: the parameter is frozen, or w.step() ran before loss.backward() "
+    "or after the gradients were cleared.",
+}
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a check concluded about training health."""
+
+    verdict: Verdict
+    global_norm: float
+    first_nonfinite: str | None = None
+    zero_grad: tuple[str, ...] = ()
+    not_updating: tuple[str, ...] = ()
+    no_grad: tuple[str, ...] = ()
+    advice: tuple[str, ...] = field(default=())
+
+    @property
+    def healthy(self) -> bool:
+        return self.verdict is Verdict.HEALTHY
+
+
+def norm_verdict(global_norm: float, thresholds: Thresholds = Thresholds()) -> Verdict:
+    """The verdict of a global gradient norm alone: the rule of a check, and of the monitor
+    reading another tool's logs (which have a gradient norm but no health tag)."""
+    if not math.isfinite(global_norm):
+        return Verdict.NAN
+    if global_norm > thresholds.exploding:
+        return Verdict.EXPLODING
+    if global_norm < thresholds.vanishing:
+        return Verdict.VANISHING
+    return Verdict.HEALTHY
+
+
+def judge(
+    global_norm: float,
+    thresholds: Thresholds,
+    *,
+    first_nonfinite: str | None,
+    zero_grad: list[str],
+    not_updating: list[str],
+    no_grad: list[str],
+    any_grad: bool,
+) -> Health:
+    """Turn the numbers of one check into a verdict and advice."""
+    verdict = Verdict.NAN if first_nonfinite is not None else norm_verdict(global_norm, thresholds)
+    if verdict is Verdict.HEALTHY and not any_grad:
+        verdict = Verdict.VANISHING
+    advice = [] if verdict is Verdict.HEALTHY else [ADVICE[verdict]]
+    if not any_grad:
+        advice.append(ADVICE["no_grad"])
+    for key, names in (("zero_grad", zero_grad), ("not_updating", not_updating)):
+        if names:
+            advice.append(f"{ADVICE[key]} ({listing(names)})")
+    return Health(
+        verdict=verdict,
+        global_norm=global_norm,
+        first_nonfinite=first_nonfinite,
+        zero_grad=tuple(zero_grad),
+        not_updating=tuple(not_updating),
+        no_grad=tuple(no_grad),
+        advice=tuple(advice),
+    )
+
+
+def listing(names: Sequence[str], most: int = 5) -> str:
+    """``a, b, c, d, e and 3 more``: names for one line of text."""
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")

@@ -1,0 +1,360 @@
+"""What ``dualwatch monitor`` says about a run: the report and the alerts behind its exit code.
+
+:func:`build_report` is pure: it reads a run's scalar series (a
+:class:`~dualwatch.readers.RunReader` or anything shaped like one), the time now and the
+:class:`Options`, so it is tested on hand-built series. Rates and ETAs come from the wall
+times in the logs, not from when the monitor happened to poll; only "since the last
+record" uses ``now``. Finding the run is :func:`~dualwatch.readers._discover.locate_run`'s
+job, reading the rules file :mod:`dualwatch._rules`'.
+
+Alerts (``--once`` exits 1 while one is active):
+
+- ``nonfinite``: a tag's latest value is NaN or Inf (the tags are named);
+- ``exploding`` / ``vanishing`` / ``nan``: the health verdict, read from
+  ``train/gradient/health``; runs of other tools have no such tag, so it is judged from the
+  global gradient norm by the same rule (:func:`~dualwatch._health.norm_verdict`);
+- ``stalled``: no new record for longer than ``Options.stall`` seconds;
+- ``not_updating``: a parameter's ``weight_change`` is exactly 0 although it has a gradient;
+- ``rule``: a tag crossed a rule's abnormal bound (below).
+
+Warnings are shown but leave the exit code alone, because what is shown is still right:
+damaged records the reader skipped (it resumes after them), and a value outside a rule's
+normal range that has not reached its abnormal bounds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
+from itertools import accumulate
+from typing import Any, Mapping, Protocol, Sequence
+
+from dualwatch._formats.jsonl import to_json
+from dualwatch._health import ADVICE, Verdict, listing, norm_verdict
+from dualwatch._rules import Rule
+from dualwatch._tags import (
+    EPOCH_TAGS,
+    GRAD_NORM_TAGS,
+    HEALTH,
+    LOSS_TAGS,
+    LR_TAGS,
+    VAL_LOSS_TAGS,
+    group_of_share,
+)
+
+#: points of the most-logged tag that steps/s is measured over
+RATE_POINTS = 20
+#: points of the loss its trend is measured over, and the EMA weight (the viewers' default smoothing)
+TREND_POINTS = 50
+SMOOTHING = 0.6
+#: points before the trend window that warm the EMA up, so the window starts smoothed too
+WARMUP_POINTS = 10
+#: a trend smaller than this (percent) is "flat"
+FLAT_PERCENT = 1.0
+
+
+class SeriesLike(Protocol):
+    steps: list[int]
+    wall_times: list[float]
+    values: list[float]
+
+    def last(self) -> tuple[int, float, float] | None: ...
+
+    def best(self) -> tuple[int, float] | None: ...
+
+
+class RunLike(Protocol):
+    """What the report needs from a run: :class:`~dualwatch.readers.RunReader` has it."""
+
+    run_dir: str
+    format: str | None
+    series: Mapping[str, SeriesLike]
+    corrupt: int
+    records: int
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the user chose: ``--stall``, ``--total-steps``, ``--rules`` and ``--tags``."""
+
+    stall: float = 300.0
+    total_steps: int | None = None
+    rules: tuple[Rule, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Latest:
+    """The latest point of one tag."""
+
+    tag: str
+    step: int
+    value: float
+
+
+@dataclass(frozen=True)
+class Loss:
+    """The main loss: latest, EMA-smoothed with its trend over the recent window, and best."""
+
+    tag: str
+    step: int
+    latest: float
+    smoothed: float | None
+    trend_percent: float | None
+    best: float | None
+    best_step: int | None
+
+    @property
+    def direction(self) -> str | None:
+        if self.trend_percent is None:
+            return None
+        if abs(self.trend_percent) < FLAT_PERCENT:
+            return "flat"
+        return "falling" if self.trend_percent < 0 else "rising"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An alert or a warning: what kind, one line for people, the tags concerned, advice."""
+
+    kind: str
+    message: str
+    tags: tuple[str, ...] = ()
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Everything one poll shows about one run."""
+
+    run: str
+    run_dir: str
+    format: str | None
+    records: int
+    corrupt: int
+    step: int | None
+    epoch: float | None
+    steps_per_s: float | None
+    since_last_s: float | None
+    eta_s: float | None
+    total_steps: int | None
+    loss: Loss | None
+    val_loss: Loss | None
+    lr: Latest | None
+    grad_norm: Latest | None
+    health: str | None
+    health_source: str | None
+    shares: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, Latest] = field(default_factory=dict)
+    alerts: tuple[Notice, ...] = ()
+    warnings: tuple[Notice, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """No alert is active (warnings do not count)."""
+        return not self.alerts
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data; non-finite numbers are the strings metrics.jsonl uses ("NaN", "Infinity")."""
+        data = asdict(self)
+        for key in ("loss", "val_loss"):
+            if data[key] is not None:
+                data[key]["direction"] = getattr(self, key).direction
+        data["ok"] = self.ok
+        return to_json(data)
+
+
+def build_report(
+    run: RunLike, now: float, options: Options = Options(), name: str | None = None
+) -> RunReport:
+    """The report on ``run`` at time ``now`` (seconds since the epoch, as log wall times are)."""
+    series = run.series
+    lasts = {tag: point for tag, s in series.items() if (point := s.last()) is not None}
+    step = max((p[0] for p in lasts.values()), default=None)
+    last_wall = max((p[1] for p in lasts.values()), default=None)
+    since = now - last_wall if last_wall is not None else None
+    rate = _steps_per_s(series)
+    eta = None
+    if options.total_steps is not None and rate and step is not None:
+        eta = max(0, options.total_steps - step) / rate
+    grad_norm = _first(series, GRAD_NORM_TAGS)
+    health, health_source = _health(series, grad_norm)
+    epoch = _first(series, EPOCH_TAGS)
+    alerts: list[Notice] = []
+    warnings: list[Notice] = []
+    nonfinite = sorted(tag for tag, p in lasts.items() if not math.isfinite(p[2]))
+    if nonfinite:
+        alerts.append(Notice("nonfinite", f"NaN/Inf in {listing(nonfinite)}", tuple(nonfinite)))
+    if health in (Verdict.EXPLODING.value, Verdict.VANISHING.value, Verdict.NAN.value):
+        norm = f" (global norm {grad_norm.value:.4g})" if grad_norm else ""
+        alerts.append(
+            Notice(health, f"gradients {health}{norm}", (health_source or "",), ADVICE[Verdict(health)])
+        )
+    if since is not None and since > options.stall:
+        alerts.append(
+            Notice(
+                "stalled",
+                f"stalled: no new record for {format_duration(since)} "
+                f"(limit {format_duration(options.stall)})",
+            )
+        )
+    frozen = _not_updating(series, grad_norm)
+    if frozen:
+        alerts.append(
+            Notice(
+                "not_updating",
+                f"weights not updating although they have gradients: {listing(frozen)}",
+                tuple(frozen),
+                ADVICE["not_updating"],
+            )
+        )
+    for rule in options.rules:
+        for tag in sorted(t for t in lasts if fnmatchcase(t, rule.glob)):
+            value = lasts[tag][2]
+            verdict = rule.judge(value) if math.isfinite(value) else None
+            if verdict is not None:
+                level, why = verdict
+                label = f" ({rule.label})" if rule.label else ""
+                notice = Notice("rule", f"{tag} = {value:.4g} {why}{label}", (tag,))
+                (alerts if level == "alert" else warnings).append(notice)
+    if run.corrupt:
+        warnings.append(Notice("corrupt", f"{run.corrupt} damaged records skipped"))
+    extra = {
+        tag: Latest(tag, *_step_value(lasts[tag]))
+        for tag in sorted(lasts)
+        if any(fnmatchcase(tag, glob) for glob in options.tags)
+    }
+    return RunReport(
+        run=name or os.path.basename(os.path.abspath(run.run_dir)),
+        run_dir=run.run_dir,
+        format=run.format,
+        records=run.records,
+        corrupt=run.corrupt,
+        step=step,
+        epoch=epoch.value if epoch else None,
+        steps_per_s=rate,
+        since_last_s=since,
+        eta_s=eta,
+        total_steps=options.total_steps,
+        loss=_loss(series, LOSS_TAGS),
+        val_loss=_loss(series, VAL_LOSS_TAGS),
+        lr=_first(series, LR_TAGS),
+        grad_norm=grad_norm,
+        health=health,
+        health_source=health_source,
+        shares=_shares(lasts),
+        tags=extra,
+        alerts=tuple(alerts),
+        warnings=tuple(warnings),
+    )
+
+
+def format_duration(seconds: float) -> str:
+    """``45s``, ``12m05s``, ``3h02m``, ``2d04h``: short enough for a table cell."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _step_value(point: tuple[int, float, float]) -> tuple[int, float]:
+    return point[0], point[2]
+
+
+def _first(series: Mapping[str, SeriesLike], tags: Sequence[str]) -> Latest | None:
+    """The latest point of the first of ``tags`` that has one."""
+    for tag in tags:
+        s = series.get(tag)
+        point = s.last() if s is not None else None
+        if point is not None:
+            return Latest(tag, *_step_value(point))
+    return None
+
+
+def _steps_per_s(series: Mapping[str, SeriesLike]) -> float | None:
+    """Steps per second of log wall time over the recent points of the most-logged tag."""
+    if not series:
+        return None
+    s = max(series.values(), key=lambda s: len(s.steps))
+    first = max(0, len(s.steps) - RATE_POINTS)
+    steps = s.steps[-1] - s.steps[first]
+    seconds = s.wall_times[-1] - s.wall_times[first]
+    return steps / seconds if steps > 0 and seconds > 0 else None
+
+
+def smooth(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
+    """Exponential moving average starting at the first value (the viewers' smoothing)."""
+    return list(accumulate(values, lambda ema, v: weight * ema + (1 - weight) * v))
+
+
+def _loss(series: Mapping[str, SeriesLike], tags: Sequence[str]) -> Loss | None:
+    main = _first(series, tags)
+    if main is None:
+        return None
+    s = series[main.tag]
+    values = s.values
+    best = s.best()
+    recent = [v for v in values[-(TREND_POINTS + 1 + WARMUP_POINTS) :] if math.isfinite(v)]
+    smoothed = trend = None
+    if recent:
+        ema = smooth(recent)
+        smoothed = ema[-1]
+        start = ema[max(0, len(ema) - 1 - TREND_POINTS)]
+        if len(ema) > 1 and start != 0:
+            trend = (smoothed - start) / abs(start) * 100
+    return Loss(
+        tag=main.tag,
+        step=main.step,
+        latest=main.value,
+        smoothed=smoothed,
+        trend_percent=trend,
+        best=best[1] if best is not None else None,
+        best_step=best[0] if best is not None else None,
+    )
+
+
+def _health(series: Mapping[str, SeriesLike], grad_norm: Latest | None) -> tuple[str | None, str | None]:
+    """The verdict and where it came from: the health tag, else the global gradient norm."""
+    s = series.get(HEALTH)
+    point = s.last() if s is not None else None
+    if point is not None:
+        code, verdicts = float(point[2]), list(Verdict)
+        if code.is_integer() and 0 <= code < len(verdicts):
+            return verdicts[int(code)].value, HEALTH
+        return None, HEALTH
+    if grad_norm is None:
+        return None, None
+    return norm_verdict(grad_norm.value).value, grad_norm.tag
+
+
+def _not_updating(series: Mapping[str, SeriesLike], grad_norm: Latest | None) -> list[str]:
+    """Parameters whose latest ``weight_change`` is 0 while their gradient (or the global one) is not."""
+    names = []
+    for tag, s in series.items():
+        if not tag.endswith("/weight_change"):
+            continue
+        point = s.last()
+        if point is None or point[2] != 0:
+            continue
+        param = tag[: -len("/weight_change")]
+        grad = series.get(f"{param}/grad_norm")
+        grad_point = grad.last() if grad is not None else None
+        norm = grad_point[2] if grad_point is not None else (grad_norm.value if grad_norm else None)
+        if norm is not None and math.isfinite(norm) and norm > 0:
+            names.append(param)
+    return sorted(names)
+
+
+def _shares(lasts: Mapping[str, tuple[int, float, float]]) -> dict[str, float]:
+    """``{group: share}`` of ``train/gradient/<group>/share``, largest first."""
+    shares = {group: point[2] for tag, point in lasts.items() if (group := group_of_share(tag)) is not None}
+    return dict(sorted(shares.items(), key=lambda item: -item[1] if math.isfinite(item[1]) else 0.0))

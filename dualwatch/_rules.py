@@ -1,0 +1,106 @@
+"""Rules files: users' normal ranges per tag glob, which the monitor judges each tag's latest value by.
+
+A rules file is JSON or YAML mapping tag globs to bounds, as in the ESAM BiFusion training
+guide's table of normal ranges (``examples/rules_seed003.json``)::
+
+    {"train/gradient/total_norm": {"normal": [0.1, 2.0], "above": 10.0, "below": 1e-6,
+                                   "label": "total gradient norm"}}
+
+The latest value of every matching tag (``fnmatch``, case-sensitive; ``*`` also matches
+``/``) is judged: above ``above`` or below ``below`` is an alert; outside ``normal`` is a
+warning, or an alert when the rule gives neither ``above`` nor ``below``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from dualwatch._errors import DualwatchError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Bounds of one tag glob; see the module docstring for how they judge."""
+
+    glob: str
+    normal: tuple[float, float] | None = None
+    above: float | None = None
+    below: float | None = None
+    label: str = ""
+
+    def judge(self, value: float) -> tuple[str, str] | None:
+        """``("alert" | "warning", why)`` for a finite value out of bounds, else None."""
+        if self.above is not None and value > self.above:
+            return "alert", f"above {self.above:g}"
+        if self.below is not None and value < self.below:
+            return "alert", f"below {self.below:g}"
+        if self.normal is not None and not self.normal[0] <= value <= self.normal[1]:
+            level = "warning" if self.above is not None or self.below is not None else "alert"
+            return level, f"outside normal {self.normal[0]:g}..{self.normal[1]:g}"
+        return None
+
+
+def load_rules(path: str) -> tuple[Rule, ...]:
+    """Reads a rules file; an unusable one raises :class:`~dualwatch.DualwatchError` saying why."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as err:
+        raise DualwatchError(f"cannot read rules file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise DualwatchError(f"bad rules file {path}: not UTF-8 text") from None
+    try:
+        data = _yaml(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+        return parse_rules(data)
+    except ValueError as err:
+        raise DualwatchError(f"bad rules file {path}: {err}") from None
+
+
+def parse_rules(data: Any) -> tuple[Rule, ...]:
+    """Rules from ``{glob: {"normal": [lo, hi], "above": x, "below": y, "label": "..."}}``."""
+    if not isinstance(data, dict):
+        raise ValueError("expected an object mapping tag globs to bounds")
+    rules = []
+    for glob, spec in data.items():
+        if not isinstance(spec, dict) or not spec.keys() <= {"normal", "above", "below", "label"}:
+            raise ValueError(f"{glob!r}: expected an object with normal, above, below and/or label")
+        normal = spec.get("normal")
+        if normal is not None:
+            if not (isinstance(normal, list) and len(normal) == 2 and all(map(_is_number, normal))):
+                raise ValueError(f"{glob!r}: normal must be [low, high]")
+            if normal[0] > normal[1]:
+                raise ValueError(f"{glob!r}: normal's low {normal[0]} is above its high {normal[1]}")
+        for key in ("above", "below"):
+            if spec.get(key) is not None and not _is_number(spec[key]):
+                raise ValueError(f"{glob!r}: {key} must be a number")
+        if normal is None and spec.get("above") is None and spec.get("below") is None:
+            raise ValueError(f"{glob!r}: give normal, above or below")
+        rules.append(
+            Rule(
+                glob=glob,
+                normal=(float(normal[0]), float(normal[1])) if normal is not None else None,
+                above=_float_or_none(spec.get("above")),
+                below=_float_or_none(spec.get("below")),
+                label=str(spec.get("label", "")),
+            )
+        )
+    return tuple(rules)
+
+
+def _yaml(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(str(err).replace("\n", " ")) from None
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _float_or_none(x: Any) -> float | None:
+    return None if x is None else float(x)

@@ -1,0 +1,211 @@
+"""``Watcher``: weight and gradient telemetry for a plain training loop, in either framework.
+
+Call ``w.step(step)`` after ``loss.backward()`` and before ``optimizer.step()``:
+there the gradients are final (accumulated, and unscaled if you unscale) and the
+weights are those the gradients belong to. Every ``every`` steps it runs one
+check (one device-to-host transfer), writes the scalars to its sinks and returns
+them; other steps cost a modulo and return ``{}``. Bad configuration raises
+before training starts; a failure during a check only warns.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any, Mapping, Sequence
+
+from dualwatch._health import Health, Thresholds, Verdict
+from dualwatch._reducer import Reducer
+from dualwatch._selection import (
+    Pattern,
+    assign_groups,
+    compile_groups,
+    compile_include,
+    module_prefix,
+    select,
+)
+from dualwatch._stats import Report, StatsEngine
+from dualwatch._tags import DETAILED_LOSS, EPOCH_DURATION, LEARNING_RATE, LOSS, VAL_LOSS
+from dualwatch._warn import warn
+from dualwatch._writer import DEFAULT_FORMATS, Writer
+from dualwatch.backends import backend_for
+from dualwatch.sinks import ConsoleSink
+
+OTHER_GROUP = "other"
+
+
+class Watcher:
+    """Watches one model's weights and gradients.
+
+    Args:
+        model: a ``torch.nn.Module`` or a ``paddle.nn.Layer`` (DDP/DataParallel and
+            ``torch.compile`` wrappers are looked through).
+        every: check every ``every`` steps (seed 000's ``check_frequency``).
+        module: watch only this submodule (``"edge_processor"``); tags use names relative to it.
+        include: globs (``"backbone.*"``), ``"re:<regex>"`` strings or compiled regexes that
+            further select parameters (names relative to ``module``).
+        groups: group name to regex or module prefix (``{"backbone": "backbone.*"}``), matched
+            against full parameter names or names relative to ``module``; each group's gradient
+            norm and share of the squared global norm are logged. Parameters in no group form the
+            group ``"other"``, so shares sum to 1.
+        log_weights / log_gradients: per-parameter weight and gradient statistics.
+        prefix: head of per-parameter tags; defaults to ``module`` or ``"model"``.
+        thresholds: global-norm bounds of the health verdict.
+        logdir / run / resume / formats: where and how the run is written, see
+            :class:`~dualwatch._writer.Writer`; ``logdir=None`` writes no file.
+        console: print seed 000's framed block at every check.
+
+    ``watcher.writer`` takes any other record (``add_scalar``, ``add_image``...); the
+    methods below write seed 004's and seed 003's tags.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        every: int = 10,
+        module: str | None = None,
+        include: Pattern | Sequence[Pattern] | None = None,
+        groups: Mapping[str, Pattern] | None = None,
+        log_weights: bool = True,
+        log_gradients: bool = True,
+        prefix: str | None = None,
+        thresholds: Thresholds | None = None,
+        logdir: str | os.PathLike[str] | None = "runs",
+        run: str | None = None,
+        resume: bool | int = False,
+        formats: Sequence[str] = DEFAULT_FORMATS,
+        console: bool = True,
+    ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int):
+            raise TypeError(f"every= must be an int number of steps, got {type(every).__name__}")
+        if every < 1:
+            raise ValueError(f"every= must be >= 1 (check every N steps), got {every}")
+        self.backend = backend_for(model)
+        self._reducer = Reducer(self.backend)
+        self.every = every
+        params = self.backend.parameters()
+        names = [name for name, _ in params]
+        prefix_path = module_prefix(module, self.backend.module_names())
+        local_names = [n[len(prefix_path) :] for n in names]
+        chosen = select(names, prefix_path, compile_include(include))
+        if not any(chosen):
+            where = f"module={module!r}" if module else "the model"
+            raise ValueError(
+                f"no parameter of {where} matches include={include!r}; "
+                f"parameter names look like: {', '.join(local_names[:5]) or '(none)'}"
+            )
+        group_patterns = compile_groups(groups)
+        group_of = assign_groups(names, prefix_path, group_patterns)
+        group_names = list(group_patterns)
+        for group in group_names:
+            if group not in group_of:
+                warn(f"group {group!r} matches no parameter", UserWarning)
+        if group_patterns and None in group_of:
+            group_names.append(OTHER_GROUP)
+            group_of = [g or OTHER_GROUP for g in group_of]
+        self._params = [p for _, p in params]
+        self._full = chosen
+        self.log_weights = log_weights
+        self.log_gradients = log_gradients
+        self.engine = StatsEngine(
+            [self.backend.info(name, p) for name, p in params],
+            selected=chosen,
+            local_names=local_names,
+            groups=group_of,
+            group_names=group_names,
+            prefix=prefix or module or "model",
+            log_weights=log_weights,
+            log_gradients=log_gradients,
+            thresholds=thresholds or Thresholds(),
+        )
+        self.writer = Writer(
+            logdir,
+            run,
+            resume=resume,
+            formats=formats,
+            console=ConsoleSink(_title(prefix or module or "model")) if console else None,
+        )
+        self.run_dir = self.writer.run_dir
+        self.last: Report | None = None
+        self._epoch_started = time.perf_counter()
+
+    @property
+    def health(self) -> Health | None:
+        """The verdict of the latest check (None before the first)."""
+        return self.last.health if self.last else None
+
+    def step(self, step: int) -> dict[str, float]:
+        """Check on every ``every``-th step; returns the scalars (``{}`` on skipped steps)."""
+        if step % self.every:
+            return {}
+        return self.check(step)
+
+    def check(self, step: int) -> dict[str, float]:
+        """Check now, whatever the step; a failure warns and returns ``{}``."""
+        try:
+            table = self._reducer.reduce(
+                self._params, self._full, grads=self.log_gradients, track_change=self.log_weights
+            )
+            report = self.engine.report(table, step)
+        except Exception as err:
+            warn(f"check at step {step} failed ({type(err).__name__}: {err}); training goes on")
+            return {}
+        self._warn_on_change(report.health)
+        self.last = report
+        self.writer.log(step, report.scalars, echo=True)
+        return report.scalars
+
+    def log_training(
+        self,
+        step: int,
+        *,
+        loss: float | None = None,
+        val_loss: float | None = None,
+        lr: float | None = None,
+    ) -> None:
+        """Seed 004's ``Loss/Train``, ``Loss/Validation`` and ``Learning_Rate`` (given ones only)."""
+        tags = {LOSS: loss, VAL_LOSS: val_loss, LEARNING_RATE: lr}
+        scalars = {tag: value for tag, value in tags.items() if value is not None}
+        if scalars:
+            self.writer.log(step, scalars)
+
+    def end_epoch(self, epoch: int) -> float:
+        """Writes ``Time/Epoch_Duration`` (seconds since the previous call or since start)."""
+        now = time.perf_counter()
+        duration, self._epoch_started = now - self._epoch_started, now
+        self.writer.add_scalar(EPOCH_DURATION, duration, epoch)
+        return duration
+
+    def log_losses(self, step: int, losses: Mapping[str, Any]) -> None:
+        """Seed 003's loss breakdown: ``train/detailed_loss/<name>`` for each named loss, also printed."""
+        breakdown = {f"{DETAILED_LOSS}/{name}": value for name, value in losses.items()}
+        self.writer.log(step, breakdown, echo=True)
+
+    def _warn_on_change(self, health: Health) -> None:
+        """Advice is given when the verdict turns, not at every check."""
+        before = self.health.verdict if self.health else Verdict.HEALTHY
+        if health.verdict is not Verdict.HEALTHY and health.verdict is not before:
+            where = f" (first at {health.first_nonfinite})" if health.first_nonfinite else ""
+            warn(
+                f"gradients are {health.verdict.value}{where}, global norm {health.global_norm:.4g}. "
+                + " ".join(health.advice)
+            )
+
+    def close(self) -> None:
+        """Write what is queued, close the files and drop the weight snapshots."""
+        self.writer.close()
+        self._reducer.forget_snapshots()
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _title(prefix: str) -> str:
+    """``edge_processor`` -> ``Edge Processor Monitor`` (seed 000's heading)."""
+    words = re.split(r"[_\W]+", prefix)
+    return " ".join(w.capitalize() for w in words if w) + " Monitor"

@@ -1,0 +1,125 @@
+"""``RunReader``: follows one run directory, reading only what was appended since the last poll.
+
+A run is read from one format, the first of TensorBoard (checksummed), VisualDL, JSON
+lines and MMEngine's ``vis_data/scalars.json`` that has a file there; a dualwatch run
+holds the same data in the first three, an MMEngine run with ``TensorboardVisBackend``
+the same in TensorBoard's and its own.
+Every file of that format is read, in name order (VisualDL's viewer shows only the
+newest; resumed and multi-writer runs need all of them). Per file the reader keeps its
+inode and the offset up to which records are done with; a poll stats each file and
+reads only the bytes after that offset. A record not yet complete is read again, whole,
+at a later poll. A file that shrank, was replaced (new inode) or disappeared means the
+history changed under the reader: everything is read again from the start.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dualwatch._formats import Decoder, LogFormat, read_order
+from dualwatch.readers._discover import log_files
+from dualwatch.readers._series import Series, Table
+
+#: bytes read at once; a first read of a big file goes in blocks of this size
+BLOCK = 4 << 20
+
+
+class _File:
+    __slots__ = ("decoder", "inode", "offset")
+
+    def __init__(self, inode: int, decoder: Decoder) -> None:
+        self.inode = inode
+        self.offset = 0
+        self.decoder = decoder
+
+
+class RunReader:
+    """The scalar series of the run in ``run_dir``, brought up to date by :meth:`poll`.
+
+    Nothing is opened until the first poll. Damaged records never raise: they are
+    skipped and counted in ``corrupt``.
+    """
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        #: the format this run is read from: "tensorboard", "visualdl", "jsonl", "mmengine",
+        #: or None (no log yet)
+        self.format: str | None = None
+        self._format: type[LogFormat] | None = None
+        self._table = Table()
+        self._files: dict[str, _File] = {}
+
+    def __repr__(self) -> str:
+        return f"RunReader({self.run_dir!r}, format={self.format!r}, {len(self.series)} tags)"
+
+    @property
+    def series(self) -> dict[str, Series]:
+        """``{tag: Series}`` of every scalar tag read so far."""
+        return self._table.series
+
+    @property
+    def corrupt(self) -> int:
+        """Damaged records skipped so far, over all files."""
+        return self._table.corrupt
+
+    @property
+    def records(self) -> int:
+        """Scalar points read so far (a step written again counts again)."""
+        return self._table.points
+
+    def poll(self) -> int:
+        """Reads what was appended since the last poll; returns the number of new scalar points."""
+        found = log_files(self.run_dir)
+        fmt = next((f for f in read_order() if f.name in found), None)
+        files = found[fmt.name] if fmt is not None else {}
+        if fmt is not self._format or self._changed(files):
+            self._restart(fmt)
+        before = self._table.points
+        for name in sorted(files):
+            self._read(name, files[name])
+        return self._table.points - before
+
+    def _changed(self, files: dict[str, os.stat_result]) -> bool:
+        """Whether a file seen before shrank, was replaced or is gone."""
+        for name, known in self._files.items():
+            stat = files.get(name)
+            if stat is None or stat.st_ino != known.inode or stat.st_size < known.offset:
+                return True
+        return False
+
+    def _restart(self, fmt: type[LogFormat] | None) -> None:
+        self._format = fmt
+        self.format = fmt.name if fmt is not None else None
+        self._table = Table()
+        self._files = {}
+
+    def _read(self, name: str, stat: os.stat_result) -> None:
+        file = self._files.get(name)
+        if file is None:
+            if self._format is None:
+                return
+            file = self._files[name] = _File(stat.st_ino, self._format.Decoder(self._table))
+        if stat.st_size <= file.offset:
+            return
+        try:
+            fd = os.open(os.path.join(self.run_dir, name), os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            if os.fstat(fd).st_ino != file.inode:
+                return  # replaced since the listing: the next poll starts over
+            end, decode = stat.st_size, file.decoder.decode
+            if hasattr(file.decoder, "mtime"):  # MMEngine's lines carry no wall time: dated by it
+                file.decoder.mtime = stat.st_mtime
+            while file.offset < end:
+                want = end - file.offset
+                data = os.pread(fd, min(want, BLOCK), file.offset)
+                done = decode(data)
+                if done == 0 and want > BLOCK:  # one record bigger than a block: read it whole
+                    data = os.pread(fd, want, file.offset)
+                    done = decode(data)
+                file.offset += done
+                if done == 0 or len(data) >= want:
+                    break
+        finally:
+            os.close(fd)

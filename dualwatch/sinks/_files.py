@@ -1,0 +1,126 @@
+"""A sink that appends one format's records to one file of the run directory.
+
+Each batch is encoded first and appended with one ``write`` of whole records, so a
+reader polling the file (VisualDL's server has no tolerance for half records) sees
+either the whole batch or none of it. A write that fails half-way (disk full, a file-size
+limit) is cut back to the last whole record before the error is raised.
+
+Re-opening a run with ``resume`` repairs a tail left by a crash. TensorBoard, which reads
+every file of a run and honours a purge marker, continues in a new file that starts with
+one, leaving the old file as a running viewer is reading it. VisualDL (it shows only the
+newest file) and JSON lines keep one file, cut back to before the resume step. Either
+way no step is shown twice.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from dualwatch._files import atomic_write
+from dualwatch._formats import Format, Frame
+from dualwatch._warn import warn
+from dualwatch.records import Record
+
+
+class FileSink:
+    """Writes ``format`` into ``run_dir``; the file is opened at the first batch.
+
+    ``resume``: False starts a new file; True continues the newest file of this format
+    from the first step written; an int continues it from that step.
+    """
+
+    def __init__(self, format: Format, run_dir: str, resume: bool | int = False) -> None:
+        self.format = format
+        self.run_dir = run_dir
+        self.resume = resume
+        self.path: str | None = None
+        self._fd: int | None = None
+        self._size = 0
+
+    def __repr__(self) -> str:
+        return f"{self.format.label} file {self.path or self.run_dir}"
+
+    def write(self, records: Sequence[Record]) -> None:
+        try:
+            data = self.format.encode(records)
+        except Exception:  # one bad record must not cost the batch: find it, skip it, say so
+            data = b"".join(self._encode_each(records))
+        if self._fd is None:
+            data = self._open(records) + data
+        self._append(data)
+
+    def _encode_each(self, records: Sequence[Record]):
+        for record in records:
+            try:
+                yield self.format.encode([record])
+            except Exception as err:
+                warn(f"{self!r}: skipped {type(record).__name__} {getattr(record, 'tag', '')!r} ({err})")
+
+    def _open(self, records: Sequence[Record]) -> bytes:
+        """Opens (or re-opens and repairs) the file; returns what must precede the first batch."""
+        wall_ms = records[0].wall_ms
+        step = min(r.step for r in records) if isinstance(self.resume, bool) else self.resume
+        existing = self._newest() if self.resume is not False else None
+        if existing is not None and self.format.resumes_in_new_file:
+            self._cut(existing, self.format.scan(_read(existing))[-1:])  # a crash tail only
+            existing = None
+        if existing is None:
+            self.path = os.path.join(self.run_dir, self.format.new_file_name(wall_ms))
+            prefix = self.format.header(wall_ms, step)
+        else:
+            self.path = existing
+            self._keep_before(step)
+            prefix = b""
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        return prefix
+
+    def _newest(self) -> str | None:
+        """The file a viewer shows for this run (VisualDL: the name that sorts last)."""
+        names = sorted(n for n in os.listdir(self.run_dir) if self.format.is_log(n))
+        return os.path.join(self.run_dir, names[-1]) if names else None
+
+    def _keep_before(self, step: int) -> None:
+        """Cuts a partial tail and every record at ``step`` or later out of the file."""
+        assert self.path is not None
+        data = _read(self.path)
+        frames = self.format.scan(data)
+        keep = [frame for frame in frames if frame.step is None or frame.step < step]
+        if keep == frames[: len(keep)]:  # only a tail goes: cut in place
+            self._cut(self.path, keep[-1:])
+            return
+        kept = b"".join(data[frame.start : frame.end] for frame in keep)
+        atomic_write(self.path, lambda tmp: Path(tmp).write_bytes(kept))
+
+    @staticmethod
+    def _cut(path: str, last: list[Frame]) -> None:
+        """Truncates ``path`` after the frame ``last[0]`` (to nothing when ``last`` is empty)."""
+        end = last[0].end if last else 0
+        if os.path.getsize(path) != end:
+            os.truncate(path, end)
+
+    def _append(self, data: bytes) -> None:
+        assert self._fd is not None
+        if os.fstat(self._fd).st_nlink == 0:
+            raise FileNotFoundError(f"{self.path} was deleted (was the run directory removed?)")
+        view, done = memoryview(data), 0
+        try:
+            while done < len(data):
+                done += os.write(self._fd, view[done:])
+        except OSError:
+            if done:
+                os.ftruncate(self._fd, self._size)
+            raise
+        self._size += len(data)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()

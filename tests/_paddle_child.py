@@ -16,6 +16,9 @@ computed to ``OUT.<rank>.json``; the tests compare that with one process trainin
   parameters are split over the model-parallel group. Its forward needs ``c_identity``, which
   has no CPU kernel, so each rank computes its own columns' share of the loss with plain ops:
   the gradients are those of tensor-parallel training.
+* ``fit-tensor-parallel OUT RANKS``: ``paddle.Model.fit`` with ``WatchCallback``, the model's
+  first layer split by columns over the ranks and its second by rows (fleet's parallel layers);
+  its statistics are those of ``single``.
 
 Runs are written under ``OUT.runs``.
 """
@@ -33,6 +36,7 @@ import paddle  # noqa: E402
 import paddle.distributed as dist  # noqa: E402
 
 from dualwatch import Watcher  # noqa: E402
+from dualwatch.integrations.paddle import WatchCallback  # noqa: E402
 
 STEPS, BATCH = 3, 8
 
@@ -104,17 +108,24 @@ def whole_linear() -> paddle.nn.Linear:
     return paddle.nn.Linear(6, 8)
 
 
-def tensor_parallel(out: str, world: int) -> None:
+def init_tensor_parallel(world: int) -> tuple[int, slice]:
+    """Every rank in one model-parallel group; returns this rank and its share of 8 columns."""
     from paddle.distributed import fleet
 
     strategy = fleet.DistributedStrategy()
     strategy.hybrid_configs = {"dp_degree": 1, "mp_degree": world, "pp_degree": 1}
     fleet.init(is_collective=True, strategy=strategy)
     rank = dist.get_rank()
+    return rank, slice(rank * 8 // world, (rank + 1) * 8 // world)
+
+
+def tensor_parallel(out: str, world: int) -> None:
+    from paddle.distributed import fleet
+
+    rank, columns = init_tensor_parallel(world)
     whole = whole_linear()
     layer = fleet.meta_parallel.ColumnParallelLinear(6, 8, has_bias=True, gather_output=False)
     assert layer.weight.is_distributed and layer.bias.is_distributed
-    columns = slice(rank * 8 // world, (rank + 1) * 8 // world)
     layer.weight.set_value(whole.weight.numpy()[:, columns])
     layer.bias.set_value(whole.bias.numpy()[columns])
 
@@ -128,6 +139,77 @@ def tensor_parallel(out: str, world: int) -> None:
 def single_tensor_parallel(out: str) -> None:
     layer = whole_linear()
     train(layer, lambda x, y: ((layer(x) - y) ** 2).sum() / y.size, batches(8), out, 0)
+
+
+class SumOverRanks(paddle.autograd.PyLayer):
+    """All-reduce forward, identity backward: fleet's ``_mp_allreduce`` (gloo lacks its calc-stream op)."""
+
+    @staticmethod
+    def forward(ctx, part: paddle.Tensor, group) -> paddle.Tensor:
+        total = part.clone()
+        dist.all_reduce(total, group=group)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: paddle.Tensor) -> paddle.Tensor:
+        return grad
+
+
+class TensorParallelMLP(paddle.nn.Sequential):
+    """``mlp`` split as Megatron splits an MLP: its first layer by columns, its second by rows.
+
+    The forward is fleet's in plain ops (``c_identity`` has no CPU kernel; it only all-reduces
+    the input's gradient, and the input needs none): each rank's hidden columns, their part of
+    the output summed over the ranks, the replicated bias added. Every rank gets the whole output.
+    """
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        first, last = self[0], self[2]
+        hidden = paddle.tanh(paddle.matmul(x, first.weight) + first.bias)
+        return SumOverRanks.apply(paddle.matmul(hidden, last.weight), last.model_parallel_group) + last.bias
+
+
+def fit_tensor_parallel(out: str, world: int) -> None:
+    """``mlp`` trained by ``paddle.Model.fit`` on ``single``'s batches, each fed whole to every rank
+    (a list: hapi splits a ``Dataset``'s batches across the ranks, not a list's).
+
+    hapi wraps the network in ``paddle.DataParallel`` when there are several ranks, which
+    broadcasts rank 0's parameters and averages the gradients: the split parameters are marked
+    ``no_sync`` to keep their own parts; the replicated bias's gradient is the same on every rank.
+    (A model of ``shard_tensor`` DistTensors segfaults in that wrapping, hence fleet's layers.)
+    """
+    from paddle.distributed import fleet
+
+    rank, columns = init_tensor_parallel(world)
+    whole = mlp()
+    network = TensorParallelMLP(
+        fleet.meta_parallel.ColumnParallelLinear(6, 8, has_bias=True, gather_output=False),
+        paddle.nn.Tanh(),
+        fleet.meta_parallel.RowParallelLinear(8, 2, has_bias=True, input_is_parallel=True),
+    )
+    first, last = network[0], network[2]
+    first.weight.set_value(whole[0].weight.numpy()[:, columns])
+    first.bias.set_value(whole[0].bias.numpy()[columns])
+    last.weight.set_value(whole[2].weight.numpy()[columns])
+    last.bias.set_value(whole[2].bias.numpy())
+    for p in (first.weight, first.bias, last.weight):
+        assert p.is_distributed
+        p.no_sync = True
+    seen = []
+    check = Watcher.check
+
+    def recorded_check(watcher: Watcher, step: int) -> dict[str, float]:
+        assert (watcher.run_dir is None) == (rank != 0)  # only rank 0 writes
+        seen.append(check(watcher, step))
+        return seen[-1]
+
+    Watcher.check = recorded_check  # what this rank's callback computed, check by check
+    model = paddle.Model(network)
+    model.prepare(paddle.optimizer.SGD(0.1, parameters=network.parameters()), paddle.nn.MSELoss())
+    callback = WatchCallback(every=1, logdir=f"{out}.runs", console=False)
+    model.fit(batches(2), epochs=1, verbose=0, callbacks=[callback])
+    with open(f"{out}.{rank}.json", "w") as f:
+        json.dump(seen, f)
 
 
 if __name__ == "__main__":
@@ -144,5 +226,6 @@ if __name__ == "__main__":
     elif mode == "auto-2d":
         dist.spawn(auto, args=(out, 4, True), nprocs=4, backend="gloo")
     else:
-        job = {"auto": auto, "tensor-parallel": tensor_parallel}[mode]
+        jobs = {"auto": auto, "tensor-parallel": tensor_parallel, "fit-tensor-parallel": fit_tensor_parallel}
+        job = jobs[mode]
         dist.spawn(job, args=(out, ranks), nprocs=ranks, backend="gloo")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -225,12 +226,27 @@ def test_shard_statistics_combine_to_those_of_the_whole_tensor() -> None:
 PADDLE_CHILD = str(Path(__file__).with_name("_paddle_child.py"))
 
 
-def _paddle_job(*args: str, launcher: tuple[str, ...] = ()) -> None:
-    """Runs ``tests/_paddle_child.py`` with ``args`` (under ``launcher``): it and every check succeed."""
+def _paddle_job(*args: str, launcher: tuple[str, ...] = (), timeout: float = 300) -> None:
+    """Runs ``tests/_paddle_child.py`` with ``args`` (under ``launcher``): it and every check succeed.
+
+    A job still running after ``timeout`` seconds hung: its ranks are killed with it (they share
+    its session) and the test fails, instead of stalling. Gloo gives up on a collective after 30 s
+    on its own, so a rank left waiting in one usually ends the job with gloo's TIMEOUT first.
+    """
     command = [*(launcher or (sys.executable,)), PADDLE_CHILD, *args]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "check at step" not in proc.stderr, proc.stderr[-3000:]  # no check failed
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the job hung: still running after {timeout} s\n{err[-3000:]}")
+    gloo_gave_up = "TIMEOUT" in err or "Application timeout" in err  # gloo's words, on the waiting ranks
+    hung = "the job hung: a rank waited in a collective until gloo's timeout\n" if gloo_gave_up else ""
+    assert proc.returncode == 0, hung + out[-3000:] + err[-3000:]
+    assert "check at step" not in err, err[-3000:]  # no check failed
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +292,20 @@ def test_paddle_parameters_split_across_ranks_give_the_statistics_of_the_whole_p
     """DistTensor shards (1-D and 2-D meshes) and fleet's ``is_distributed`` tensor-parallel parameters."""
     _paddle_job(mode, str(tmp_path / mode), str(ranks))
     _assert_every_rank_saw_the_single_process_scalars(tmp_path / mode, ranks, paddle_single / single)
+
+
+def test_a_paddle_fit_over_parameters_split_across_ranks_finishes_with_every_rank_checking_them_whole(
+    tmp_path: Path, paddle_single: Path
+) -> None:
+    """``WatchCallback`` checks on every rank: a check on rank 0 alone waits for shards that never come.
+
+    ``paddle.Model.fit`` on 2 ranks of fleet tensor parallelism; only rank 0 makes a run (the job
+    checks it at every step) and every rank's statistics are those of the whole model in one process.
+    """
+    _paddle_job("fit-tensor-parallel", str(tmp_path / "fit"), "2", timeout=120)
+    (run_dir,) = list((tmp_path / "fit.runs").iterdir())
+    assert sorted(p.name.split(".")[0] for p in run_dir.iterdir()) == ["events", "metrics", "vdlrecords"]
+    _assert_every_rank_saw_the_single_process_scalars(tmp_path / "fit", 2, paddle_single / "single")
 
 
 def test_a_torchrun_job_writes_exactly_one_run(tmp_path: Path) -> None:

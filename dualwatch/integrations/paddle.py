@@ -22,7 +22,12 @@ Steps that are not checked cost one bool test.
 hapi's epoch-end ``logs["loss"]`` is the last batch's loss only, so the epoch's ``Loss/Train``
 (and ``Loss/Validation``) is the mean of its per-batch losses, averaged here.
 ``Time/Epoch_Duration`` is the wall time from one epoch's end to the next (the first from
-the start of training), validation included. Only rank 0 writes; other ranks do nothing.
+the start of training), validation included.
+
+Every rank builds the Watcher and checks: where parameters are split across ranks
+(``shard_tensor`` DistTensors, fleet's tensor-parallel layers) a check gathers the shards'
+statistics in a collective that all ranks must join, so a Watcher on rank 0 alone would wait
+there forever. Only global rank 0 writes (dualwatch's writer is silent on other ranks).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ _UPDATES = ("minimize", "step")  # the optimizer entry points hapi and custom lo
 
 
 class WatchCallback(paddle.callbacks.Callback):
-    """Watches the network of the ``paddle.Model`` being fitted.
+    """Watches the network of the ``paddle.Model`` being fitted: every rank checks, rank 0 writes.
 
     Args:
         every: check the weights and gradients every ``every`` optimizer steps.
@@ -72,8 +77,6 @@ class WatchCallback(paddle.callbacks.Callback):
         self._val_losses: list[float] = []
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if paddle.distributed.get_rank() != 0:
-            return
         self.watcher = Watcher(self.model.network, **self._options)
         self._optimizer = self.model._optimizer
         for name in _UPDATES:

@@ -20,8 +20,8 @@ _LAZY = {
     "edge_weighted_mse": ("dualwatch._edge", "edge_weighted_mse"),
     "log_edge_maps": ("dualwatch._edge", "log_edge_maps"),
     "sobel_edge_l1": ("dualwatch._edge", "sobel_edge_l1"),
-    "PaddleEdgeLoss": ("dualwatch.backends.paddle_nn", "EdgeLoss"),
-    "TorchEdgeLoss": ("dualwatch.backends.torch_nn", "EdgeLoss"),
+    "PaddleEdgeLoss": ("dualwatch.backends.paddle_nn", "PaddleEdgeLoss"),
+    "TorchEdgeLoss": ("dualwatch.backends.torch_nn", "TorchEdgeLoss"),
     "Monitor": ("dualwatch._capture", "Monitor"),
     "MonitoredTrainer": ("dualwatch._capture", "MonitoredTrainer"),
 }

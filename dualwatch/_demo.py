@@ -1,11 +1,12 @@
-"""The main job: seed 000's ``EdgeMapProcessor`` trained on synthetic images, in either framework.
+"""The main job: the StableSR-style ``EdgeMapProcessor`` trained on synthetic images, in either framework.
 
-The model has the seed's layer names in both frameworks (``edge_processor.backbone.0`` Conv 3->32,
-``backbone.1`` BatchNorm, ``backbone.3`` Conv 32->64, ..., ``edge_processor.to_four`` Conv 128->4),
-so the two runs show the same tags side by side. The data is made here (no download): flat
-coloured shapes, which have sharp edges for Canny, seen through noise. The four output channels
-are the denoised picture (three) and its edge map (one); :class:`EdgeLoss` weights the picture's
-error by the Canny edges of the clean one, and logs its parts through the ``Watcher``.
+The model has the StableSR edge monitor's layer names in both frameworks
+(``edge_processor.backbone.0`` Conv 3->32, ``backbone.1`` BatchNorm, ``backbone.3`` Conv 32->64,
+..., ``edge_processor.to_four`` Conv 128->4), so the two runs show the same tags side by side.
+The data is made here (no download): flat coloured shapes, which have sharp edges for Canny,
+seen through noise. The four output channels are the denoised picture (three) and its edge map
+(one); the framework's edge loss weights the picture's error by the Canny edges of the clean
+one, and logs its parts through the ``Watcher``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dualwatch._watcher import Watcher
 from dualwatch.backends import FRAMEWORKS
 
 CHANNELS = (3, 32, 64, 128)
-GROUPS = {"backbone": "backbone", "to_four": "to_four"}  # seed 000's two parts of edge_processor
+GROUPS = {"backbone": "backbone", "to_four": "to_four"}  # the two parts of edge_processor
 EPOCH_STEPS = 10  # batches in the synthetic data set: one epoch
 BATCH = 8
 SIZE = 32
@@ -171,7 +172,7 @@ def run_all(frameworks: Sequence[str], *, steps: int, every: int, logdir: str) -
     """Train each framework in turn under a progress bar, then say how to look at the runs.
 
     On a terminal the bar is ``rich``'s, which takes over ``sys.stdout`` while it runs, so the
-    seed-000 blocks the ``Watcher`` prints scroll above the bar instead of tearing it; in a
+    "Edge Processor Monitor" blocks the ``Watcher`` prints scroll above the bar instead of tearing it; in a
     pipe there is no bar, only a line per epoch.
     """
     tty = sys.stdout.isatty()

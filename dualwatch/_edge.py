@@ -334,11 +334,11 @@ def sobel_edge_l1(pred: Any, gt: Any, eps: float = 1e-6) -> Any:
 
 
 class EdgeLossBase:
-    """The edge loss shared by :class:`dualwatch.backends.torch_nn.EdgeLoss` (a ``torch.nn.Module``) and
-    :class:`dualwatch.backends.paddle_nn.EdgeLoss` (a ``paddle.nn.Layer``); use those.
+    """The edge loss shared by :class:`dualwatch.TorchEdgeLoss` (a ``torch.nn.Module``) and
+    :class:`dualwatch.PaddleEdgeLoss` (a ``paddle.nn.Layer``); use those.
 
     ``loss, parts = edge_loss(pred, gt)`` returns ``weight * loss_edge`` with
-    ``loss_edge = edge_weighted_mse + edge_map_mse [+ sobel_weight * sobel_l1]`` (seed 001's
+    ``loss_edge = edge_weighted_mse + edge_map_mse [+ sobel_weight * sobel_l1]`` (the StableSR
     terms), and ``parts`` with each term detached for logging plus ``no_grad_share``, the
     share of ``loss_edge`` that no gradient flows from (the ``edge_map_mse`` metric). Only
     ``edge_weighted_mse`` (and ``sobel_l1``) move the weights.
@@ -346,7 +346,7 @@ class EdgeLossBase:
     In eval mode, or with ``weight == 0``, nothing is computed: it returns ``(0.0, {})``.
 
     Args:
-        weight: seed 001's ``edge_loss_weight``; 0 turns the loss off.
+        weight: the StableSR edge loss's ``edge_loss_weight``; 0 turns the loss off.
         base: weight of off-edge pixels in :func:`edge_weighted_mse`.
         sobel_weight: weight of the differentiable :func:`sobel_edge_l1` term (0: not computed).
         edges: the :class:`EdgeMapGenerator` (thresholds, value range); default Canny 100/200 on [-1, 1].

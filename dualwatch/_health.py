@@ -1,9 +1,9 @@
-"""The health verdict of one check, with the advice the seed tools give.
+"""The health verdict of one check, with the advice the tools it replaces give.
 
-The verdict comes from the global gradient norm (thresholds from seed 003:
+The verdict comes from the global gradient norm (thresholds from the ESAM training guide:
 > 10.0 exploding, < 1e-6 vanishing); any NaN/Inf gradient makes it ``nan`` and
 names the first parameter (in model order) that holds one. Two per-parameter
-cases from seed 000's troubleshooting section are flagged too: gradients that
+cases from the StableSR edge monitor's troubleshooting section are flagged too: gradients that
 are exactly zero, and weights that did not change although they have gradients.
 """
 
@@ -29,7 +29,7 @@ class Verdict(str, Enum):
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Global-gradient-norm bounds of the verdict (seed 003's table)."""
+    """Global-gradient-norm bounds of the verdict (the ESAM training guide's table)."""
 
     exploding: float = 10.0
     vanishing: float = 1e-6

@@ -1,9 +1,9 @@
 """Reductions of host tensors, the same for every framework (CPU tensors are numpy views for free).
 
 A model's small tensors (biases, norm weights, small layers) cost far more in
-per-op dispatch than in arithmetic: reduced one by one they made a check slower
-than the seed's ``.item()`` loop. On the CPU, where tensors are numpy views for
-free, they are instead concatenated once into a float64 buffer and reduced per
+per-op dispatch than in arithmetic: reduced one by one they made a check slower than
+the hand-written ``.item()``-per-statistic loops it replaces. On the CPU, where tensors are
+numpy views for free, they are instead concatenated once into a float64 buffer and reduced per
 segment with numpy's ``reduceat``: a fixed handful of passes whatever their
 number, and float64 keeps segment sums exact enough whatever their length. The
 concatenated buffer is also the next check's snapshot for ``weight_change``.

@@ -15,15 +15,13 @@ batches, the process groups of sharded parameters):
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Hashable, Iterable, Sequence
+from typing import Any, Hashable, Iterable, Sequence
 
 import numpy as np
 
 from dualwatch._host import FusedReducer, HostBatch, fused_kernel_built
 from dualwatch._table import OFFSETS, Col, combine_shards
-
-if TYPE_CHECKING:
-    from dualwatch.backends.base import Backend
+from dualwatch.backends.base import Backend
 
 #: tensors up to this many elements are batched on the host when they live there
 SMALL = 1 << 16

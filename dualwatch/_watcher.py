@@ -41,7 +41,7 @@ class Watcher:
     Args:
         model: a ``torch.nn.Module`` or a ``paddle.nn.Layer`` (DDP/DataParallel and
             ``torch.compile`` wrappers are looked through).
-        every: check every ``every`` steps (seed 000's ``check_frequency``).
+        every: check every ``every`` steps (the edge monitor callback's ``check_frequency``).
         module: watch only this submodule (``"edge_processor"``); tags use names relative to it.
         include: globs (``"backbone.*"``), ``"re:<regex>"`` strings or compiled regexes that
             further select parameters (names relative to ``module``).
@@ -54,10 +54,10 @@ class Watcher:
         thresholds: global-norm bounds of the health verdict.
         logdir / run / resume / formats: where and how the run is written, see
             :class:`~dualwatch._writer.Writer`; ``logdir=None`` writes no file.
-        console: print seed 000's framed block at every check.
+        console: print the framed "... Monitor - Step N" block at every check.
 
     ``watcher.writer`` takes any other record (``add_scalar``, ``add_image``...); the
-    methods below write seed 004's and seed 003's tags.
+    methods below write the VisualDL training guide's and the ESAM guide's tags.
     """
 
     def __init__(
@@ -165,7 +165,7 @@ class Watcher:
         val_loss: float | None = None,
         lr: float | None = None,
     ) -> None:
-        """Seed 004's ``Loss/Train``, ``Loss/Validation`` and ``Learning_Rate`` (given ones only)."""
+        """The VisualDL guide's ``Loss/Train``, ``Loss/Validation``, ``Learning_Rate`` (those given)."""
         tags = {LOSS: loss, VAL_LOSS: val_loss, LEARNING_RATE: lr}
         scalars = {tag: value for tag, value in tags.items() if value is not None}
         if scalars:
@@ -179,7 +179,7 @@ class Watcher:
         return duration
 
     def log_losses(self, step: int, losses: Mapping[str, Any]) -> None:
-        """Seed 003's loss breakdown: ``train/detailed_loss/<name>`` for each named loss, also printed."""
+        """The ESAM guide's loss breakdown: ``train/detailed_loss/<name>`` per named loss, also printed."""
         breakdown = {f"{DETAILED_LOSS}/{name}": value for name, value in losses.items()}
         self.writer.log(step, breakdown, echo=True)
 
@@ -206,6 +206,6 @@ class Watcher:
 
 
 def _title(prefix: str) -> str:
-    """``edge_processor`` -> ``Edge Processor Monitor`` (seed 000's heading)."""
+    """``edge_processor`` -> ``Edge Processor Monitor`` (the edge monitor's heading)."""
     words = re.split(r"[_\W]+", prefix)
     return " ".join(w.capitalize() for w in words if w) + " Monitor"

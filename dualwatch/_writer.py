@@ -26,7 +26,8 @@ from dualwatch._formats import formats_by_name
 from dualwatch._warn import warn
 from dualwatch.backends import framework_of
 from dualwatch.records import Histogram, HParams, Image, Record, Scalars, Text, grouped, wall_ms
-from dualwatch.sinks import FanOut, FileSink, Sink
+from dualwatch.sinks import FanOut, Sink
+from dualwatch.sinks._files import FileSink
 
 DEFAULT_FORMATS = ("visualdl", "tensorboard", "jsonl")
 DROPPED_TAG = "dualwatch/dropped_records"
@@ -42,7 +43,7 @@ class Writer:
 
     Args:
         logdir: the directory viewers are pointed at (``visualdl --logdir runs``).
-        run: the run's directory name; by default seed 004's ``logs_%m%d%H%M``, with a
+        run: the run's directory name; by default ``logs_%m%d%H%M`` (the VisualDL training guide's), with a
             ``_2``, ``_3``... suffix when that minute is taken.
         resume: continue the existing ``run`` instead of starting one. ``True`` continues
             from the first step written; an int from that step. Records at or after it
@@ -367,7 +368,7 @@ def _step(step: Any) -> int:
 
 
 def _run_directory(logdir: str | os.PathLike[str], run: str | None, resume: bool | int) -> str | None:
-    """``<logdir>/<run>``; a new run gets seed 004's ``logs_%m%d%H%M``, unique per minute.
+    """``<logdir>/<run>``; a new run gets ``logs_%m%d%H%M`` (the VisualDL guide's), unique per minute.
 
     Wrong use raises before training; a directory that cannot be made warns and returns None.
     """

@@ -187,7 +187,7 @@ def test_a_writer_on_another_rank_creates_and_prints_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from dualwatch import Writer
-    from dualwatch.sinks._console import ConsoleSink
+    from dualwatch.sinks import ConsoleSink
 
     monkeypatch.setenv("RANK", "1")
     with Writer(tmp_path / "runs", console=ConsoleSink("title")) as w:

@@ -19,7 +19,7 @@ import json
 import math
 from typing import Any, Iterator, Sequence
 
-from dualwatch._formats import Format, Frame, Points
+from dualwatch._formats.base import Format, Frame, Points
 from dualwatch.records import Histogram, HParams, Image, Record, Scalars, Text
 
 _dumps = json.JSONEncoder(allow_nan=False, separators=(", ", ": ")).encode

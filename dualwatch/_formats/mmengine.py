@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 
-from dualwatch._formats import LogFormat, Points
+from dualwatch._formats.base import LogFormat, Points
 from dualwatch._formats.jsonl import JsonlDecoder
 
 #: the directory MMEngine's Visualizer puts its backends' files in

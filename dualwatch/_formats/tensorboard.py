@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from dualwatch._formats import Format, Frame, Points, _columns
+from dualwatch._formats import _columns
+from dualwatch._formats.base import Format, Frame, Points
 from dualwatch._images import png_shape
 from dualwatch.records import Histogram, HParams, Image, Record, Scalars, Text, binned, grouped, wall_ms
 

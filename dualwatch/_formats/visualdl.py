@@ -22,7 +22,8 @@ from itertools import repeat
 from operator import truediv
 from typing import Any, Iterator, Sequence
 
-from dualwatch._formats import Format, Frame, Points, _columns
+from dualwatch._formats import _columns
+from dualwatch._formats.base import Format, Frame, Points
 from dualwatch._images import png_shape
 from dualwatch.records import Histogram, HParams, Image, Record, Scalars, Text, binned, grouped
 

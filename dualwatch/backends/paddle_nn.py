@@ -12,7 +12,7 @@ from dualwatch._demo import Kit, edge_model
 from dualwatch._edge import EdgeLossBase
 
 
-class EdgeLoss(EdgeLossBase, paddle.nn.Layer):
+class PaddleEdgeLoss(EdgeLossBase, paddle.nn.Layer):
     __doc__ = EdgeLossBase.__doc__
 
 
@@ -29,5 +29,5 @@ def demo_kit(seed: int, lr: float) -> Kit:
         optimizer.clear_grad,
         paddle.to_tensor,
         nn.functional.mse_loss,
-        EdgeLoss,
+        PaddleEdgeLoss,
     )

@@ -12,7 +12,7 @@ from dualwatch._demo import Kit, edge_model
 from dualwatch._edge import EdgeLossBase
 
 
-class EdgeLoss(EdgeLossBase, torch.nn.Module):
+class TorchEdgeLoss(EdgeLossBase, torch.nn.Module):
     __doc__ = EdgeLossBase.__doc__
 
 
@@ -28,5 +28,5 @@ def demo_kit(seed: int, lr: float) -> Kit:
             group["lr"] = value
 
     return Kit(
-        model, optimizer, set_lr, optimizer.zero_grad, torch.from_numpy, nn.functional.mse_loss, EdgeLoss
+        model, optimizer, set_lr, optimizer.zero_grad, torch.from_numpy, nn.functional.mse_loss, TorchEdgeLoss
     )

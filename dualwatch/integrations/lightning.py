@@ -1,4 +1,4 @@
-"""``EdgeMonitorCallback``: seed 000's Lightning callback, backed by :class:`dualwatch.Watcher`.
+"""``EdgeMonitorCallback``: the StableSR edge monitor's Lightning callback, on :class:`dualwatch.Watcher`.
 
 Why a callback and why this hook: Lightning's ``on_before_optimizer_step`` is the one point
 where gradients are final. It runs once per optimizer step (after ``accumulate_grad_batches``
@@ -6,7 +6,7 @@ micro-batches), after AMP unscaling and before gradient clipping and ``optimizer
 ``on_after_backward`` would see every micro-batch's partial, still-scaled gradient.
 
 The step is ``trainer.global_step`` (optimizer steps so far), so ``check_frequency=10`` checks
-steps 0, 10, 20... Each check's scalars (seed 000's ``edge_processor/<param>/<stat>`` tags plus
+steps 0, 10, 20... Each check's scalars (the ``edge_processor/<param>/<stat>`` tags plus
 the Watcher's global ones) go to every logger the trainer has (TensorBoard, WandB, CSV...) and,
 with ``logdir=``, to dualwatch's own VisualDL/TensorBoard/JSON-lines files.
 
@@ -42,7 +42,7 @@ class EdgeMonitorCallback(pl.Callback):
         groups: group name to regex or module prefix; each group's norm and share is logged.
         logdir: also write dualwatch's own run directory here (``None``: trainer loggers only).
         run / formats: that run's name and file formats, see :class:`dualwatch.Writer`.
-        console: print seed 000's "Edge Processor Monitor - Step N" block at each check.
+        console: print the "Edge Processor Monitor - Step N" block at each check.
 
     After ``setup``, ``watcher`` is the :class:`~dualwatch.Watcher` and ``last`` holds the
     scalars of the latest check.

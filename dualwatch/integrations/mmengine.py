@@ -1,4 +1,4 @@
-"""``DualwatchHook``: seed 003's training report for an MMEngine ``Runner``.
+"""``DualwatchHook``: the ESAM BiFusion training report for an MMEngine ``Runner``.
 
 Importing this module registers the hook in MMEngine's ``HOOKS`` registry. A config file says
 
@@ -9,7 +9,7 @@ Importing this module registers the hook in MMEngine's ``HOOKS`` registry. A con
 ``Config(dict(...))``) needs ``import dualwatch.integrations.mmengine`` before it is built.
 
 Every ``log_interval`` iterations (step = ``runner.iter + 1``, MMEngine's own logging step) it
-writes and prints, in the seed's framed layout:
+writes and prints, in the guide's framed layout:
 
 * the loss breakdown: every entry of the ``train_step`` outputs (``loss``, ``loss_<name>``...)
   as ``train/detailed_loss/<name>``;
@@ -55,14 +55,14 @@ STATUS = {Verdict.HEALTHY: "✅", Verdict.EXPLODING: "💥", Verdict.VANISHING: 
 
 @HOOKS.register_module()
 class DualwatchHook(Hook):
-    """Seed 003's detailed loss, user statistics and per-group gradient health, every ``log_interval`` iters.
+    """The ESAM guide's detailed loss, user statistics and group gradient health every ``log_interval`` iters.
 
     Args:
         log_interval: report every ``log_interval`` training iterations.
         groups: group name to regex or module prefix (``{"bifusion": "bi_encoder.fusion.*"}``);
             each group's gradient norm and share of the squared total are reported.
         module / include / log_weights / log_gradients: as for :class:`~dualwatch.Watcher`.
-        exploding / vanishing: total-gradient-norm bounds of the verdict (seed 003: 10 and 1e-6).
+        exploding / vanishing: total-gradient-norm bounds of the verdict (the ESAM guide's 10 and 1e-6).
         logdir / run: the run is written to ``<logdir>/<run>``; ``logdir`` defaults to the
             runner's ``log_dir`` (``<work_dir>/<timestamp>``), beside MMEngine's ``vis_data``.
         console: print the framed report.
@@ -152,7 +152,7 @@ class DualwatchHook(Hook):
             print(self._report(step, losses, stats), flush=True)
 
     def _report(self, step: int, losses: dict[str, float], stats: dict[str, dict[str, float]]) -> str:
-        """The seed's block: loss breakdown, one section per stat group, gradient health."""
+        """The ESAM guide's block: loss breakdown, one section per stat group, gradient health."""
         lines = [RULE, f"📊 Dualwatch Training Stats - Iter {step}", RULE, "🔥 Detailed Loss Breakdown:"]
         lines += [f"  {name:<20}: {value:.6f}" for name, value in losses.items()]
         for group, values in stats.items():

@@ -1,4 +1,4 @@
-"""``WatchCallback``: seed 004's VisualDL scalars and dualwatch's statistics from ``paddle.Model.fit``.
+"""``WatchCallback``: the VisualDL training guide's scalars and dualwatch's statistics in ``Model.fit``.
 
 Add it to ``fit(..., callbacks=[WatchCallback(logdir="runs")])``. Per epoch (step = epoch) it
 writes ``Loss/Train``, ``Learning_Rate``, ``Time/Epoch_Duration`` and, with ``eval_data``,
@@ -48,7 +48,7 @@ class WatchCallback(paddle.callbacks.Callback):
 
     Args:
         every: check the weights and gradients every ``every`` optimizer steps.
-        logdir / run: where the run is written (``<logdir>/<run>``, seed 004's ``logs_%m%d%H%M``
+        logdir / run: where the run is written (``<logdir>/<run>``, the guide's ``logs_%m%d%H%M``
             by default), in VisualDL, TensorBoard and ``metrics.jsonl`` at once.
         console: print the framed block at every check.
         watch: any other keyword of :class:`~dualwatch.Watcher` (``module``, ``include``,

@@ -12,7 +12,8 @@ import os
 import stat
 
 from dualwatch._errors import DualwatchError
-from dualwatch._formats import LogFormat, read_order
+from dualwatch._formats import read_order
+from dualwatch._formats.base import LogFormat
 
 
 def format_of(name: str, directory: str | None = None) -> type[LogFormat] | None:

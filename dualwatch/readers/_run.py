@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 
-from dualwatch._formats import Decoder, LogFormat, read_order
+from dualwatch._formats import read_order
+from dualwatch._formats.base import Decoder, LogFormat
 from dualwatch.readers._discover import log_files
 from dualwatch.readers._series import Series, Table
 

@@ -13,12 +13,14 @@ from typing import Protocol, Sequence
 from dualwatch._warn import warn
 from dualwatch.records import Record
 from dualwatch.sinks._console import ConsoleSink
-from dualwatch.sinks._files import FileSink
 
-__all__ = ["ConsoleSink", "FanOut", "FileSink", "Sink"]
+__all__ = ["ConsoleSink", "FanOut", "Sink"]
 
 
 class Sink(Protocol):
+    """Anything with these two methods can be passed in ``Writer(sinks=[...])``: the writer thread
+    calls ``write`` with each batch of records (:mod:`dualwatch.records`) and ``close`` once."""
+
     def write(self, records: Sequence[Record]) -> None: ...
 
     def close(self) -> None: ...

@@ -1,4 +1,4 @@
-"""The seed-000 console block: a framed "<Title> Monitor - Step N" with the key numbers."""
+"""The StableSR edge monitor's console block: a framed "<Title> Monitor - Step N" with the key numbers."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ RULE = "=" * 80
 class ConsoleSink:
     """Prints each scalar record as one block: per-parameter ``keys`` and every other tag.
 
-    ``title`` heads the block (seed 000: "Edge Processor Monitor"); of the per-parameter
+    ``title`` heads the block ("Edge Processor Monitor"); of the per-parameter
     statistics only ``keys`` are shown, in the order they were logged.
     """
 

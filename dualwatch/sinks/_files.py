@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dualwatch._files import atomic_write
-from dualwatch._formats import Format, Frame
+from dualwatch._formats.base import Format, Frame
 from dualwatch._warn import warn
 from dualwatch.records import Record
 

@@ -1,8 +1,25 @@
 """dualwatch: training telemetry that works the same for PyTorch and PaddlePaddle.
 
-``import dualwatch`` imports neither framework; the backend for a model loads
-when a model is given. The edge tools load on first use: ``dualwatch.EdgeMapGenerator``
-and the losses import OpenCV, ``dualwatch.TorchEdgeLoss`` torch, ``dualwatch.PaddleEdgeLoss`` paddle.
+The public API, each name with one import path:
+
+* watching a model: ``Watcher``, with ``Thresholds``, ``Health``, ``Verdict`` and the engine
+  behind it, ``StatsEngine`` and its ``Report``;
+* writing VisualDL, TensorBoard and JSON lines at once: ``Writer``;
+* edge maps and edge losses: ``EdgeMapGenerator``, ``edge_weighted_mse``, ``edge_map_mse``,
+  ``sobel_edge_l1``, ``log_edge_maps``, ``TorchEdgeLoss`` (a ``torch.nn.Module``),
+  ``PaddleEdgeLoss`` (a ``paddle.nn.Layer``);
+* capturing layer outputs: ``ActivationCapture`` (``Monitor`` is the same class, under the name
+  the layer-output Monitor script gives it) and ``MonitoredTrainer``;
+* ``DualwatchError``: why a command could not do what was asked;
+* the packages to extend or read with: ``dualwatch.backends`` (a framework),
+  ``dualwatch.sinks`` and ``dualwatch.records`` (a sink), ``dualwatch.readers`` (reading runs),
+  ``dualwatch.integrations.lightning``, ``.paddle``, ``.mmengine`` (trainers).
+
+Every other module is internal (its name, or its package's, starts with ``_``).
+
+``import dualwatch`` imports neither framework; a model's backend loads when a model is given.
+The edge tools and activation capture load on first use: ``EdgeMapGenerator`` and the losses
+import OpenCV, ``TorchEdgeLoss`` torch, ``PaddleEdgeLoss`` paddle.
 """
 
 from typing import Any
@@ -22,14 +39,19 @@ _LAZY = {
     "sobel_edge_l1": ("dualwatch._edge", "sobel_edge_l1"),
     "PaddleEdgeLoss": ("dualwatch.backends.paddle_nn", "PaddleEdgeLoss"),
     "TorchEdgeLoss": ("dualwatch.backends.torch_nn", "TorchEdgeLoss"),
+    "ActivationCapture": ("dualwatch._capture", "ActivationCapture"),
     "Monitor": ("dualwatch._capture", "Monitor"),
     "MonitoredTrainer": ("dualwatch._capture", "MonitoredTrainer"),
 }
 
-# The edge tools stay out of __all__: ``from dualwatch import *`` must not import a framework.
+# The losses stay out of __all__: ``from dualwatch import *`` must not import a framework.
 __all__ = [
+    "ActivationCapture",
     "DualwatchError",
+    "EdgeMapGenerator",
     "Health",
+    "Monitor",
+    "MonitoredTrainer",
     "Report",
     "StatsEngine",
     "Thresholds",
@@ -37,11 +59,15 @@ __all__ = [
     "Watcher",
     "Writer",
     "__version__",
+    "edge_map_mse",
+    "edge_weighted_mse",
+    "log_edge_maps",
+    "sobel_edge_l1",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    """The edge tools, imported on first access (they need OpenCV and a framework)."""
+    """The lazy names, imported on first access (they need OpenCV or a framework)."""
     if name not in _LAZY:
         raise AttributeError(f"module 'dualwatch' has no attribute {name!r}")
     import importlib
@@ -50,3 +76,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), attr)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -179,6 +179,14 @@ def test_non_model_object_is_rejected(framework: str, tmp_path: Path) -> None:
         Monitor(model.parameters(), [FFN], [1], tmp_path, [0])
 
 
+def test_monitor_is_the_activation_capture_class() -> None:
+    import dualwatch
+
+    assert dualwatch.Monitor is dualwatch.ActivationCapture
+    with pytest.raises(TypeError, match="needs an ActivationCapture"):
+        MonitoredTrainer(object())
+
+
 def test_from_config_json_uses_monitor_layers_and_monitor_epochs(framework: str, tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"monitor_layers": MIXED, "monitor_epochs": [1, 5], "lr": 0.1}))

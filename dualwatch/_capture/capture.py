@@ -1,0 +1,368 @@
+"""Capture chosen layers' outputs during training through forward hooks: :class:`ActivationCapture`,
+also named ``Monitor`` as in the layer-output Monitor script.
+
+The model and the training loop stay as they are: :class:`ActivationCapture` hooks the named layers
+of a ``torch.nn.Module`` or a ``paddle.nn.Layer`` (same names in both: ``named_modules()`` and
+``named_sublayers(include_self=True)`` agree) and keeps their outputs for the epochs and batches
+asked for. What it does differently from the layer-output Monitor script, and why:
+
+* **Copies, never aliases.** ``detach().cpu()`` returns the same memory on the CPU in both
+  frameworks, so a later in-place op (``ReLU(inplace=True)``) would rewrite the capture. Every
+  tensor is detached and copied; nothing keeps the autograd graph alive, and a view is stored as
+  its own data, not its base storage.
+* **The record-or-not decision is made once per batch** in :meth:`ActivationCapture.set_batch_idx`;
+  the hook only reads a bool. Comparing a changing batch number inside the hook made
+  ``torch.compile`` recompile every batch. Hooks registered before ``torch.compile`` keep capturing.
+* **Structure is kept**: tuples (torch ``MultiheadAttention`` gives ``(out, weights)`` or
+  ``(out, None)``), named tuples (paddle's attention cache), lists and dicts; ``output_shape``
+  mirrors the structure (a list for tuples and lists, a dict for dicts, ``None`` for ``None``).
+* **Files both frameworks read without pickle**: ``.npz`` per layer and epoch plus
+  ``manifest.json``; ``file_format="native"`` writes the script's ``.pt`` / ``.pdtensor`` items.
+  Writes are atomic (temp file + rename); aliases can never name a path outside ``output_dir``.
+* **Bounded memory**: ``epoch_full`` data past ``max_bytes`` is spilled to disk with a warning.
+* **Never breaks training**: bad configuration raises before training with the fix in the
+  message; a failing save or capture only warns.
+
+Frameworks are recognised as in :mod:`dualwatch.backends` (``sys.modules``); this module imports
+neither.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from dualwatch._capture.outputs import leaves, map_tensors, shape
+from dualwatch._capture.spec import (
+    FILE_FORMATS,
+    LayerSpec,
+    MonitoredLayer,
+    check_indices,
+    missing_layers_message,
+    parse_layers,
+)
+from dualwatch._capture.stats import log_stats
+from dualwatch._capture.store import save_custom, write_captures
+from dualwatch._selection import close_matches
+from dualwatch._warn import warn
+from dualwatch.backends import backend_for
+
+
+class ActivationCapture:
+    """Keeps chosen layers' outputs for chosen epochs and batches, without touching the model.
+
+    Args:
+        model: a ``torch.nn.Module`` or ``paddle.nn.Layer`` (a ``torch.compile`` or DataParallel
+            wrapper is looked through). Register the monitor before the first compiled call:
+            hooks added afterwards are silently skipped by ``torch.compile``.
+        layers_to_monitor: layer names as in ``named_modules()``, as a list (alias = name,
+            ``record_type='single'``) or a dict ``{name: {'alias': str, 'record_type': ...}}``.
+            ``'single'`` keeps the batches in ``batch_indices``; ``'epoch_full'`` keeps every batch
+            of the epochs in ``epochs_to_record``.
+        epochs_to_record: the epochs (as passed to :meth:`set_epoch`) to record; not empty.
+        output_dir: where saves go; created if missing.
+        batch_indices: batches (as passed to :meth:`set_batch_idx`) for ``'single'`` layers.
+        file_format: ``"npz"`` (default; numpy, no pickle, readable from any framework) or
+            ``"native"`` (the layer-output Monitor script's ``.pt`` / ``.pdtensor`` files of item dicts).
+        max_bytes: memory cap of the captures held; ``epoch_full`` captures past it are written
+            to disk at once (a warning says where) instead of kept. ``None``: no cap.
+        writer: a :class:`dualwatch.Writer`; each recorded tensor's mean, std, min and max are
+            logged as ``capture/<alias><leaf>/<stat>`` at the step counted by :meth:`set_batch_idx`.
+
+    Captured outputs are detached CPU copies. A layer that runs several times in one batch keeps
+    its first output under ``(epoch, batch_idx)`` and the ``n``-th under ``(epoch, batch_idx, n)``.
+
+    ``Monitor`` is the same class, under the name the layer-output Monitor script uses.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        layers_to_monitor: LayerSpec,
+        epochs_to_record: Sequence[int],
+        output_dir: str | os.PathLike[str],
+        batch_indices: Sequence[int] | None = None,
+        *,
+        file_format: str = "npz",
+        max_bytes: int | None = 1 << 30,
+        writer: Any = None,
+    ) -> None:
+        backend = backend_for(model)  # TypeError for anything but a torch / paddle model
+        self._framework = backend.framework
+        self._backend = backend
+        self.model = backend.model
+        self.layers = parse_layers(layers_to_monitor)
+        available = backend.module_names()
+        missing = [entry.layer for entry in self.layers if entry.layer not in available]
+        if missing:
+            raise ValueError(missing_layers_message(missing, available))
+        self.epochs_to_record = set(check_indices(epochs_to_record, "epochs_to_record"))
+        if not self.epochs_to_record:
+            raise ValueError("epochs_to_record must not be empty: list the epochs to record, e.g. [1, 5, 10]")
+        if batch_indices is not None:
+            batch_indices = check_indices(batch_indices, "batch_indices")
+        singles = [e.layer for e in self.layers if e.record_type == "single"]
+        if singles and not batch_indices:
+            raise ValueError(
+                f"batch_indices must be given and non-empty: layers {singles} have record_type 'single', "
+                "which records the batches in batch_indices (or set their record_type to 'epoch_full')"
+            )
+        self.batch_indices = set(batch_indices or ())
+        if file_format not in FILE_FORMATS:
+            raise ValueError(f"file_format must be one of {list(FILE_FORMATS)}, got {file_format!r}")
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0 or None (no cap), got {max_bytes}")
+        self.file_format, self.max_bytes, self.writer = file_format, max_bytes, writer
+        self.output_dir = Path(output_dir).resolve()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+
+        self.single_data: dict[str, dict[str, Any]] = {}
+        self.epoch_data: dict[str, dict[str, Any]] = {}
+        for entry in self.layers:
+            store = self.single_data if entry.record_type == "single" else self.epoch_data
+            store[entry.alias] = {
+                "layer": entry.layer,
+                "alias": entry.alias,
+                "output_shape": None,
+                "data": {},
+            }
+        self.current_epoch: int | None = None
+        self.current_batch_idx: int | None = None
+        self.step = -1  # batches seen by set_batch_idx: the writer's step
+        self._recording = {"single": False, "epoch_full": False}  # the hook reads only this
+        self._calls: dict[str, int] = {}  # calls of each alias in the current batch
+        self._bytes = 0
+        self._unsaved = False
+        self._warned: set[str] = set()
+        for entry in self.layers:
+            hook = self._make_hook(entry)
+            entry.handle = backend.register_forward_hook(entry.layer, hook)
+
+    @classmethod
+    def from_config(
+        cls,
+        model: Any,
+        config: Mapping[str, Any] | str | os.PathLike[str],
+        output_dir: str | os.PathLike[str],
+        batch_indices: Sequence[int] | None = None,
+        **options: Any,
+    ) -> ActivationCapture:
+        """A monitor from the layer-output Monitor script's ``config.json`` keys ``monitor_layers`` and
+        ``monitor_epochs`` (a dict or the JSON file's path); ``monitor_batch_indices`` is read when
+        present."""
+        if not isinstance(config, Mapping):
+            with open(config, encoding="utf-8") as f:
+                config = json.load(f)
+        absent = [key for key in ("monitor_layers", "monitor_epochs") if key not in config]
+        if absent:
+            raise KeyError(f"config has no {absent}: add them as in seed 002's config.json example")
+        indices = config.get("monitor_batch_indices") if batch_indices is None else batch_indices
+        return cls(model, config["monitor_layers"], config["monitor_epochs"], output_dir, indices, **options)
+
+    # -- the per-batch decision and the hook ------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Sets the current epoch; data of an earlier epoch is dropped from memory (save it first)."""
+        (epoch,) = check_indices([epoch], "epoch")
+        if self.current_epoch is not None and epoch != self.current_epoch:
+            if self._unsaved:
+                self._warn_once(
+                    f"unsaved{self.current_epoch}",
+                    f"epoch {self.current_epoch}'s captures were neither saved nor read before "
+                    f"set_epoch({epoch}) dropped them: call save_single_outputs() / save_epoch_outputs() "
+                    "at the end of each epoch",
+                )
+            self.clear_current_epoch_data()
+        self.current_epoch, self.current_batch_idx = epoch, None
+        self._decide()
+
+    def set_batch_idx(self, batch_idx: int) -> None:
+        """Sets the current batch and decides, once for the whole batch, which hooks record."""
+        (batch_idx,) = check_indices([batch_idx], "batch_idx")
+        self.current_batch_idx = batch_idx
+        self.step += 1
+        self._calls.clear()
+        self._decide()
+
+    def _decide(self) -> None:
+        epoch_on = self.current_epoch in self.epochs_to_record and self.current_batch_idx is not None
+        self._recording = {
+            "single": epoch_on and self.current_batch_idx in self.batch_indices,
+            "epoch_full": epoch_on,
+        }
+
+    def _make_hook(self, entry: MonitoredLayer) -> Callable[..., None]:
+        kind = entry.record_type
+
+        def hook(module: Any, inputs: Any, output: Any) -> None:
+            if self._recording[kind]:  # the only work on a batch that is not recorded
+                self._capture(entry, output)
+
+        return hook
+
+    def _capture(self, entry: MonitoredLayer, output: Any) -> None:
+        """Stores a detached CPU copy of ``output``; a failure warns and training goes on."""
+        try:
+            fw = self._framework
+            data = map_tensors(fw.host_copy, output, fw.is_tensor)
+            calls = self._calls[entry.alias] = self._calls.get(entry.alias, 0) + 1
+            key = (self.current_epoch, self.current_batch_idx) + ((calls,) if calls > 1 else ())
+            size = sum(fw.nbytes(t) for _, t in leaves(data, fw.is_tensor))
+            store = self.single_data if entry.record_type == "single" else self.epoch_data
+            record = store[entry.alias]
+            record["output_shape"] = shape(data, fw.is_tensor)
+            if self.writer is not None:
+                log_stats(self.writer, self.step, entry.alias, data, fw)
+            if (
+                entry.record_type == "epoch_full"
+                and self.max_bytes is not None
+                and self._bytes + size > self.max_bytes
+            ):
+                self._spill(entry, key, data)
+                return
+            record["data"][key] = data
+            self._bytes += size
+            self._unsaved = True
+        except Exception as err:  # monitoring must never stop training
+            self._warn_once(f"capture{entry.alias}", f"capturing {entry.alias!r} failed ({err!r}); skipped")
+
+    def _spill(self, entry: MonitoredLayer, key: tuple[int, ...], data: Any) -> None:
+        write_captures(self._framework, self.output_dir, self.file_format, entry, "spill", {key: data})
+        self._warn_once(
+            f"spill{entry.alias}{self.current_epoch}",
+            f"captures held reached max_bytes={self.max_bytes}: {entry.alias!r} epoch {self.current_epoch} "
+            f"batches from {key[1]} on go straight to {self.output_dir / entry.alias} and are not in "
+            "get_epoch_data(); raise max_bytes or record fewer layers to keep them in memory",
+        )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warn(message)
+
+    # -- data access -------------------------------------------------------------------------------
+
+    def _select(self, store: dict[str, dict[str, Any]], layers: Iterable[str] | None) -> list[str]:
+        """Aliases of ``store`` named by ``layers`` (aliases or layer names; None: all)."""
+        if layers is None:
+            return list(store)
+        if isinstance(layers, str):
+            layers = [layers]
+        by_layer = {record["layer"]: alias for alias, record in store.items()}
+        chosen = []
+        for name in layers:
+            alias = name if name in store else by_layer.get(name)
+            if alias is None:
+                known = list(store) + list(by_layer)
+                raise ValueError(
+                    f"{name!r} is not a monitored layer or alias of this kind; close matches: "
+                    f"{close_matches(name, known) or 'none'}; monitored: {list(store)}"
+                )
+            chosen.append(alias)
+        return chosen
+
+    def _get(self, store: dict[str, dict[str, Any]], layers: Iterable[str] | None, copy_: bool) -> dict:
+        self._unsaved = False
+        picked = {alias: store[alias] for alias in self._select(store, layers)}
+        if not copy_:
+            return {alias: {**record, "data": dict(record["data"])} for alias, record in picked.items()}
+        return copy.deepcopy(picked)
+
+    def get_single_data(self, layers: Iterable[str] | None = None, *, copy: bool = True) -> dict[str, Any]:
+        """``{alias: {'layer', 'alias', 'output_shape', 'data': {(epoch, batch_idx): output}}}`` of
+        ``'single'`` layers. A deep copy, as in the layer-output Monitor script; ``copy=False`` returns
+        the stored tensors (no extra memory; do not modify them in place)."""
+        return self._get(self.single_data, layers, copy)
+
+    def get_epoch_data(self, layers: Iterable[str] | None = None, *, copy: bool = True) -> dict[str, Any]:
+        """As :meth:`get_single_data`, for ``'epoch_full'`` layers."""
+        return self._get(self.epoch_data, layers, copy)
+
+    def get_epoch_buffers(self) -> dict[str, list[Any]]:
+        """``{alias: [output of each batch, in order]}`` of ``'epoch_full'`` layers (not copied)."""
+        self._unsaved = False
+        return {alias: list(record["data"].values()) for alias, record in self.epoch_data.items()}
+
+    def get_single_outputs(self) -> dict[str, list[Any]]:
+        """``{alias: [output of each recorded batch]}`` of ``'single'`` layers (not copied)."""
+        self._unsaved = False
+        return {alias: list(record["data"].values()) for alias, record in self.single_data.items()}
+
+    # -- saving ------------------------------------------------------------------------------------
+
+    def save_single_outputs(self, layers: Iterable[str] | None = None) -> list[Path]:
+        """Writes the ``'single'`` captures held; returns the files written."""
+        return self._save(self.single_data, "single", layers)
+
+    def save_epoch_outputs(self, layers: Iterable[str] | None = None) -> list[Path]:
+        """Writes the ``'epoch_full'`` captures held; returns the files written."""
+        return self._save(self.epoch_data, "epoch_full", layers)
+
+    def _save(self, store: dict[str, dict[str, Any]], kind: str, layers: Iterable[str] | None) -> list[Path]:
+        entries = {entry.alias: entry for entry in self.layers}
+        written = []
+        for alias in self._select(store, layers):
+            by_epoch: dict[int, dict[tuple[int, ...], Any]] = {}
+            for key, output in store[alias]["data"].items():
+                by_epoch.setdefault(key[0], {})[key] = output
+            for items in by_epoch.values():
+                path = write_captures(
+                    self._framework, self.output_dir, self.file_format, entries[alias], kind, items
+                )
+                if path is not None:
+                    written.append(path)
+        self._unsaved = False
+        return written
+
+    def save_custom_output(self, obj: Any, filename: str) -> Path | None:
+        """Saves your own result under ``output_dir``: ``.npz`` (a dict of arrays or tensors),
+        ``.npy``, ``.json``, or the framework's ``.pt`` / ``.pdtensor`` / ``.pdparams``."""
+        return save_custom(self._framework, self.output_dir, obj, filename)
+
+    # -- callbacks and clean-up -------------------------------------------------------------------
+
+    def create_epoch_callback(self) -> Callable[[int], None]:
+        """``callback(epoch)`` for training functions that accept an ``epoch_callback``."""
+        return self.set_epoch
+
+    def create_batch_callback(self) -> Callable[[int], None]:
+        """``callback(batch_idx)`` for training functions that accept a ``batch_callback``."""
+        return self.set_batch_idx
+
+    def clear_current_epoch_data(self) -> None:
+        """Drops every capture held (both record types), releasing the memory."""
+        for store in (self.single_data, self.epoch_data):
+            for record in store.values():
+                record["data"] = {}
+        self._bytes = 0
+        self._unsaved = False
+
+    def clear_epoch_data(self) -> None:
+        """Drops the ``'epoch_full'`` captures only (after :meth:`get_epoch_buffers`)."""
+        for record in self.epoch_data.values():
+            self._bytes -= sum(
+                self._framework.nbytes(t)
+                for output in record["data"].values()
+                for _, t in leaves(output, self._framework.is_tensor)
+            )
+            record["data"] = {}
+
+    def remove_hooks(self) -> None:
+        """Removes every hook this monitor registered; safe to call more than once."""
+        for entry in self.layers:
+            if entry.handle is not None:
+                entry.handle.remove()
+                entry.handle = None
+
+    def __enter__(self) -> ActivationCapture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove_hooks()
+
+
+#: The name the layer-output Monitor script uses; the same class.
+Monitor = ActivationCapture

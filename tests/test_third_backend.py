@@ -232,7 +232,7 @@ def registered() -> Iterator[NumpyFramework]:
     framework = NumpyFramework()
     backends.register(framework)
     yield framework
-    backends._registered.remove(framework)
+    backends.unregister(framework)
 
 
 @pytest.fixture(params=["cpu", "accel"])
@@ -326,7 +326,7 @@ def test_backend_for_and_framework_of_find_the_registered_framework(registered: 
 
 def test_a_registered_framework_is_forgotten_after_its_test() -> None:
     """The fixture's teardown leaves the registry as it found it (no other test sees this framework)."""
-    assert sum(isinstance(f, NumpyFramework) for f in backends._registered) == 1
+    assert sum(isinstance(f, NumpyFramework) for f in backends.frameworks()) == 1
 
 
 def test_module_selection_uses_the_backends_module_names() -> None:

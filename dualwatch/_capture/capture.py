@@ -158,7 +158,9 @@ class ActivationCapture:
                 config = json.load(f)
         absent = [key for key in ("monitor_layers", "monitor_epochs") if key not in config]
         if absent:
-            raise KeyError(f"config has no {absent}: add them as in seed 002's config.json example")
+            raise KeyError(
+                f"config has no {absent}: add them as in the layer-output Monitor script's config.json"
+            )
         indices = config.get("monitor_batch_indices") if batch_indices is None else batch_indices
         return cls(model, config["monitor_layers"], config["monitor_epochs"], output_dir, indices, **options)
 

@@ -42,6 +42,12 @@ def register(framework: Framework) -> None:
         _registered.insert(0, framework)
 
 
+def unregister(framework: Framework) -> None:
+    """Forgets a framework given to :func:`register` (nothing happens if it was not)."""
+    if framework in _registered:
+        _registered.remove(framework)
+
+
 def frameworks() -> list[Framework]:
     """The registered frameworks, then the built-in ones whose package is imported."""
     for name, module in FRAMEWORKS.items():
@@ -63,10 +69,11 @@ def backend_for(model: Any) -> Backend:
     for framework in frameworks():
         if framework.is_model(model):
             return framework.backend(model)
+    known = ", ".join(f"a {f.name} model" for f in _registered)
     raise TypeError(
-        f"dualwatch needs a torch.nn.Module or a paddle.nn.Layer, got {type(model).__module__}."
-        f"{type(model).__qualname__}: pass the model itself (for example Watcher(model)), "
-        "not its parameters, its state_dict or an optimizer."
+        f"dualwatch needs a torch.nn.Module or a paddle.nn.Layer{f' or {known}' if known else ''}, "
+        f"got {type(model).__module__}.{type(model).__qualname__}: pass the model itself "
+        "(for example Watcher(model)), not its parameters, its state_dict or an optimizer."
     )
 
 

@@ -111,8 +111,9 @@ class Framework(ABC):
 class Backend(ABC):
     """One model's parameters, and the reductions of one tensor on its own device.
 
-    ``full_stats`` and ``light_stats`` return device scalars (or host numbers); the reducer
-    gathers them and calls ``to_host`` once per check. Reductions accumulate in at least float32.
+    ``weight`` and ``grad`` return the framework's tensors (anything with a ``shape``);
+    ``full_stats`` and ``light_stats`` return device scalars (or host numbers), which the reducer
+    gathers and hands to ``to_host`` once per check. Reductions accumulate in at least float32.
     """
 
     def __init__(self, model: Any, framework: Framework) -> None:

@@ -80,7 +80,7 @@ def _seconds(name: str, default: float, help: str) -> Any:
 @click.option(
     "--rules",
     metavar="FILE",
-    help="Normal ranges per tag glob, JSON or YAML (see examples/rules_seed003.json).",
+    help="Normal ranges per tag glob, JSON or YAML (see examples/rules_esam.json).",
 )
 @click.pass_context
 def monitor(

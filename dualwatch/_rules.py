@@ -1,7 +1,7 @@
 """Rules files: users' normal ranges per tag glob, which the monitor judges each tag's latest value by.
 
 A rules file is JSON or YAML mapping tag globs to bounds, as in the ESAM BiFusion training
-guide's table of normal ranges (``examples/rules_seed003.json``)::
+guide's table of normal ranges (``examples/rules_esam.json``)::
 
     {"train/gradient/total_norm": {"normal": [0.1, 2.0], "above": 10.0, "below": 1e-6,
                                    "label": "total gradient norm"}}

@@ -1,7 +1,7 @@
 """A plain training loop watched by dualwatch, in PyTorch or PaddlePaddle (the same code path).
 
 Trains a small CNN on random images for a few epochs; ``Watcher`` checks the weights and
-gradients every 5 steps (seed 000's block on the console), and writes seed 004's
+gradients every 5 steps (the edge monitor's block on the console), and writes the VisualDL guide's
 ``Loss/Train``, ``Learning_Rate`` and ``Time/Epoch_Duration`` to VisualDL, TensorBoard and
 ``metrics.jsonl`` under ``--logdir``. Runs in seconds.
 

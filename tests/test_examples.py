@@ -31,6 +31,6 @@ def test_the_plain_loop_example_writes_seed_004_tags_and_checks(tmp_path: Path, 
 
 @pytest.mark.parametrize("framework", ["torch", "paddle"])
 def test_the_seed_002_capture_example_saves_each_pattern(tmp_path: Path, framework: str) -> None:
-    _run(str(EXAMPLES / "capture_seed002.py"), "--framework", framework, "--out", str(tmp_path))
+    _run(str(EXAMPLES / "capture_layers.py"), "--framework", framework, "--out", str(tmp_path))
     manifests = sorted(p.parent.name for p in tmp_path.glob("*/manifest.json"))
     assert manifests == ["callbacks", "direct", "wrapper"]

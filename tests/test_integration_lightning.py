@@ -29,7 +29,7 @@ from dualwatch.readers import RunReader
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
-from lightning_seed000 import TinyEdgeModel, data, instantiate_from_config  # noqa: E402
+from lightning_edge_monitor import TinyEdgeModel, data, instantiate_from_config  # noqa: E402
 
 TARGET = "dualwatch.integrations.lightning.EdgeMonitorCallback"
 SEED_STATS = [
@@ -230,7 +230,7 @@ def test_seed_yaml_target_params_builds_the_callback_through_instantiate_from_co
 
 def test_example_driven_by_the_seed_yaml_logs_seed_000_tags_and_console_block(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, str(EXAMPLES / "lightning_seed000.py"), "--out", str(tmp_path)],
+        [sys.executable, str(EXAMPLES / "lightning_edge_monitor.py"), "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=180,
@@ -295,7 +295,7 @@ import sys
 sys.path.insert(0, {examples!r})
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger
-from lightning_seed000 import TinyEdgeModel, data
+from lightning_edge_monitor import TinyEdgeModel, data
 from dualwatch.integrations.lightning import EdgeMonitorCallback
 
 if __name__ == "__main__":

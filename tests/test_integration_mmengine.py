@@ -197,7 +197,7 @@ def test_the_optimizer_wrapper_is_restored_after_training(tmp_path: Path) -> Non
 
 def test_the_mmengine_example_trains_and_reports(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "mmengine_seed003.py"), str(tmp_path)],
+        [sys.executable, str(ROOT / "examples" / "mmengine_esam.py"), str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,

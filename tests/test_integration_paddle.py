@@ -144,7 +144,7 @@ def test_checks_run_every_n_steps_and_the_optimizer_is_restored_after_fit(tmp_pa
 
 
 def _run_example(logdir: Path, **env: str) -> subprocess.CompletedProcess:
-    script = ROOT / "examples" / "paddle_fit_seed004.py"
+    script = ROOT / "examples" / "paddle_fit.py"
     environ = {**os.environ, **env}
     return subprocess.run(
         [sys.executable, str(script), str(logdir)], capture_output=True, text=True, timeout=300, env=environ

@@ -24,7 +24,7 @@ from dualwatch._view import render_json, render_text
 from dualwatch.readers import Series
 
 REPO = Path(__file__).resolve().parents[1]
-RULES = str(REPO / "examples" / "rules_seed003.json")
+RULES = str(REPO / "examples" / "rules_esam.json")
 NOW = 1_700_000_000.0
 
 

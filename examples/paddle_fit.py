@@ -1,11 +1,11 @@
-"""Seed 004's VisualDL monitoring for ``paddle.Model.fit``, with one callback.
+"""The VisualDL training guide's monitoring for ``paddle.Model.fit``, with one callback.
 
 A tiny regression network is fitted for three epochs with validation; ``WatchCallback`` writes
 ``Loss/Train``, ``Loss/Validation``, ``Learning_Rate``, ``Model/Gradient_Norm``,
 ``Model/Parameter_Norm``, ``Model/Total_Parameters`` and ``Time/Epoch_Duration`` plus the
 per-parameter weight and gradient statistics, to VisualDL, TensorBoard and metrics.jsonl.
 
-    python examples/paddle_fit_seed004.py runs
+    python examples/paddle_fit.py runs
     visualdl --logdir runs        # or: tensorboard --logdir runs
 """
 

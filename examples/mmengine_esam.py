@@ -1,12 +1,12 @@
-"""Seed 003's enhanced training report for an MMEngine ``Runner``, from a config dict.
+"""The ESAM BiFusion guide's enhanced training report for an MMEngine ``Runner``, from a config dict.
 
-A tiny two-branch model (a "2d" and a "3d" branch mixed by a learned gate, as seed 003's
+A tiny two-branch model (a "2d" and a "3d" branch mixed by a learned gate, as the ESAM guide's
 fusion) is trained for two epochs. ``DualwatchHook`` prints the framed report every 4
 iterations and writes ``train/detailed_loss/*``, ``train/gradient/*``, ``train/fusion/*``
 and ``train/projection/*`` to VisualDL, TensorBoard and metrics.jsonl under
 ``<work_dir>/<timestamp>/dualwatch``.
 
-    python examples/mmengine_seed003.py work_dirs/demo
+    python examples/mmengine_esam.py work_dirs/demo
     tensorboard --logdir work_dirs/demo     # or: visualdl --logdir work_dirs/demo
 """
 

@@ -1,12 +1,12 @@
-"""Seed 000 with Lightning: the ``EdgeMonitorCallback`` built from the YAML config.
+"""The StableSR edge monitor with Lightning: the ``EdgeMonitorCallback`` built from the YAML config.
 
-A tiny LightningModule whose ``edge_processor`` (seed 000's ``backbone`` + ``to_four``) turns
+A tiny LightningModule whose ``edge_processor`` (the StableSR ``backbone`` + ``to_four``) turns
 images into 4-channel edge features; a ``head`` beside it is not watched. The callbacks are built
 exactly as latent-diffusion's ``main.py`` builds them (``instantiate_from_config`` on each
 ``lightning.callbacks`` entry), and the trainer logs to TensorBoard and CSV in ``--out``:
 
-    python examples/lightning_seed000.py --out runs/lightning_seed000
-    tensorboard --logdir runs/lightning_seed000
+    python examples/lightning_edge_monitor.py --out runs/lightning_edge_monitor
+    tensorboard --logdir runs/lightning_edge_monitor
 
 Every 10 steps the console shows the "Edge Processor Monitor - Step N" block, and the loggers
 get ``edge_processor/<param>/<stat>`` for ``weight_{mean,std,min,max,change}`` and
@@ -49,7 +49,7 @@ def instantiate_from_config(config: Any) -> Any:
 
 
 class EdgeMapProcessor(torch.nn.Module):
-    """Seed 000's layer names: ``backbone.0`` conv, ``backbone.1`` batch norm, ..., ``to_four``."""
+    """The StableSR layer names: ``backbone.0`` conv, ``backbone.1`` batch norm, ..., ``to_four``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -97,8 +97,8 @@ def data(n: int = 64, size: int = 12, seed: int = 0) -> torch.utils.data.DataLoa
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(HERE / "lightning_seed000.yaml"))
-    parser.add_argument("--out", default="runs/lightning_seed000", help="the loggers' directory")
+    parser.add_argument("--config", default=str(HERE / "lightning_edge_monitor.yaml"))
+    parser.add_argument("--out", default="runs/lightning_edge_monitor", help="the loggers' directory")
     parser.add_argument("--steps", type=int, help="override lightning.trainer.max_steps")
     args = parser.parse_args(argv)
 

@@ -1,10 +1,10 @@
-"""Seed 002's three usage patterns with dualwatch's Monitor: callbacks, wrapper, direct loop.
+"""The layer-output Monitor script's three usage patterns with dualwatch: callbacks, wrapper, loop.
 
 A tiny transformer-style model trains for 3 epochs of 4 batches; the attention layer is
 recorded on chosen batches (``single``) and the feed-forward layer on every batch of the
-recorded epochs (``epoch_full``): the seed's mixed-record example. Runs in seconds.
+recorded epochs (``epoch_full``): the script's mixed-record example. Runs in seconds.
 
-    python examples/capture_seed002.py [--framework torch|paddle] [--out DIR]
+    python examples/capture_layers.py [--framework torch|paddle] [--out DIR]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def build(framework: str) -> tuple[Any, Callable[[int], None]]:
 
 
 def end_of_epoch(monitor: Monitor, epoch: int) -> None:
-    """The seed's epoch-end block: read, process, save, clear."""
+    """The script's epoch-end block: read, process, save, clear."""
     for alias, info in monitor.get_single_data(copy=False).items():
         for (e, b), (out, weights) in info["data"].items():
             print(f"  epoch {e} batch {b} {alias}: out {list(out.shape)}, weights {list(weights.shape)}")

@@ -29,8 +29,8 @@ import numpy as np
 
 from dualwatch._errors import DualwatchError
 from dualwatch._files import atomic_write
-from dualwatch._report import SMOOTHING, RunLike, smooth
 from dualwatch._tags import GRAD_NORM_TAGS, LOSS_TAGS, LR_TAGS
+from dualwatch.readers._series import SMOOTHING, RunLike, smooth
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -28,8 +28,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
-from itertools import accumulate
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Sequence
 
 from dualwatch._formats.jsonl import to_json
 from dualwatch._health import ADVICE, Verdict, listing, norm_verdict
@@ -43,36 +42,16 @@ from dualwatch._tags import (
     VAL_LOSS_TAGS,
     group_of_share,
 )
+from dualwatch.readers._series import RunLike, SeriesLike, smooth
 
 #: points of the most-logged tag that steps/s is measured over
 RATE_POINTS = 20
-#: points of the loss its trend is measured over, and the EMA weight (the viewers' default smoothing)
+#: points of the loss its trend is measured over
 TREND_POINTS = 50
-SMOOTHING = 0.6
 #: points before the trend window that warm the EMA up, so the window starts smoothed too
 WARMUP_POINTS = 10
 #: a trend smaller than this (percent) is "flat"
 FLAT_PERCENT = 1.0
-
-
-class SeriesLike(Protocol):
-    steps: list[int]
-    wall_times: list[float]
-    values: list[float]
-
-    def last(self) -> tuple[int, float, float] | None: ...
-
-    def best(self) -> tuple[int, float] | None: ...
-
-
-class RunLike(Protocol):
-    """What the report needs from a run: :class:`~dualwatch.readers.RunReader` has it."""
-
-    run_dir: str
-    format: str | None
-    series: Mapping[str, SeriesLike]
-    corrupt: int
-    records: int
 
 
 @dataclass(frozen=True)
@@ -289,11 +268,6 @@ def _steps_per_s(series: Mapping[str, SeriesLike]) -> float | None:
     steps = s.steps[-1] - s.steps[first]
     seconds = s.wall_times[-1] - s.wall_times[first]
     return steps / seconds if steps > 0 and seconds > 0 else None
-
-
-def smooth(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
-    """Exponential moving average starting at the first value (the viewers' smoothing)."""
-    return list(accumulate(values, lambda ema, v: weight * ema + (1 - weight) * v))
 
 
 def _loss(series: Mapping[str, SeriesLike], tags: Sequence[str]) -> Loss | None:

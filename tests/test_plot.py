@@ -15,8 +15,9 @@ from click.testing import CliRunner, Result
 
 from dualwatch import DualwatchError, Writer
 from dualwatch._cli import main
-from dualwatch._plot import POINTS, choose_tags, decimate, log_scale, plot_run, smooth
+from dualwatch._plot import POINTS, choose_tags, decimate, log_scale, plot_run
 from dualwatch.readers import RunReader, Series
+from dualwatch.readers._series import smooth
 
 matplotlib_image = pytest.importorskip("matplotlib.image")
 

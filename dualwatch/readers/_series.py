@@ -5,16 +5,20 @@ Training loops log the same tags in the same order every step, so a chunk's tags
 usually periodic; each tag's points are then a strided slice that joins its series with
 three C-level ``extend`` calls instead of a Python loop per point. Anything else (a new
 tag mid-chunk, a step logged again, out of order) goes point by point, through
-:meth:`Series.put`.
+:meth:`Series.put`. Also here: the viewers' smoothing of a series, which the monitor's report
+and the plot both draw with.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from itertools import islice
+from itertools import accumulate, islice
 from operator import lt
-from typing import Sequence
+from typing import Mapping, Protocol, Sequence
+
+#: the EMA weight of the viewers' default smoothing, which the monitor and the plot use too
+SMOOTHING = 0.6
 
 
 class Series:
@@ -168,3 +172,30 @@ def _period(tags: Sequence[str]) -> int:
     if tags[p:] != tags[: n - p] or len(set(tags[:p])) != p:
         return 0
     return p
+
+
+def smooth(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
+    """Exponential moving average starting at the first value (the viewers' smoothing)."""
+    return list(accumulate(values, lambda ema, v: weight * ema + (1 - weight) * v))
+
+
+class SeriesLike(Protocol):
+    """What the report and the plot need from one tag's points: :class:`Series` has it."""
+
+    steps: list[int]
+    wall_times: list[float]
+    values: list[float]
+
+    def last(self) -> tuple[int, float, float] | None: ...
+
+    def best(self) -> tuple[int, float] | None: ...
+
+
+class RunLike(Protocol):
+    """What the report and the plot need from a run: :class:`~dualwatch.readers.RunReader` has it."""
+
+    run_dir: str
+    format: str | None
+    series: Mapping[str, SeriesLike]
+    corrupt: int
+    records: int

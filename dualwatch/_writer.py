@@ -285,17 +285,17 @@ class Writer:
     def _records(self, items: list[Any]) -> list[Record]:
         """Scalars of one step and millisecond become one record; deferred work runs here."""
         records: list[Record] = []
-        points: list[tuple[str, float, int, int]] = []  # the scalars since the last other record
+        points: list[tuple[str, float, int, float]] = []  # the scalars since the last other record
         for item in items:
             if type(item) is tuple:
-                tag, value, step, wall = item
-                if type(value) is not float:  # a device tensor, read here instead of on the training thread
+                if type(item[1]) is not float:  # a device tensor, read here instead of on the training thread
+                    tag, value, step, wall = item
                     try:
-                        value = float(value)
+                        item = (tag, float(value), step, wall)
                     except Exception as err:
                         warn(f"scalar {tag!r} at step {step} is not one number ({err}); it is skipped")
                         continue
-                points.append((tag, value, step, wall_ms(wall)))
+                points.append(item)
                 continue
             records += grouped(points)
             points = []

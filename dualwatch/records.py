@@ -8,7 +8,7 @@ Payloads are computed once (histogram counts, PNG bytes) and shared by every sin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Union
+from typing import Any, Iterable, Union
 
 import numpy as np
 
@@ -78,20 +78,22 @@ class HParams:
 Record = Union[Scalars, Histogram, Image, Text, HParams]
 
 
-def grouped(points: Iterable[tuple[str, float, int, int]]) -> Iterator[Scalars]:
-    """Consecutive ``(tag, value, step, wall_ms)`` points of one step and millisecond as one record.
+def grouped(points: Iterable[tuple[str, float, int, float]]) -> list[Scalars]:
+    """Consecutive ``(tag, value, step, wall seconds)`` points of one step and millisecond as one record.
 
-    A tag seen again within a step starts a new record, so no value is overwritten.
+    A tag seen again within a step starts a new record, so no value is overwritten. Wall times
+    become milliseconds by :func:`wall_ms`'s rule, written out here: it runs once per scalar.
     """
-    current: Scalars | None = None
-    for tag, value, step, ms in points:
-        if current is None or current.step != step or current.wall_ms != ms or tag in current.values:
-            if current is not None:
-                yield current
-            current = Scalars(step, ms, {})
-        current.values[tag] = value
-    if current is not None:
-        yield current
+    records: list[Scalars] = []
+    step = ms = values = None
+    for tag, value, point_step, wall in points:
+        point_ms = int(wall * 1000 + 0.5)
+        if point_step != step or point_ms != ms or tag in values:
+            record = Scalars(point_step, point_ms, {})
+            records.append(record)
+            step, ms, values = point_step, point_ms, record.values
+        values[tag] = value
+    return records
 
 
 def binned(tag: str, step: int, wall_ms: int, counts: Any, edges: Any) -> Histogram:

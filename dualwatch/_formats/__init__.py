@@ -14,6 +14,8 @@ never loads VisualDL's package at all.
 
 from __future__ import annotations
 
+from functools import cache
+
 from dualwatch._formats.base import Format, LogFormat
 
 
@@ -26,6 +28,7 @@ def formats_by_name() -> dict[str, type[Format]]:
     return {f.name: f for f in (VisualDLFormat, TensorBoardFormat, JsonlFormat)}
 
 
+@cache
 def read_order() -> tuple[type[LogFormat], ...]:
     """Every format a run can be read from, in the order one is chosen: TensorBoard first (its
     records carry checksums), VisualDL, JSON lines, then MMEngine's ``vis_data/scalars.json``."""

@@ -123,19 +123,19 @@ def tensor_scalar(tensor: Any) -> float | None:
 
 def event_scalars(event: Any, plugins: dict[str, str]) -> list[tuple[str, float]]:
     """``(tag, number)`` of each scalar in a summary event: ``simple_value`` and ``scalars``-plugin
-    tensors. ``plugins`` remembers each tag's plugin, which only its first value names."""
+    tensors. ``plugins`` remembers each tensor tag's plugin, which only its first value names."""
     out = []
     for value in event.summary.value:
-        plugin = value.metadata.plugin_data.plugin_name
-        if plugin:
-            plugins[value.tag] = plugin
         kind = value.WhichOneof("value")
-        if kind == "simple_value":
+        if kind == "simple_value":  # the common case first: no metadata is read for it
             out.append((value.tag, value.simple_value))
-        elif kind == "tensor" and plugins.get(value.tag) == "scalars":
-            number = tensor_scalar(value.tensor)
-            if number is not None:
-                out.append((value.tag, number))
+        elif kind == "tensor":
+            if value.HasField("metadata") and value.metadata.plugin_data.plugin_name:
+                plugins[value.tag] = value.metadata.plugin_data.plugin_name
+            if plugins.get(value.tag) == "scalars":
+                number = tensor_scalar(value.tensor)
+                if number is not None:
+                    out.append((value.tag, number))
     return out
 
 
@@ -414,5 +414,4 @@ class TensorBoardFormat(Format):
             elif event.HasField("summary"):
                 points = event_scalars(event, plugins)  # first: it learns the tags' plugins
                 yield from event_records(event, plugins)
-                ms = wall_ms(event.wall_time)
-                yield from grouped((tag, number, event.step, ms) for tag, number in points)
+                yield from grouped((tag, number, event.step, event.wall_time) for tag, number in points)

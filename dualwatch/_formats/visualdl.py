@@ -253,13 +253,13 @@ class VisualDLFormat(Format):
     @classmethod
     def read_records(cls, data: bytes) -> Iterator[Record | int]:
         parse = _columns.visualdl_record().FromString
-        points: list[tuple[str, float, int, int]] = []
+        points: list[tuple[str, float, int, float]] = []
         for frame in cls.scan(data):
             value = parse(data[frame.start + _LENGTH.size : frame.end]).values[0]
             tag, step, wall_ms = value.tag, value.id, value.timestamp
             number = scalar(value)
             if number is not None:
-                points.append((number[0], number[1], step, wall_ms))
+                points.append((number[0], number[1], step, wall_ms / 1000))
                 continue
             yield from grouped(points)
             points = []

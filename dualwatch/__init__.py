@@ -18,13 +18,12 @@ The public API, each name with one import path:
 Every other module is internal (its name, or its package's, starts with ``_``).
 
 ``import dualwatch`` imports neither framework; a model's backend loads when a model is given.
-The edge tools and activation capture load on first use: ``EdgeMapGenerator`` and the losses
-import OpenCV, ``TorchEdgeLoss`` torch, ``PaddleEdgeLoss`` paddle.
+The edge tools, activation capture and ``DualwatchError`` (a click exception) load on first use:
+``EdgeMapGenerator`` and the losses import OpenCV, ``TorchEdgeLoss`` torch, ``PaddleEdgeLoss`` paddle.
 """
 
 from typing import Any
 
-from dualwatch._errors import DualwatchError
 from dualwatch._health import Health, Thresholds, Verdict
 from dualwatch._stats import Report, StatsEngine
 from dualwatch._version import __version__
@@ -32,6 +31,7 @@ from dualwatch._watcher import Watcher
 from dualwatch._writer import Writer
 
 _LAZY = {
+    "DualwatchError": ("dualwatch._errors", "DualwatchError"),
     "EdgeMapGenerator": ("dualwatch._edge", "EdgeMapGenerator"),
     "edge_map_mse": ("dualwatch._edge", "edge_map_mse"),
     "edge_weighted_mse": ("dualwatch._edge", "edge_weighted_mse"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Callable
 
 
@@ -12,6 +11,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any]) -> N
 
     On any failure the temporary file is removed and the error raised; ``path`` is then as it was.
     """
+    import tempfile  # only when a file is written: it costs start-up time
+
     folder, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     os.close(fd)

@@ -92,7 +92,6 @@ class ActivationCapture:
     ) -> None:
         backend = backend_for(model)  # TypeError for anything but a torch / paddle model
         self._framework = backend.framework
-        self._backend = backend
         self.model = backend.model
         self.layers = parse_layers(layers_to_monitor)
         available = backend.module_names()

@@ -18,7 +18,9 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Callable, ClassVar, Mapping, Sequence, Union
+
+import numpy as np
 
 from dualwatch import _histogram, _images
 from dualwatch._distributed import global_rank
@@ -35,6 +37,8 @@ CLOSE_TIMEOUT = 10.0  # seconds close() waits for a sink stuck in a write
 HParamValue = Union[bool, int, float, str]
 
 _time = time.time
+#: ``_one_of``'s default for an argument that must be given (None means "not given" everywhere)
+_REQUIRED: Any = object()
 _live: weakref.WeakSet[Writer] = weakref.WeakSet()
 
 
@@ -44,7 +48,7 @@ class Writer:
     Args:
         logdir: the directory viewers are pointed at (``visualdl --logdir runs``).
         run: the run's directory name; by default ``logs_%m%d%H%M`` (the VisualDL training guide's), with a
-            ``_2``, ``_3``... suffix when that minute is taken.
+            ``_2``, ``_3``... suffix when that minute is taken, and ``comment`` appended.
         resume: continue the existing ``run`` instead of starting one. ``True`` continues
             from the first step written; an int from that step. Records at or after it
             are dropped from the old files (TensorBoard also gets its purge marker), so
@@ -56,12 +60,30 @@ class Writer:
         sinks: more sinks (``write(records)`` and ``close()``) fed by the writer thread beside
             the files, for example one that forwards to another tracker.
         max_latency: seconds within which a logged record is on disk.
-        max_queue: records held before new ones are dropped (and counted).
+        max_queue: records queued before the writer thread is woken to write them (the peers'
+            "forced flush"; the caller never waits for it). By default only ``max_latency`` and
+            a quarter of ``max_pending`` wake it.
+        max_pending: records held before new ones are dropped (and counted) instead of blocking.
+
+    The arguments of torch's ``SummaryWriter`` and VisualDL's ``LogWriter`` are taken by keyword,
+    with their meaning: ``log_dir`` is the run directory itself (``runs/exp1``; an existing one
+    gets new files beside the old, as both peers do), ``comment`` is appended to a generated run
+    name, ``purge_step`` resumes the run from that step, ``flush_secs`` is ``max_latency``,
+    ``filename_suffix`` ends the VisualDL and TensorBoard file names, ``display_name`` names the
+    run in VisualDL, ``file_name`` picks the VisualDL file (appended to when it exists) and
+    ``write_to_disk=False`` writes no file. The two peers' constructors disagree on positions
+    after the second, so :mod:`dualwatch.compat` keeps each one's positional order.
 
     In a multi-process job only global rank 0 (:func:`dualwatch._distributed.global_rank`)
     creates the run and writes; on other ranks every call returns at once and
     ``run_dir`` is None.
     """
+
+    #: which peer's rules fill a missing argument: None (dualwatch's: by the argument names the
+    #: call used), "torch" (``SummaryWriter``) or "visualdl" (``LogWriter``); see dualwatch.compat
+    peer: ClassVar[str | None] = None
+    #: the ``bins`` an ``add_histogram`` call without one gets
+    default_bins: ClassVar[int | str] = 64
 
     def __init__(
         self,
@@ -73,7 +95,16 @@ class Writer:
         console: Sink | None = None,
         sinks: Sequence[Sink] = (),
         max_latency: float = 2.0,
-        max_queue: int = 1 << 18,
+        max_queue: int | None = None,
+        max_pending: int = 1 << 18,
+        log_dir: str | os.PathLike[str] | None = None,
+        comment: str = "",
+        purge_step: int | None = None,
+        flush_secs: float | None = None,
+        filename_suffix: str = "",
+        display_name: str = "",
+        file_name: str = "",
+        write_to_disk: bool = True,
     ) -> None:
         known = formats_by_name()
         unknown = [name for name in formats if name not in known]
@@ -81,19 +112,53 @@ class Writer:
             raise ValueError(f"formats= takes a list of {sorted(known)}, got {formats!r}")
         if not isinstance(resume, (bool, int)):
             raise TypeError(f"resume= is True, False or the step to resume from, got {resume!r}")
-        if not max_latency > 0 or not (isinstance(max_queue, int) and max_queue > 0):
-            raise ValueError("max_latency= must be > 0 seconds and max_queue= a positive int")
+        if flush_secs is not None:
+            max_latency = flush_secs
+        if not max_latency > 0:
+            raise ValueError(f"max_latency= (flush_secs=) must be > 0 seconds, got {max_latency!r}")
+        for name, value in (("max_queue", max_queue), ("max_pending", max_pending)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}= must be a positive int, got {value!r}")
+        if file_name and "vdlrecords" not in os.path.basename(file_name):
+            raise ValueError(
+                f"file_name= names the VisualDL file, which VisualDL finds by 'vdlrecords' in its name; "
+                f"got {file_name!r}. Pass for example 'vdlrecords.train.log'"
+            )
+        exist_ok = False
+        if log_dir is not None:
+            if logdir not in (None, "runs") or run is not None:
+                raise TypeError(
+                    "log_dir= is the run directory itself (torch's SummaryWriter); pass it alone, "
+                    f"or logdir= and run= (got logdir={logdir!r}, run={run!r}, log_dir={log_dir!r})"
+                )
+            logdir, run = os.path.split(os.path.abspath(os.fspath(log_dir)))
+            exist_ok = True  # both peers add new files to an existing run directory
+        if purge_step is not None:
+            if resume is not False:
+                raise TypeError("purge_step= and resume= say the same thing; pass one")
+            resume = _step(purge_step)
+        if not write_to_disk:
+            formats = ()
         # Only global rank 0 writes: other ranks keep the same calls but create and print nothing.
         self.rank = global_rank()
         self._silent = self.rank != 0
         if self._silent:
             logdir, console, sinks = None, None, ()
-        self.run_dir = _run_directory(logdir, run, resume) if logdir is not None else None
-        files: list[Sink] = []
+        self.run_dir = _run_directory(logdir, run, resume, comment, exist_ok) if logdir is not None else None
+        files: list[FileSink] = []
         if self.run_dir is not None:
             for name in formats:
                 try:
-                    files.append(FileSink(known[name](), self.run_dir, resume))
+                    options = {"display_name": display_name} if name == "visualdl" and display_name else {}
+                    files.append(
+                        FileSink(
+                            known[name](**options),
+                            self.run_dir,
+                            resume,
+                            suffix="" if name == "jsonl" else filename_suffix,
+                            name=file_name if name == "visualdl" else "",
+                        )
+                    )
                 except ImportError as err:
                     warn(
                         f"{name} files are not written: {err}. "
@@ -102,10 +167,12 @@ class Writer:
                     )
         self.max_latency = max_latency
         self.max_queue = max_queue
+        self.max_pending = max(max_pending, max_queue or 0)
+        self._file_sinks = files
         self._files = FanOut([*files, *sinks])
         self._console = FanOut([console] if console is not None else [])
         self._queue: deque[Any] = deque()
-        self._wake_at = max(1, max_queue // 4)
+        self._wake_at = max_queue if max_queue is not None else max(1, self.max_pending // 4)
         self._tags: dict[str, str] = {}
         self._dropped = 0
         self._reported_drops = 0
@@ -119,23 +186,65 @@ class Writer:
         _live.add(self)
         _install_exit_handlers()
 
+    # -- where the run is ---------------------------------------------------------------------
+
+    @property
+    def log_dir(self) -> str | None:
+        """The run directory (torch's ``SummaryWriter.log_dir``); None on ranks that do not write."""
+        return self.run_dir
+
+    @property
+    def logdir(self) -> str | None:
+        """The run directory (VisualDL's ``LogWriter.logdir``)."""
+        return self.run_dir
+
+    def get_logdir(self) -> str | None:
+        """The run directory (torch's ``SummaryWriter.get_logdir()``)."""
+        return self.run_dir
+
+    @property
+    def file_name(self) -> str | None:
+        """The VisualDL file of the run (VisualDL's ``LogWriter.file_name``); None before the
+        first record is written or without VisualDL."""
+        return next((sink.path for sink in self._file_sinks if sink.format.name == "visualdl"), None)
+
     # -- the caller's side: validate, timestamp, enqueue ------------------------------------
 
-    def add_scalar(self, tag: str, value: Any, step: int, walltime: float | None = None) -> None:
-        """Queues one scalar. Accepts Python and numpy numbers and one-element tensors."""
+    def add_scalar(
+        self,
+        tag: str,
+        scalar_value: Any = None,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        new_style: bool = False,
+        double_precision: bool = False,
+        *,
+        value: Any = None,
+        step: int | None = None,
+    ) -> None:
+        """Queues one scalar. Accepts Python and numpy numbers and one-element tensors.
+
+        Takes torch's names (``scalar_value``, ``global_step``) and VisualDL's (``value``,
+        ``step``). A missing step is 0, as torch writes it, but a call that names ``value=``
+        is a VisualDL call and VisualDL requires one. ``new_style`` and ``double_precision``
+        (torch's TensorBoard encodings) are accepted; both viewers store float32 either way.
+        """
+        if global_step is None or value is not None or step is not None:
+            scalar_value = _one_of("add_scalar", "scalar_value", scalar_value, "value", value)
+            global_step = self._step_of("add_scalar", global_step, step, value is not None)
         queue = self._queue
-        if len(queue) >= self.max_queue:
+        if len(queue) >= self.max_pending:
             self._dropped += 1
             return
         queue.append(
             (
                 self._tags.get(tag) or self._tag(tag),
-                value if type(value) is float else _number(value),
-                step if type(step) is int else _step(step),
+                scalar_value if type(scalar_value) is float else _number(scalar_value),
+                global_step if type(global_step) is int else _step(global_step),
                 _time() if walltime is None else float(walltime),
             )
         )
-        if len(queue) > self._wake_at:
+        if len(queue) >= self._wake_at:
             self._wake.set()
 
     def log(
@@ -153,68 +262,207 @@ class Writer:
             for t, v in scalars.items()
         ]
         queue = self._queue
-        if len(queue) + len(items) > self.max_queue:
+        if len(queue) + len(items) > self.max_pending:
             self._dropped += len(items)
         else:
             queue.extend(items)
-            if len(queue) > self._wake_at:
+            if len(queue) >= self._wake_at:
                 self._wake.set()
         if echo and self._console.sinks:
             values = {tag: float(value) for tag, value, _, _ in items}
             self._console.write([Scalars(step, wall_ms(wall), values)])
 
     def add_scalars(
-        self, main_tag: str, tag_scalar_dict: Mapping[str, Any], step: int, walltime: float | None = None
+        self,
+        main_tag: str,
+        tag_scalar_dict: Mapping[str, Any],
+        global_step: int | None = None,
+        walltime: float | None = None,
+        *,
+        step: int | None = None,
     ) -> None:
-        """Flat ``main_tag/sub`` tags in this run (torch's version makes one run per sub-tag)."""
+        """Flat ``main_tag/sub`` tags in this run, one record (torch makes one run per sub-tag,
+        VisualDL one chart per main tag)."""
+        step = self._step_of("add_scalars", global_step, step)
         self.log(step, {f"{main_tag}/{sub}": value for sub, value in tag_scalar_dict.items()}, walltime)
 
     def add_histogram(
-        self, tag: str, values: Any, step: int, bins: int = 64, walltime: float | None = None
+        self,
+        tag: str,
+        values: Any,
+        global_step: int | None = None,
+        bins: int | str | Sequence[float] | None = None,
+        walltime: float | None = None,
+        max_bins: int | None = None,
+        *,
+        step: int | None = None,
+        buckets: int | None = None,
     ) -> None:
-        """Counts ``values`` into ``bins`` equal buckets between their finite min and max.
+        """Counts ``values`` into buckets; NaN and Inf are counted apart.
 
-        Framework tensors are counted on their own device; only the counts travel, and
-        they are copied on the writer thread, so the caller never waits for the device.
+        ``bins`` (VisualDL: ``buckets``) is a number of equal buckets between the finite min and
+        max, torch's ``"tensorflow"`` (TensorFlow's exponential buckets, cut to the data, at
+        most ``max_bins``), one of numpy's rules (``"auto"``, ``"fd"``, ``"sturges"``...), or
+        the bucket edges. Framework tensors are counted on their own device when ``bins`` is a
+        number; only the counts travel, copied on the writer thread, so the caller never waits
+        for the device.
         """
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-            raise ValueError(f"bins= must be a positive int, got {bins!r}")
-        tag, step, ms = self._tag(tag), _step(step), wall_ms(_time() if walltime is None else walltime)
-        summary = _histogram.summarize(values, bins)
+        bins = _one_of("add_histogram", "bins", bins, "buckets", buckets, default=self.default_bins)
+        _histogram.check_bins(bins, max_bins)
+        step = self._step_of("add_histogram", global_step, step, buckets is not None)
+        tag, ms = self._tag(tag), wall_ms(_time() if walltime is None else walltime)
+        summary = _histogram.summarize(values, bins, max_bins)
         self._put(lambda: Histogram(tag, step, ms, *summary()))
 
     def add_image(
-        self, tag: str, image: Any, step: int, dataformats: str = "HWC", walltime: float | None = None
+        self,
+        tag: str,
+        img: Any = None,
+        step: int | None = None,
+        walltime: float | None = None,
+        dataformats: str | None = None,
+        *,
+        img_tensor: Any = None,
+        image: Any = None,
+        global_step: int | None = None,
     ) -> None:
-        """Encodes ``image`` to PNG once (on the writer thread) for both viewers.
+        """Encodes one image to PNG once (on the writer thread) for both viewers.
 
-        Floats are read as [0, 1] and integers as [0, 255]; ``dataformats`` is ``HWC``,
-        ``CHW`` or ``HW``. The caller's array is copied, never changed.
+        Floats are read as [0, 1] and integers as [0, 255]. ``dataformats`` is ``HWC``, ``CHW``
+        or ``HW``; without it the layout is read from the shape (a first axis of 1, 3 or 4 and
+        a last one that is not: CHW; the other way round: HWC). Only a shape that fits both,
+        such as ``(3, 3, 3)``, falls back to a peer's default: ``CHW`` when the call names
+        torch's ``img_tensor=`` or ``global_step=`` or the writer is ``SummaryWriter``, else
+        ``HWC`` (VisualDL's and dualwatch's). The caller's array is copied, never changed.
         """
-        tag, step, ms = self._tag(tag), _step(step), wall_ms(_time() if walltime is None else walltime)
-        pixels = _images.to_uint8_hwc(image, dataformats)
-        height, width, channels = pixels.shape
-        self._put(lambda: Image(tag, step, ms, _images.encode_png(pixels), height, width, channels))
+        torch_names = img_tensor is not None or global_step is not None
+        pixels = _one_of("add_image", "img", img, "img_tensor", img_tensor, "image", image)
+        step = self._step_of("add_image", global_step, step)
+        tag, ms = self._tag(tag), wall_ms(_time() if walltime is None else walltime)
+        layout = dataformats or _images.layout_of(pixels, self._chw_first(torch_names))
+        array = _images.to_uint8_hwc(pixels, layout)
+        height, width, channels = array.shape
+        self._put(lambda: Image(tag, step, ms, _images.encode_png(array), height, width, channels))
 
-    def add_text(self, tag: str, text: str, step: int, walltime: float | None = None) -> None:
+    def add_images(
+        self,
+        tag: str,
+        img_tensor: Any,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        dataformats: str | None = None,
+        *,
+        step: int | None = None,
+        columns: int = _images.GRID_COLUMNS,
+    ) -> None:
+        """A batch of images as one grid image, ``columns`` per row (8, as torch's ``add_images``).
+
+        ``dataformats`` is ``NCHW``, ``NHWC`` or ``NHW``; without it the layout is read from
+        the shape, ``NCHW`` (torch's default) when both fit.
+        """
+        step = self._step_of("add_images", global_step, step)
+        tag, ms = self._tag(tag), wall_ms(_time() if walltime is None else walltime)
+        array = _images.grid(img_tensor, dataformats, columns)
+        height, width, channels = array.shape
+        self._put(lambda: Image(tag, step, ms, _images.encode_png(array), height, width, channels))
+
+    def add_figure(
+        self,
+        tag: str,
+        figure: Any,
+        global_step: int | None = None,
+        close: bool = True,
+        walltime: float | None = None,
+        *,
+        step: int | None = None,
+    ) -> None:
+        """A matplotlib figure (or a list of them, drawn as a grid) as an image.
+
+        The figure is drawn once, on the writer thread; ``close=True`` (torch's default) closes
+        it in pyplot at once, which frees pyplot's reference but not the figure. Change a figure
+        after logging it only if ``close=False`` and after ``flush()``.
+        """
+        step = self._step_of("add_figure", global_step, step)
+        figures = list(figure) if isinstance(figure, (list, tuple)) else [figure]
+        if not figures or not all(hasattr(f, "savefig") for f in figures):
+            raise TypeError(
+                f"add_figure takes a matplotlib Figure or a list of them, got {type(figure).__name__}"
+            )
+        tag, ms = self._tag(tag), wall_ms(_time() if walltime is None else walltime)
+        if close:
+            _images.close_figures(figures)
+        single = not isinstance(figure, (list, tuple))
+
+        def draw() -> Image:
+            drawn = [_images.draw_figure(f) for f in figures]
+            array = drawn[0] if single else _images.grid(np.stack(drawn), "NHWC", _images.GRID_COLUMNS)
+            return Image(tag, step, ms, _images.encode_png(array), *array.shape)
+
+        self._put(draw)
+
+    def add_text(
+        self,
+        tag: str,
+        text_string: str | None = None,
+        global_step: int | None = None,
+        walltime: float | None = None,
+        *,
+        text: str | None = None,
+        step: int | None = None,
+    ) -> None:
+        """Queues a text (markdown in both viewers). A missing step is 0 in both peers."""
+        text = _one_of("add_text", "text_string", text_string, "text", text)
         if not isinstance(text, str):
             raise TypeError(f"add_text takes a str, got {type(text).__name__}")
+        step = self._step_of("add_text", global_step, step, visualdl_names=False)
         ms = wall_ms(_time() if walltime is None else walltime)
-        self._put(Text(self._tag(tag), _step(step), ms, text))
+        self._put(Text(self._tag(tag), step, ms, text))
 
     def add_hparams(
         self,
-        hparams: Mapping[str, HParamValue | None],
-        metrics: Mapping[str, Any] | Sequence[str] = (),
-        step: int = 0,
+        hparam_dict: Mapping[str, HParamValue | None] | None = None,
+        metric_dict: Mapping[str, Any] | Sequence[str] | None = None,
+        hparam_domain_discrete: Mapping[str, Sequence[Any]] | None = None,
+        run_name: str | None = None,
+        global_step: int | None = None,
+        *,
+        hparams: Mapping[str, HParamValue | None] | None = None,
+        metrics: Mapping[str, Any] | Sequence[str] | None = None,
+        hparams_dict: Mapping[str, HParamValue | None] | None = None,
+        metrics_list: Sequence[str] | None = None,
+        step: int | None = None,
+        walltime: float | None = None,
     ) -> None:
-        """Hyper-parameters of this run (no nested run), and the scalar tags of its metrics.
+        """Hyper-parameters of this run, and the scalar tags of its metrics.
 
-        Values are bool, int, float or str; ``None`` is skipped. Metrics given as
-        ``{tag: value}`` are also logged as scalars at ``step``.
+        Takes torch's form (``hparam_dict``, ``metric_dict`` of values, logged as scalars at
+        the step) and VisualDL's (``hparams_dict``, ``metrics_list`` of tag names, whose values
+        are the scalars logged under them). Values are bool, int, float or str; ``None`` is
+        skipped. Unlike torch's, the hyper-parameters stay in this run instead of a nested
+        one, so ``run_name`` is not used; ``hparam_domain_discrete`` is checked and not written.
         """
+        given = _one_of(
+            "add_hparams", "hparam_dict", hparam_dict, "hparams", hparams, "hparams_dict", hparams_dict
+        )
+        if not isinstance(given, Mapping):
+            raise TypeError(f"add_hparams takes a dict of hyper-parameters, got {type(given).__name__}")
+        listed = _one_of(
+            "add_hparams",
+            "metric_dict",
+            metric_dict,
+            "metrics",
+            metrics,
+            "metrics_list",
+            metrics_list,
+            default=(),
+        )
+        if hparam_domain_discrete is not None and not isinstance(hparam_domain_discrete, Mapping):
+            raise TypeError(
+                "hparam_domain_discrete= is a dict of hyper-parameter name to its possible values"
+            )
+        step = self._step_of("add_hparams", global_step, step, visualdl_names=False)
         clean: dict[str, HParamValue] = {}
-        for name, value in hparams.items():
+        for name, value in given.items():
             if value is None:
                 continue
             if not isinstance(value, (bool, int, float, str)):
@@ -223,15 +471,36 @@ class Writer:
                     f"(for example str(value))"
                 )
             clean[str(name)] = value
-        tags = [self._tag(t) for t in (metrics if not isinstance(metrics, str) else [metrics])]
-        self._put(HParams(_step(step), wall_ms(_time()), clean, tags))
-        if isinstance(metrics, Mapping):
-            self.log(step, metrics)
+        tags = [self._tag(t) for t in (listed if not isinstance(listed, str) else [listed])]
+        self._put(HParams(step, wall_ms(_time() if walltime is None else walltime), clean, tags))
+        if isinstance(listed, Mapping):
+            self.log(step, listed, walltime)
+
+    # -- the peers' arguments --------------------------------------------------------------------
+
+    def _step_of(self, method: str, global_step: Any, step: Any, visualdl_names: bool = False) -> int:
+        """The step of a call from ``global_step=`` (torch) or ``step=``; a missing one is 0 as
+        torch writes it, or a TypeError as VisualDL raises when the call is VisualDL's."""
+        if global_step is not None and step is not None:
+            raise TypeError(f"{method}() got global_step={global_step!r} and step={step!r}; pass one")
+        given = global_step if step is None else step
+        if given is None:
+            if self.peer == "visualdl" or (self.peer is None and visualdl_names):
+                raise TypeError(
+                    f"{method}() needs step=: VisualDL's LogWriter has no default step "
+                    "(torch's SummaryWriter writes a missing step as 0)"
+                )
+            return 0
+        return given if type(given) is int else _step(given)
+
+    def _chw_first(self, torch_names: bool) -> bool:
+        """Whether an image shape that fits CHW and HWC is read as CHW (torch's default)."""
+        return self.peer == "torch" or (self.peer is None and torch_names)
 
     def _put(self, item: Record | Callable[[], Record]) -> None:
         if self._silent:
             return
-        if len(self._queue) >= self.max_queue:
+        if len(self._queue) >= self.max_pending:
             self._dropped += 1
         else:
             self._queue.append(item)
@@ -273,8 +542,8 @@ class Writer:
         if self._dropped != self._reported_drops:
             if not self._reported_drops:
                 warn(
-                    f"the log queue is full (max_queue={self.max_queue}); records are being dropped "
-                    f"and counted in {DROPPED_TAG!r}. Log less often or raise max_queue."
+                    f"the log queue is full (max_pending={self.max_pending}); records are being dropped "
+                    f"and counted in {DROPPED_TAG!r}. Log less often or raise max_pending."
                 )
             self._reported_drops = self._dropped
             records.append(Scalars(self._last_step, wall_ms(_time()), {DROPPED_TAG: float(self._dropped)}))
@@ -348,8 +617,22 @@ class Writer:
         self.close()
 
 
+def _one_of(method: str, *names_and_values: Any, default: Any = _REQUIRED) -> Any:
+    """The one argument given among the peers' names for it (``"scalar_value", v1, "value", v2``)."""
+    given = [(n, v) for n, v in zip(names_and_values[::2], names_and_values[1::2]) if v is not None]
+    if len(given) > 1:
+        raise TypeError(f"{method}() got {' and '.join(n + '=' for n, _ in given)}; pass one of them")
+    if given:
+        return given[0][1]
+    if default is _REQUIRED:
+        raise TypeError(f"{method}() needs {names_and_values[0]}= (or {', '.join(names_and_values[2::2])}=)")
+    return default
+
+
 def _number(value: Any) -> float | Any:
     """A float, or a detached copy of an accelerator tensor (read on the writer thread)."""
+    if value is None:
+        raise TypeError("a scalar needs a value: scalar_value= (torch's name) or value= (VisualDL's)")
     if isinstance(value, (str, bytes)):
         raise TypeError(f"a scalar value is a number or a one-element tensor, got {value!r}")
     try:
@@ -367,17 +650,26 @@ def _step(step: Any) -> int:
     return int(step)
 
 
-def _run_directory(logdir: str | os.PathLike[str], run: str | None, resume: bool | int) -> str | None:
-    """``<logdir>/<run>``; a new run gets ``logs_%m%d%H%M`` (the VisualDL guide's), unique per minute.
+def _run_directory(
+    logdir: str | os.PathLike[str],
+    run: str | None,
+    resume: bool | int,
+    comment: str = "",
+    exist_ok: bool = False,
+) -> str | None:
+    """``<logdir>/<run>``; a new run gets ``logs_%m%d%H%M`` + ``comment`` (the VisualDL guide's
+    name), unique per minute. ``exist_ok``: an existing ``run`` gets new files beside the old.
 
     Wrong use raises before training; a directory that cannot be made warns and returns None.
     """
     logdir = os.fspath(logdir)
+    if not isinstance(comment, str) or os.sep in comment:
+        raise ValueError(f"comment= is a suffix of the run's directory name, got {comment!r}")
     if resume is not False and run is None:
         raise ValueError("resume= needs run=<the run's directory name>, for example run='logs_11221030'")
     if run is not None and (not run or os.sep in run or run in (".", "..")):
         raise ValueError(f"run= is one directory name inside logdir, got {run!r}")
-    if run is not None and resume is False and os.path.exists(os.path.join(logdir, run)):
+    if run is not None and resume is False and not exist_ok and os.path.exists(os.path.join(logdir, run)):
         raise ValueError(
             f"run {run!r} already exists in {logdir!r}: pass resume=True to continue it, or another run name"
         )
@@ -386,7 +678,7 @@ def _run_directory(logdir: str | os.PathLike[str], run: str | None, resume: bool
             os.makedirs(os.path.join(logdir, run), exist_ok=True)
             return os.path.join(logdir, run)
         base = os.path.join(logdir, time.strftime("logs_%m%d%H%M"))
-        path, n = base, 1
+        path, n = base + comment, 1
         os.makedirs(logdir, exist_ok=True)
         while True:
             try:
@@ -394,7 +686,7 @@ def _run_directory(logdir: str | os.PathLike[str], run: str | None, resume: bool
                 return path
             except FileExistsError:
                 n += 1
-                path = f"{base}_{n}"
+                path = f"{base}_{n}{comment}"
     except OSError as err:
         warn(
             f"cannot create a run directory in {logdir!r} ({err}); "

@@ -407,7 +407,7 @@ def test_a_file_size_limit_cuts_the_file_at_a_whole_record_and_the_others_keep_e
 def test_a_full_queue_drops_and_counts_instead_of_blocking_training(tmp_path) -> None:
     stalled = StalledSink()
     with dualwatch_warnings() as caught:
-        w = Writer(tmp_path, run="r", sinks=[stalled], max_queue=100)
+        w = Writer(tmp_path, run="r", sinks=[stalled], max_pending=100)
         deepest = 0
         for i in range(10_000):  # the loop ends while the sink is still stalled: nothing waited on it
             w.add_scalar("train/loss", float(i), i)
@@ -422,7 +422,7 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking_training(tmp_path) ->
     assert last_values(w.run_dir, DROPPED_TAG) == dict.fromkeys(MARKS, float(stats["dropped"]))
     assert stalled.steps(DROPPED_TAG) and stalled.steps("train/loss")
     messages = [str(c.message) for c in caught]
-    assert len(messages) == 1 and "the log queue is full (max_queue=100)" in messages[0], messages
+    assert len(messages) == 1 and "the log queue is full (max_pending=100)" in messages[0], messages
 
 
 # -- the visibility bound --------------------------------------------------------------------
@@ -457,7 +457,7 @@ def test_a_logged_record_is_in_every_file_within_max_latency(tmp_path) -> None:
         ({"formats": "visualdl"}, ValueError, rf"formats= takes a list of {KNOWN_FORMATS}, got 'visualdl'"),
         ({"formats": ["visualdl", "wandb"]}, ValueError, rf"{KNOWN_FORMATS}, got \['visualdl', 'wandb'\]"),
         ({"resume": "yes"}, TypeError, r"resume= is True, False or the step to resume from, got 'yes'"),
-        ({"max_latency": 0}, ValueError, r"max_latency= must be > 0 seconds"),
+        ({"max_latency": 0}, ValueError, r"max_latency= \(flush_secs=\) must be > 0 seconds, got 0"),
     ],
     ids=["formats-as-str", "unknown-format", "resume-as-str", "zero-latency"],
 )
@@ -480,12 +480,12 @@ def test_bad_writer_settings_raise_before_anything_is_written(
         (
             lambda w: w.add_histogram("w", np.ones(4), 0, bins=0),
             ValueError,
-            "bins= must be a positive int, got 0",
+            "bins= must be a positive int, a rule such as 'tensorflow' or the edges, got 0",
         ),
         (
-            lambda w: w.add_image("img", np.zeros((8, 8)), 0),
+            lambda w: w.add_image("img", np.zeros((2, 8, 8, 3)), 0),
             ValueError,
-            r"an image in HWC layout has 3 dimensions, got shape \(8, 8\)",
+            r"an image in HWC layout has 3 dimensions, got shape \(2, 8, 8, 3\)",
         ),
         (
             lambda w: w.add_image("img", np.zeros((8, 8, 3)), 0, dataformats="NHWC"),

@@ -181,17 +181,20 @@ class VisualDLFormat(Format):
     file_pattern = "vdlrecords.{sec:010d}.{host}.{pid}.{seq}.log"
     Decoder = VisualDLDecoder
 
-    def __init__(self) -> None:
+    def __init__(self, display_name: str = "") -> None:
+        """``display_name``: the run's name in VisualDL (its meta record), instead of its path."""
         from visualdl.component import base_component
         from visualdl.proto.record_pb2 import Record as VdlRecord
 
         self._pb = VdlRecord
         self._components = base_component
+        self._display_name = display_name
         self._scalar = VdlRecord()
         self._value = self._scalar.values.add()
 
     def header(self, wall_ms: int, step: int) -> bytes:
-        return _frame(self._components.meta_data(walltime=wall_ms).SerializeToString())
+        meta = self._components.meta_data(display_name=self._display_name, walltime=wall_ms)
+        return _frame(meta.SerializeToString())
 
     def encode(self, records: Sequence[Record]) -> bytes:
         out: list[bytes] = []

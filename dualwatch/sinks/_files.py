@@ -28,13 +28,19 @@ class FileSink:
     """Writes ``format`` into ``run_dir``; the file is opened at the first batch.
 
     ``resume``: False starts a new file; True continues the newest file of this format
-    from the first step written; an int continues it from that step.
+    from the first step written; an int continues it from that step. ``suffix`` ends a new
+    file's name; ``name`` is the file's whole name instead (appended to when it exists, as
+    VisualDL's ``file_name=`` is).
     """
 
-    def __init__(self, format: Format, run_dir: str, resume: bool | int = False) -> None:
+    def __init__(
+        self, format: Format, run_dir: str, resume: bool | int = False, suffix: str = "", name: str = ""
+    ) -> None:
         self.format = format
         self.run_dir = run_dir
         self.resume = resume
+        self.suffix = suffix
+        self.name = name
         self.path: str | None = None
         self._fd: int | None = None
         self._size = 0
@@ -62,16 +68,25 @@ class FileSink:
         """Opens (or re-opens and repairs) the file; returns what must precede the first batch."""
         wall_ms = records[0].wall_ms
         step = min(r.step for r in records) if isinstance(self.resume, bool) else self.resume
-        existing = self._newest() if self.resume is not False else None
-        if existing is not None and self.format.resumes_in_new_file:
+        if self.name:
+            existing = os.path.join(self.run_dir, self.name)
+            if not os.path.exists(existing):
+                existing = None
+        else:
+            existing = self._newest() if self.resume is not False else None
+        if existing is not None and self.format.resumes_in_new_file and not self.name:
             self._cut(existing, self.format.scan(_read(existing))[-1:])  # a crash tail only
             existing = None
         if existing is None:
-            self.path = os.path.join(self.run_dir, self.format.new_file_name(wall_ms))
+            name = self.name or self.format.new_file_name(wall_ms) + self.suffix
+            self.path = os.path.join(self.run_dir, name)
             prefix = self.format.header(wall_ms, step)
         else:
             self.path = existing
-            self._keep_before(step)
+            if self.resume is False:  # a named file that exists is appended to: only a crash tail goes
+                self._cut(existing, self.format.scan(_read(existing))[-1:])
+            else:
+                self._keep_before(step)
             prefix = b""
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._size = os.fstat(self._fd).st_size

@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import time
 import warnings
 from typing import Any
 
@@ -20,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 from _servers import both_servers, tensorboard_scalars, visualdl_scalars
+from conftest import read_metrics
 from tensorboard.backend.event_processing import event_accumulator as ea
 from visualdl import LogReader
 
@@ -198,8 +200,7 @@ def test_a_summarywriter_script_keeps_hparams_in_its_own_run(torch_runs) -> None
     assert [d for d in os.listdir(ours) if os.path.isdir(os.path.join(ours, d))] == []
     (hparams,) = _vdl(ours).get_data("hyper_parameters", "hparam")
     assert {h.name for h in hparams.hparam.hparamInfos} == {"lr", "optimizer"}
-    records = [json.loads(line) for line in open(os.path.join(ours, "metrics.jsonl"), encoding="utf-8")]
-    (line,) = [r for r in records if r.get("kind") == "hparams"]
+    (line,) = [r for r in read_metrics(ours) if r.get("kind") == "hparams"]
     assert line["hparams"] == {"lr": 0.1, "optimizer": "sgd"} and line["metrics"] == ["hparam/accuracy"]
 
 
@@ -381,14 +382,11 @@ def test_flush_secs_is_the_latency_bound_and_max_queue_wakes_the_writer(tmp_path
         assert w.max_latency == 3600
         for step in range(5):
             w.add_scalar("a", 1.0, step)
-        path = os.path.join(w.run_dir, "metrics.jsonl")
-        deadline = 100
-        while deadline and not (os.path.exists(path) and open(path).read().count("\n") == 5):
-            deadline -= 1
-            import time
-
+        path, end = os.path.join(w.run_dir, "metrics.jsonl"), time.monotonic() + 5
+        while not (os.path.exists(path) and len(read_metrics(w.run_dir)) == 5) and time.monotonic() < end:
             time.sleep(0.05)
-        assert deadline, "five queued records were not written long before flush_secs"
+        assert os.path.exists(path), "5 queued records were not written long before flush_secs"
+        assert len(read_metrics(w.run_dir)) == 5
 
 
 @pytest.mark.parametrize(

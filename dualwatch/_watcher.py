@@ -55,6 +55,9 @@ class Watcher:
         logdir / run / resume / formats: where and how the run is written, see
             :class:`~dualwatch._writer.Writer`; ``logdir=None`` writes no file.
         console: print the framed "... Monitor - Step N" block at every check.
+        graph: an example input (what ``Writer.add_graph`` takes after the model); the model's
+            graph is then traced and logged once, here, before training changes anything. A
+            model that cannot be traced warns once and is watched all the same.
 
     ``watcher.writer`` takes any other record (``add_scalar``, ``add_image``...); the
     methods below write the VisualDL training guide's and the ESAM guide's tags.
@@ -77,6 +80,7 @@ class Watcher:
         resume: bool | int = False,
         formats: Sequence[str] = DEFAULT_FORMATS,
         console: bool = True,
+        graph: Any = None,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int):
             raise TypeError(f"every= must be an int number of steps, got {type(every).__name__}")
@@ -128,6 +132,8 @@ class Watcher:
             console=ConsoleSink(_title(prefix or module or "model")) if console else None,
         )
         self.run_dir = self.writer.run_dir
+        if graph is not None:
+            self.writer.add_graph(model, graph)
         self.last: Report | None = None
         self._epoch_started = time.perf_counter()
 

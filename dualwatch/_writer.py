@@ -26,8 +26,8 @@ from dualwatch import _histogram, _images
 from dualwatch._distributed import global_rank
 from dualwatch._formats import formats_by_name
 from dualwatch._warn import warn
-from dualwatch.backends import framework_of
-from dualwatch.records import Histogram, HParams, Image, Record, Scalars, Text, grouped, wall_ms
+from dualwatch.backends import backend_for, framework_of
+from dualwatch.records import Graph, Histogram, HParams, Image, Record, Scalars, Text, grouped, wall_ms
 from dualwatch.sinks import FanOut, Sink
 from dualwatch.sinks._files import FileSink
 
@@ -496,6 +496,42 @@ class Writer:
     def _chw_first(self, torch_names: bool) -> bool:
         """Whether an image shape that fits CHW and HWC is read as CHW (torch's default)."""
         return self.peer == "torch" or (self.peer is None and torch_names)
+
+    def add_graph(
+        self,
+        model: Any,
+        input_to_model: Any = None,
+        verbose: bool = False,
+        use_strict_trace: bool = True,
+        *,
+        input_spec: Any = None,
+    ) -> None:
+        """The model's graph, for TensorBoard's graph dashboard and VisualDL's graph tab.
+
+        Takes torch ``SummaryWriter.add_graph``'s arguments and VisualDL ``LogWriter.add_graph``'s
+        ``input_spec``; the second positional argument is either: a tensor or a tuple of tensors
+        for a torch model, a list of ``InputSpec`` or tensors for a paddle one. The model is
+        traced here, as it is now (the trace runs its forward once); the viewers' files are
+        written on the writer thread. A model that cannot be traced is not logged: one warning
+        says why, and training goes on. See README "Model graphs" for what each viewer shows.
+        """
+        if input_spec is not None and input_to_model is not None:
+            raise TypeError("add_graph takes the example input once: input_to_model or input_spec=, not both")
+        backend = backend_for(model)  # a TypeError naming the models dualwatch knows
+        framework, model = backend.framework, backend.model
+        example = framework.graph_example(input_to_model if input_spec is None else input_spec)
+        if self._silent:
+            return
+        try:
+            nodes, native = framework.graph(model, example, verbose, use_strict_trace)
+        except Exception as err:
+            warn(
+                f"the graph of {type(model).__name__} is not logged: {framework.name} could not trace it "
+                f"({type(err).__name__}: {err}). Training goes on; to log it, make its forward traceable "
+                "for this example input (for torch, try use_strict_trace=False)"
+            )
+            return
+        self._put(Graph(self._last_step, wall_ms(_time()), framework.name, nodes, native))
 
     def _put(self, item: Record | Callable[[], Record]) -> None:
         if self._silent:

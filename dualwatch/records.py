@@ -75,7 +75,43 @@ class HParams:
     metrics: list[str]
 
 
-Record = Union[Scalars, Histogram, Image, Text, HParams]
+# -- model graphs -----------------------------------------------------------------------------------
+
+
+@dataclass
+class GraphNode:
+    """One operation of a traced model, in the form both viewers fold into a box per layer.
+
+    ``name`` is unique and ``/``-separated: the layers that hold the operation, outermost first,
+    then the operation itself (``Net/Linear[fc]/linear_0``). ``inputs`` name the nodes it reads.
+    """
+
+    name: str
+    op: str
+    inputs: list[str] = field(default_factory=list)
+    #: the output's shape (-1 where only the run decides), None when the tracer gives none
+    shape: list[int] | None = None
+    #: what the framework says about the operation (constants, strides), as text
+    attrs: str = ""
+
+
+@dataclass
+class Graph:
+    """A model's graph, traced once. ``native`` holds, by format name, what a viewer's own tools
+    made (torch's GraphDef for ``"tensorboard"``, VisualDL's graph JSON for ``"visualdl"``), which
+    is written as it is; a format without one builds its own from ``nodes``."""
+
+    step: int
+    wall_ms: int
+    framework: str
+    nodes: list[GraphNode]
+    native: dict[str, bytes] = field(default_factory=dict)
+
+
+# -- end of model graphs ----------------------------------------------------------------------------
+
+
+Record = Union[Scalars, Histogram, Image, Text, HParams, Graph]
 
 
 def grouped(points: Iterable[tuple[str, float, int, float]]) -> list[Scalars]:

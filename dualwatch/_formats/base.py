@@ -68,9 +68,8 @@ class Format(LogFormat, ABC):
     resumes_in_new_file: ClassVar[bool] = False
 
     def new_file_name(self, wall_ms: int) -> str:
-        """A name no other writer can take: seconds, host, pid and a per-process sequence number."""
-        host = socket.gethostname().replace(os.sep, "_") or "host"
-        return self.file_pattern.format(sec=wall_ms // 1000, host=host, pid=os.getpid(), seq=next(_sequence))
+        """A name no other writer can take (see :func:`unique_name`)."""
+        return unique_name(self.file_pattern, wall_ms)
 
     def header(self, wall_ms: int, step: int) -> bytes:
         """What a new file, whose first record is at ``step``, starts with."""
@@ -79,6 +78,11 @@ class Format(LogFormat, ABC):
     @abstractmethod
     def encode(self, records: Sequence[Record]) -> bytes:
         """Every record of the batch, framed, in order."""
+
+    def side_files(self, records: Sequence[Record]) -> list[tuple[str, bytes]]:
+        """``(file name, bytes)`` of the records this format's viewer reads from files of their own
+        (VisualDL's model graph), which ``encode`` leaves out; written whole, beside the log."""
+        return []
 
     @classmethod
     @abstractmethod
@@ -91,3 +95,10 @@ class Format(LogFormat, ABC):
         restart marker (TensorBoard's ``SessionLog.START``) at that step: records read before it,
         in this file or the run's earlier ones, at that step or later are to be dropped."""
         raise NotImplementedError(f"{cls.label} files are not read back as records")
+
+
+def unique_name(pattern: str, wall_ms: int) -> str:
+    """``pattern`` filled in so that no other writer can take the name: seconds, host, pid and a
+    per-process sequence number."""
+    host = socket.gethostname().replace(os.sep, "_") or "host"
+    return pattern.format(sec=wall_ms // 1000, host=host, pid=os.getpid(), seq=next(_sequence))

@@ -2,7 +2,8 @@
 
 Writing: scalars of one step and millisecond form one object ``{"step", "wall_time", <tag>:
 value}`` (``pandas.read_json(path, lines=True)`` gives one row per record). Other records
-carry a ``"kind"``; images are not copied into the text file. Non-finite values become the
+carry a ``"kind"``; images are not copied into the text file, and a model graph is summed up
+(its node count and operations), the graph itself being in the viewers' files. Non-finite values become the
 strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (:func:`to_json`), because ``jq``
 rejects bare NaN.
 
@@ -15,12 +16,13 @@ The non-finite strings are read back as numbers (bare ``NaN`` is accepted too).
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 from typing import Any, Iterator, Sequence
 
 from dualwatch._formats.base import Format, Frame, Points
-from dualwatch.records import Histogram, HParams, Image, Record, Scalars, Text
+from dualwatch.records import Graph, Histogram, HParams, Image, Record, Scalars, Text
 
 _dumps = json.JSONEncoder(allow_nan=False, separators=(", ", ": ")).encode
 #: the strings non-finite numbers are written as, and their values
@@ -161,4 +163,7 @@ def _object(record: Record) -> dict[str, Any] | None:
         head.update(kind="hparams", hparams=record.hparams, metrics=record.metrics)
     elif isinstance(record, Image):
         return None
+    elif isinstance(record, Graph):  # a summary: the graph itself is in the viewers' files
+        ops = collections.Counter(node.op for node in record.nodes)
+        head.update(kind="graph", framework=record.framework, nodes=len(record.nodes), ops=dict(ops))
     return head

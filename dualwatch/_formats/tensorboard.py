@@ -26,10 +26,21 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from dualwatch._formats import _columns
+from dualwatch._formats import _columns, _graphs
 from dualwatch._formats.base import Format, Frame, Points
 from dualwatch._images import png_shape
-from dualwatch.records import Histogram, HParams, Image, Record, Scalars, Text, binned, grouped, wall_ms
+from dualwatch.records import (
+    Graph,
+    Histogram,
+    HParams,
+    Image,
+    Record,
+    Scalars,
+    Text,
+    binned,
+    grouped,
+    wall_ms,
+)
 
 _LENGTH = struct.Struct("<Q")
 _CRC = struct.Struct("<I")
@@ -309,6 +320,12 @@ class TensorBoardFormat(Format):
                     value.simple_value = number
             elif isinstance(record, HParams):
                 out.extend(self._frame(e) for e in self._hparams(record))
+                continue
+            elif isinstance(record, Graph):  # torch's GraphDef as it made it, else built from the nodes
+                graph = record.native.get(self.name) or _graphs.graph_def(record)
+                out.append(
+                    self._frame(self._event_pb2.Event(wall_time=record.wall_ms / 1000, graph_def=graph))
+                )
                 continue
             else:
                 values.append(self._value(record))

@@ -22,10 +22,10 @@ from itertools import repeat
 from operator import truediv
 from typing import Any, Iterator, Sequence
 
-from dualwatch._formats import _columns
-from dualwatch._formats.base import Format, Frame, Points
+from dualwatch._formats import _columns, _graphs
+from dualwatch._formats.base import Format, Frame, Points, unique_name
 from dualwatch._images import png_shape
-from dualwatch.records import Histogram, HParams, Image, Record, Scalars, Text, binned, grouped
+from dualwatch.records import Graph, Histogram, HParams, Image, Record, Scalars, Text, binned, grouped
 
 _LENGTH = struct.Struct("<Q")
 _length_at = _LENGTH.unpack_from
@@ -201,9 +201,28 @@ class VisualDLFormat(Format):
         for record in records:
             if type(record) is Scalars:
                 out.extend(self._scalars(record))
+            elif isinstance(record, Graph):
+                continue  # a file of its own: side_files
             else:
                 out.append(_frame(self._other(record).SerializeToString()))
         return b"".join(out)
+
+    # -- model graphs: VisualDL's server reads the newest ``vdlgraph`` file of a run, one JSON ------
+    graph_file_pattern = "vdlgraph.{sec:010d}.{host}.{pid}.{seq}.log"
+
+    def side_files(self, records: Sequence[Record]) -> list[tuple[str, bytes]]:
+        """Each graph as the JSON VisualDL's ``add_graph`` writes: paddle's as its exporter made it,
+        any other built from its nodes."""
+        return [
+            (
+                unique_name(self.graph_file_pattern, record.wall_ms),
+                record.native.get(self.name) or _graphs.visualdl_json(record),
+            )
+            for record in records
+            if isinstance(record, Graph)
+        ]
+
+    # -- end of model graphs ------------------------------------------------------------------------
 
     def _scalars(self, record: Scalars) -> list[bytes]:
         value, serialize, pack = self._value, self._scalar.SerializeToString, _LENGTH.pack

@@ -26,6 +26,7 @@ from typing import Any, Callable, Hashable
 import numpy as np
 
 from dualwatch._table import ParamInfo
+from dualwatch.records import GraphNode
 
 
 class Framework(ABC):
@@ -71,6 +72,22 @@ class Framework(ABC):
         """``[lo, hi, num, sum, sum_squares, nonfinite, counts...]`` of an accelerator tensor, counted
         on its device without waiting for it (see :mod:`dualwatch._histogram`); None counts on the host."""
         return None
+
+    # -- model graphs (Writer.add_graph) ---------------------------------------------------------
+    def graph_example(self, example: Any) -> Any:
+        """``example`` (the input ``add_graph`` was given) as :meth:`graph` takes it; a ``TypeError``
+        that names the forms this framework accepts when it is none of them."""
+        raise _lacking(self, "graph_example", "model graphs")
+
+    def graph(
+        self, model: Any, example: Any, verbose: bool, strict: bool
+    ) -> tuple[list[GraphNode], dict[str, bytes]]:
+        """Traces ``model``, as it is now, on ``example`` (from :meth:`graph_example`): its nodes and,
+        by format name, what a viewer's own tools made of it (see :class:`dualwatch.records.Graph`).
+
+        Any exception means the model could not be traced; ``model`` is left as it was.
+        """
+        raise _lacking(self, "graph", "model graphs")
 
     # -- tensors: activation capture -----------------------------------------------------------
     def host_copy(self, x: Any) -> Any:

@@ -28,6 +28,7 @@ import paddle
 from dualwatch._table import ParamInfo
 from dualwatch._warn import warn
 from dualwatch.backends.base import Backend, Framework
+from dualwatch.records import GraphNode
 
 _LOW_PRECISION = (paddle.float16, paddle.bfloat16)
 # Running statistics are parameters of these layers in paddle but buffers in torch.
@@ -123,6 +124,19 @@ class PaddleFramework(Framework):
             else paddle.to_tensor(array, place=like.place)
         )
         return tensor if tensor.dtype == like.dtype else tensor.astype(like.dtype)
+
+    def graph_example(self, example: Any) -> Any:
+        from dualwatch.backends import paddle_graph
+
+        return paddle_graph.example_of(example)
+
+    def graph(
+        self, model: Any, example: Any, verbose: bool, strict: bool
+    ) -> tuple[list[GraphNode], dict[str, bytes]]:
+        """``strict`` is torch's; ``paddle.jit.save`` has one way to convert."""
+        from dualwatch.backends import paddle_graph
+
+        return paddle_graph.trace(model, example, verbose)
 
 
 class PaddleBackend(Backend):

@@ -18,6 +18,7 @@ import torch
 
 from dualwatch._table import ParamInfo
 from dualwatch.backends.base import Backend, Framework
+from dualwatch.records import GraphNode
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -126,6 +127,18 @@ class TorchFramework(Framework):
 
     def from_numpy(self, array: np.ndarray, like: Any) -> Any:
         return torch.from_numpy(array).to(device=like.device, dtype=like.dtype)
+
+    def graph_example(self, example: Any) -> Any:
+        from dualwatch.backends import torch_graph
+
+        return torch_graph.example_of(example)
+
+    def graph(
+        self, model: Any, example: Any, verbose: bool, strict: bool
+    ) -> tuple[list[GraphNode], dict[str, bytes]]:
+        from dualwatch.backends import torch_graph
+
+        return torch_graph.trace(model, example, verbose, strict)
 
 
 class TorchBackend(Backend):

@@ -21,7 +21,10 @@ from typing import Sequence
 from dualwatch._files import atomic_write
 from dualwatch._formats.base import Format, Frame
 from dualwatch._warn import warn
-from dualwatch.records import Record
+from dualwatch.records import Graph, Record
+
+#: a resume step after every record: nothing written before is dropped
+_KEEP_ALL = 1 << 62
 
 
 class FileSink:
@@ -44,11 +47,17 @@ class FileSink:
         self.path: str | None = None
         self._fd: int | None = None
         self._size = 0
+        #: model graphs logged before anything else in a run resumed with ``resume=True``
+        self._held: list[Record] = []
 
     def __repr__(self) -> str:
         return f"{self.format.label} file {self.path or self.run_dir}"
 
     def write(self, records: Sequence[Record]) -> None:
+        if self._fd is None and self.resume is True and all(isinstance(r, Graph) for r in records):
+            self._held += records  # a graph has no step to resume from: wait for the first record that does
+            return
+        records, self._held = [*self._held, *records], []
         try:
             data = self.format.encode(records)
         except Exception:  # one bad record must not cost the batch: find it, skip it, say so
@@ -56,6 +65,13 @@ class FileSink:
         if self._fd is None:
             data = self._open(records) + data
         self._append(data)
+        try:  # model graphs, for VisualDL: a graph that fails costs itself, not the log
+            side_files = self.format.side_files(records)
+        except Exception as err:
+            warn(f"{self!r}: skipped a model graph ({type(err).__name__}: {err})")
+            return
+        for name, content in side_files:
+            atomic_write(os.path.join(self.run_dir, name), lambda tmp, c=content: Path(tmp).write_bytes(c))
 
     def _encode_each(self, records: Sequence[Record]):
         for record in records:
@@ -67,7 +83,8 @@ class FileSink:
     def _open(self, records: Sequence[Record]) -> bytes:
         """Opens (or re-opens and repairs) the file; returns what must precede the first batch."""
         wall_ms = records[0].wall_ms
-        step = min(r.step for r in records) if isinstance(self.resume, bool) else self.resume
+        steps = [r.step for r in records if not isinstance(r, Graph)]
+        step = min(steps, default=0) if isinstance(self.resume, bool) else self.resume
         if self.name:
             existing = os.path.join(self.run_dir, self.name)
             if not os.path.exists(existing):
@@ -131,6 +148,9 @@ class FileSink:
         self._size += len(data)
 
     def close(self) -> None:
+        if self._held:  # only graphs were logged in this resumed run: they are added, nothing is dropped
+            self.resume = _KEEP_ALL
+            self.write([])
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

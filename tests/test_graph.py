@@ -258,3 +258,14 @@ def _loss_steps(run_dir: str, fmt: type[Format]) -> list[int]:
                 elif isinstance(record, Scalars) and "loss" in record.values:
                     steps.append(record.step)
     return steps
+
+
+def test_a_resumed_run_that_logs_only_a_graph_keeps_every_step(tmp_path: os.PathLike[str]) -> None:
+    with Writer(str(tmp_path), "run") as writer:
+        for step in range(3):
+            writer.add_scalar("loss", float(step), step)
+    with Writer(str(tmp_path), "run", resume=True) as writer:
+        writer.add_graph(_model("torch"), _example("torch"))
+    run_dir = os.path.join(tmp_path, "run")
+    assert len(_graph_events(run_dir)) == 1 and len(_vdlgraphs(run_dir)) == 1
+    assert _loss_steps(run_dir, TensorBoardFormat) == _loss_steps(run_dir, VisualDLFormat) == [0, 1, 2]

@@ -208,7 +208,7 @@ class VisualDLFormat(Format):
         return b"".join(out)
 
     # -- model graphs: VisualDL's server reads the newest ``vdlgraph`` file of a run, one JSON ------
-    graph_file_pattern = "vdlgraph.{sec:010d}.{host}.{pid}.{seq}.log"
+    graph_file_pattern = "vdlgraph.{sec:010d}.{host}.{pid}.{seq:09d}.log"  # sorts by age
 
     def side_files(self, records: Sequence[Record]) -> list[tuple[str, bytes]]:
         """Each graph as the JSON VisualDL's ``add_graph`` writes: paddle's as its exporter made it,

@@ -31,7 +31,7 @@ def example_of(example: Any) -> list[Any]:
     if not items or not all(isinstance(x, (paddle.static.InputSpec, paddle.Tensor)) for x in items):
         raise TypeError(
             "a paddle model's graph is traced from input_spec: a list of paddle.static.InputSpec or "
-            f"tensors, one per forward argument, got {example!r}; for example add_graph(model, "
+            f"tensors, one per forward argument, got {type(example).__name__}; for example add_graph(model, "
             "input_spec=[paddle.static.InputSpec([-1, 3, 32, 32], 'float32')])"
         )
     return items

@@ -12,6 +12,7 @@ and ``jit.save`` converts ``forward`` without replacing it. Paddle 3 saves PIR p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -85,7 +86,7 @@ def _saved_program(model: paddle.nn.Layer, example: list[Any]) -> bytes:
         for path, layer in layers:
             layer._full_name = f"{type(layer).__name__}[{path.rsplit('.', 1)[-1]}]"
             handles += [layer.register_forward_pre_hook(enter), layer.register_forward_post_hook(leave)]
-        with tempfile.TemporaryDirectory() as tmp, paddle.pir_utils.OldIrGuard():
+        with tempfile.TemporaryDirectory() as tmp, _old_ir():
             paddle.jit.save(model, os.path.join(tmp, "graph"), input_spec=example)
             with open(os.path.join(tmp, "graph.pdmodel"), "rb") as f:
                 return f.read()
@@ -96,3 +97,9 @@ def _saved_program(model: paddle.nn.Layer, example: list[Any]) -> bytes:
             handle.remove()
         for (_, layer), name in zip(layers, names):
             layer._full_name = name
+
+
+def _old_ir() -> Any:
+    """Paddle 3's ``OldIrGuard``; before paddle 3 the old IR is the only one (no guard needed)."""
+    guard = getattr(getattr(paddle, "pir_utils", None), "OldIrGuard", None)
+    return guard() if guard is not None else contextlib.nullcontext()

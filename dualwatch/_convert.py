@@ -9,9 +9,11 @@ by dualwatch's own file sinks, so it holds exactly what a ``Writer`` writes. The
 without the ``Writer`` around them because a training writer drops records when its queue is
 full and turns a failed write into a warning, where a conversion must write everything or fail.
 
-Not converted: hyper-parameters, and what dualwatch does not write (audio, PR curves,
-embeddings). A histogram read from VisualDL has no sum of its values: TensorBoard's mean and
-standard deviation are estimated from the bucket midpoints.
+PR curves convert both ways, ROC curves only to VisualDL (TensorBoard has no ROC plugin), and
+VisualDL's embeddings become TensorBoard projector files. Not converted: hyper-parameters,
+TensorBoard's embeddings (the projector's files are not in its event files), and what dualwatch
+does not write (audio). A histogram read from VisualDL has no sum of its values: TensorBoard's
+mean and standard deviation are estimated from the bucket midpoints.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence, Union
 
 import numpy as np
 
-from dualwatch import _histogram, _images
+from dualwatch import _curves, _embeddings, _histogram, _images
 from dualwatch._distributed import global_rank
 from dualwatch._formats import formats_by_name
 from dualwatch._warn import warn
@@ -532,6 +532,115 @@ class Writer:
             )
             return
         self._put(Graph(self._last_step, wall_ms(_time()), framework.name, nodes, native))
+
+    # -- curves and embeddings: torch's SummaryWriter and VisualDL's LogWriter signatures ---------
+
+    def add_pr_curve(
+        self,
+        tag: str,
+        labels: Any,
+        predictions: Any,
+        global_step: int | None = None,
+        num_thresholds: int = 127,
+        weights: Any = None,
+        walltime: float | None = None,
+        *,
+        step: int | None = None,
+    ) -> None:
+        """A precision-recall curve of binary ``labels`` (0/1 or bool) and ``predictions`` in [0, 1].
+
+        torch's and VisualDL's signatures both work: the fourth argument is the step (``step=`` as
+        a keyword, VisualDL's name, or ``global_step=``, torch's); none means step 0, as torch
+        writes it (a ``LogWriter`` asks for one, as VisualDL does). The counts are computed once,
+        on the writer thread, as TensorBoard's ``pr_curves`` summary computes them
+        (:mod:`dualwatch._curves`). ``num_thresholds`` is not capped at 127 as torch and VisualDL
+        cap it (an old protobuf limit that no longer holds). ``weights`` scales each label's count
+        (a number or an array of the labels' shape).
+        """
+        tag, at = self._tag(tag), self._step_of("add_pr_curve", global_step, step)
+        ms = wall_ms(_time() if walltime is None else walltime)
+        given = _curves.inputs(labels, predictions, num_thresholds, weights)
+        self._put(lambda: _curves.pr_curve(tag, at, ms, given))
+
+    def add_roc_curve(
+        self,
+        tag: str,
+        labels: Any,
+        predictions: Any,
+        step: int | None = None,
+        num_thresholds: int = 127,
+        weights: Any = None,
+        walltime: float | None = None,
+    ) -> None:
+        """A ROC curve (VisualDL's ``add_roc_curve``), counted as :meth:`add_pr_curve` counts.
+
+        Written to VisualDL and JSON lines only: TensorBoard has no ROC plugin, and a PR curve
+        under the same tag would show something else. Its rates are the textbook ones
+        (VisualDL's own ``compute_roc_curve`` divides true positives by ``tn + fp``).
+        """
+        tag, at = self._tag(tag), self._step_of("add_roc_curve", None, step)
+        ms = wall_ms(_time() if walltime is None else walltime)
+        given = _curves.inputs(labels, predictions, num_thresholds, weights)
+        self._put(lambda: _curves.roc_curve(tag, at, ms, given))
+
+    def add_embedding(
+        self,
+        mat: Any,
+        metadata: Any = None,
+        label_img: Any = None,
+        global_step: int | None = None,
+        tag: str = "default",
+        metadata_header: Sequence[Any] | None = None,
+    ) -> None:
+        """torch's ``add_embedding``: the rows of ``mat`` as points in both viewers' projectors.
+
+        ``metadata`` is one label per point, or with ``metadata_header`` one row of columns per
+        point. ``label_img`` ([points, channels, height, width]) becomes TensorBoard's sprite;
+        VisualDL shows no images. TensorBoard reads embeddings from files beside the event file
+        (``projector_config.pbtxt``, ``<step>/<tag>/tensors.tsv``...), as torch writes them;
+        VisualDL from its record. VisualDL shows the first embedding logged under a tag.
+        """
+        given = _embeddings.inputs(mat, metadata, metadata_header, label_img, columns_first=False)
+        self._embedding(tag, global_step, None, given)
+
+    def add_embeddings(
+        self,
+        tag: str,
+        mat: Any = None,
+        metadata: Any = None,
+        metadata_header: Sequence[Any] | None = None,
+        walltime: float | None = None,
+        labels: Any = None,
+        hot_vectors: Any = None,
+        labels_meta: Sequence[Any] | None = None,
+        *,
+        step: int = 0,
+    ) -> None:
+        """VisualDL's ``add_embeddings``, written for both viewers as :meth:`add_embedding` writes.
+
+        As in VisualDL, a two-dimensional ``metadata`` is a list of columns (each one label per
+        point), headed ``label_0``, ``label_1``... unless ``metadata_header`` names them;
+        ``labels``, ``hot_vectors`` and ``labels_meta`` are VisualDL's old names of
+        ``metadata``, ``mat`` and ``metadata_header``. ``walltime`` is in seconds, as everywhere
+        in :class:`Writer`.
+        """
+        given = _embeddings.inputs(
+            hot_vectors if mat is None else mat,
+            labels if metadata is None else metadata,
+            labels_meta if metadata_header is None else metadata_header,
+            label_img=None,
+            columns_first=True,
+        )
+        self._embedding(tag, step, walltime, given)
+
+    def _embedding(
+        self, tag: str, step: int | None, walltime: float | None, given: _embeddings.EmbeddingInputs
+    ) -> None:
+        tag, at = self._tag(tag), _step(0 if step is None else step)
+        ms = wall_ms(_time() if walltime is None else walltime)
+        self._put(lambda: _embeddings.record(tag, at, ms, given))
+
+    # -- end of curves and embeddings ----------------------------------------------------------
 
     def _put(self, item: Record | Callable[[], Record]) -> None:
         if self._silent:

@@ -177,6 +177,18 @@ class LogWriter(Writer):
     ) -> None:
         super().add_hparams(hparams_dict=hparams_dict, metrics_list=metrics_list, walltime=walltime)
 
+    def add_pr_curve(  # type: ignore[override]
+        self,
+        tag: str,
+        labels: Any,
+        predictions: Any,
+        step: int,
+        num_thresholds: int = 10,
+        weights: Any = None,
+        walltime: float | None = None,
+    ) -> None:
+        super().add_pr_curve(tag, labels, predictions, None, num_thresholds, weights, walltime, step=step)
+
     def add_image_matrix(
         self,
         tag: str,

@@ -2,7 +2,7 @@
 
 Every record carries one step and one wall time in integer milliseconds (VisualDL's
 resolution), so VisualDL, TensorBoard and JSON lines agree exactly on when it was written.
-Payloads are computed once (histogram counts, PNG bytes) and shared by every sink.
+Payloads are computed once (histogram counts, PNG bytes, curve counts) and shared by every sink.
 """
 
 from __future__ import annotations
@@ -109,9 +109,65 @@ class Graph:
 
 
 # -- end of model graphs ----------------------------------------------------------------------------
+# -- curves and embeddings (add_pr_curve, add_roc_curve, add_embedding) -------------------------
 
 
-Record = Union[Scalars, Histogram, Image, Text, HParams, Graph]
+@dataclass
+class PRCurve:
+    """A precision-recall curve at ``len(tp)`` thresholds evenly spaced over [0, 1], computed once
+    (:mod:`dualwatch._curves`) as TensorBoard's ``pr_curves`` summary computes it.
+
+    Counts are floats because weights make them fractional; VisualDL stores them rounded.
+    """
+
+    tag: str
+    step: int
+    wall_ms: int
+    tp: np.ndarray
+    fp: np.ndarray
+    tn: np.ndarray
+    fn: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+
+
+@dataclass
+class ROCCurve:
+    """A ROC curve from the same threshold counts as :class:`PRCurve`: ``tpr = tp / (tp + fn)`` and
+    ``fpr = fp / (fp + tn)``. Only VisualDL shows ROC curves; TensorBoard has no plugin for them."""
+
+    tag: str
+    step: int
+    wall_ms: int
+    tp: np.ndarray
+    fp: np.ndarray
+    tn: np.ndarray
+    fn: np.ndarray
+    tpr: np.ndarray
+    fpr: np.ndarray
+
+
+@dataclass
+class Embedding:
+    """Points for the viewers' projectors: the rows of ``mat`` ([N, D] float32), each labelled by one
+    row of ``metadata`` (one str per column; None: no labels). ``header`` names the columns when
+    there are several. ``sprite`` is a PNG of one image per point in a square grid, each
+    ``sprite_size`` (width, height) pixels; only TensorBoard's projector shows it."""
+
+    tag: str
+    step: int
+    wall_ms: int
+    mat: np.ndarray
+    metadata: list[list[str]] | None = None
+    header: list[str] | None = None
+    sprite: bytes | None = None
+    sprite_size: tuple[int, int] | None = None
+
+
+# -- end of curves and embeddings -----------------------------------------------------------------
+
+
+Record = Union[Scalars, Histogram, Image, Text, HParams, Graph, PRCurve, ROCCurve, Embedding]
 
 
 def grouped(points: Iterable[tuple[str, float, int, float]]) -> list[Scalars]:

@@ -56,7 +56,8 @@ def train(log_dir):
     writer.add_figure("curve", figure, 4)
     writer.add_text("notes", "first **run**", 4)
     writer.add_hparams({"lr": 0.1, "optimizer": "sgd"}, {"hparam/accuracy": 0.93})
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 2))
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
     writer.add_graph(model, torch.zeros(1, 3, 8, 8))
     writer.close()
 """

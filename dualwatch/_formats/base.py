@@ -6,7 +6,7 @@ import os
 import socket
 from abc import ABC, abstractmethod
 from itertools import count
-from typing import ClassVar, Iterator, NamedTuple, Protocol, Sequence
+from typing import Callable, ClassVar, Iterator, NamedTuple, Protocol, Sequence
 
 from dualwatch.records import Record
 
@@ -79,9 +79,13 @@ class Format(LogFormat, ABC):
     def encode(self, records: Sequence[Record]) -> bytes:
         """Every record of the batch, framed, in order."""
 
-    def side_files(self, records: Sequence[Record]) -> list[tuple[str, bytes]]:
-        """``(file name, bytes)`` of the records this format's viewer reads from files of their own
-        (VisualDL's model graph), which ``encode`` leaves out; written whole, beside the log."""
+    def side_files(
+        self, records: Sequence[Record], read: Callable[[str], bytes | None]
+    ) -> list[tuple[str, bytes]]:
+        """Files a batch adds or replaces beside the log, as ``(path in the run directory, bytes)`` in
+        the order they are to be written; ``read(path)`` gives such a file's bytes now (None: absent).
+        VisualDL keeps model graphs in files of their own, TensorBoard's projector reads embeddings
+        from files; ``encode`` leaves those records out."""
         return []
 
     @classmethod

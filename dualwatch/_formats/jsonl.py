@@ -2,10 +2,11 @@
 
 Writing: scalars of one step and millisecond form one object ``{"step", "wall_time", <tag>:
 value}`` (``pandas.read_json(path, lines=True)`` gives one row per record). Other records
-carry a ``"kind"``; images are not copied into the text file, and a model graph is summed up
-(its node count and operations), the graph itself being in the viewers' files. Non-finite values become the
-strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (:func:`to_json`), because ``jq``
-rejects bare NaN.
+carry a ``"kind"``; PR and ROC curves carry their arrays (``tp``, ``fp``, ``tn``, ``fn`` and
+``precision``/``recall`` or ``tpr``/``fpr``); a model graph is summed up (its node count and
+operations; the graph itself is in the viewers' files); images and embeddings are not copied into
+the text file. Non-finite values become the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``
+(:func:`to_json`), because ``jq`` rejects bare NaN.
 
 Reading: a line is read once it ends in a newline; the unterminated last line is a record
 still being written. A line that is not JSON is counted as damaged and skipped, but zero
@@ -22,7 +23,18 @@ import math
 from typing import Any, Iterator, Sequence
 
 from dualwatch._formats.base import Format, Frame, Points
-from dualwatch.records import Graph, Histogram, HParams, Image, Record, Scalars, Text
+from dualwatch.records import (
+    Embedding,
+    Graph,
+    Histogram,
+    HParams,
+    Image,
+    PRCurve,
+    Record,
+    ROCCurve,
+    Scalars,
+    Text,
+)
 
 _dumps = json.JSONEncoder(allow_nan=False, separators=(", ", ": ")).encode
 #: the strings non-finite numbers are written as, and their values
@@ -161,9 +173,17 @@ def _object(record: Record) -> dict[str, Any] | None:
         head.update(kind="text", tag=record.tag, text=record.text)
     elif isinstance(record, HParams):
         head.update(kind="hparams", hparams=record.hparams, metrics=record.metrics)
-    elif isinstance(record, Image):
+    elif isinstance(record, PRCurve):
+        head.update(kind="pr_curve", tag=record.tag, **_arrays(record, "tp fp tn fn precision recall"))
+    elif isinstance(record, ROCCurve):
+        head.update(kind="roc_curve", tag=record.tag, **_arrays(record, "tp fp tn fn tpr fpr"))
+    elif isinstance(record, (Image, Embedding)):
         return None
     elif isinstance(record, Graph):  # a summary: the graph itself is in the viewers' files
         ops = collections.Counter(node.op for node in record.nodes)
         head.update(kind="graph", framework=record.framework, nodes=len(record.nodes), ops=dict(ops))
     return head
+
+
+def _arrays(record: PRCurve | ROCCurve, names: str) -> dict[str, list[float]]:
+    return {name: getattr(record, name).tolist() for name in names.split()}

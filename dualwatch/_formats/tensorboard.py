@@ -19,6 +19,7 @@ so far, as TensorBoard does when a run restarts.
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 from functools import cache
@@ -30,11 +31,14 @@ from dualwatch._formats import _columns, _graphs
 from dualwatch._formats.base import Format, Frame, Points
 from dualwatch._images import png_shape
 from dualwatch.records import (
+    Embedding,
     Graph,
     Histogram,
     HParams,
     Image,
+    PRCurve,
     Record,
+    ROCCurve,
     Scalars,
     Text,
     binned,
@@ -52,6 +56,8 @@ _SPLIT_BELOW = 32
 #: where a header might start: a length below 2 GiB followed by a checksum that is not zero
 _CANDIDATE = re.compile(rb"(?=[\x00-\xff]{3}[\x00-\x7f]\x00\x00\x00\x00(?!\x00\x00\x00\x00)[\x00-\xff]{4})")
 _START = 1  # SessionLog.START
+#: the projector's index of a run's embeddings, beside its event files
+PROJECTOR_CONFIG = "projector_config.pbtxt"
 #: tensor dtypes that hold a scalar, and how ``tensor_content`` packs them
 _CONTENT = {1: "<f", 2: "<d", 3: "<i", 9: "<q", 19: "<e"}
 
@@ -151,7 +157,8 @@ def event_scalars(event: Any, plugins: dict[str, str]) -> list[tuple[str, float]
 
 
 def event_records(event: Any, plugins: dict[str, str]) -> Iterator[Record]:
-    """The histograms, images and text of a summary event (its scalars are :func:`event_scalars`')."""
+    """The histograms, images, text and PR curves of a summary event (its scalars are
+    :func:`event_scalars`')."""
     from tensorboard.util import tensor_util
 
     step, ms = event.step, wall_ms(event.wall_time)
@@ -162,6 +169,8 @@ def event_records(event: Any, plugins: dict[str, str]) -> Iterator[Record]:
         elif kind == "image":
             im = value.image
             yield Image(tag, step, ms, im.encoded_image_string, im.height, im.width, im.colorspace)
+        elif kind == "tensor" and plugins.get(tag) == "pr_curves":  # rows: tp, fp, tn, fn, precision, recall
+            yield PRCurve(tag, step, ms, *tensor_util.make_ndarray(value.tensor).astype(np.float64))
         elif kind == "tensor" and plugins.get(tag) in ("histograms", "images", "text"):
             array = tensor_util.make_ndarray(value.tensor)
             plugin = plugins[tag]
@@ -192,6 +201,19 @@ def _histo(tag: str, step: int, ms: int, histo: Any) -> Histogram:
 
 def _is_start(event: Any) -> bool:
     return event.WhichOneof("what") == "session_log" and event.session_log.status == _START
+
+
+def _path_part(tag: str) -> str:
+    """A tag as one directory name, escaped as torch's ``SummaryWriter`` escapes it."""
+    return tag.replace("%", "%25").replace("/", "%2f").replace("\\", "%5c")
+
+
+def _labels_tsv(rows: list[list[str]], header: list[str] | None) -> bytes:
+    """The projector's ``metadata.tsv``: one line per point; a header line only with two columns or
+    more (the projector reads the first line as a header only when it holds a tab)."""
+    lines = [header, *rows] if header and len(header) > 1 else rows
+    clean = str.maketrans("\t\r\n", "   ")
+    return "".join("\t".join(cell.translate(clean) for cell in line) + "\n" for line in lines).encode("utf-8")
 
 
 class TensorBoardDecoder:
@@ -326,6 +348,7 @@ class TensorBoardFormat(Format):
                 out.append(
                     self._frame(self._event_pb2.Event(wall_time=record.wall_ms / 1000, graph_def=graph))
                 )
+            elif isinstance(record, (ROCCurve, Embedding)):  # no ROC plugin; embeddings: side_files
                 continue
             else:
                 values.append(self._value(record))
@@ -364,7 +387,65 @@ class TensorBoardFormat(Format):
             )
             metadata = pb.SummaryMetadata(plugin_data=pb.SummaryMetadata.PluginData(plugin_name="text"))
             return pb.Summary.Value(tag=record.tag, metadata=metadata, tensor=tensor)
+        if isinstance(record, PRCurve):
+            return self._pr_curve(record)
         raise TypeError(f"TensorBoard cannot store {type(record).__name__}")
+
+    # -- curves and embeddings -------------------------------------------------------------------
+
+    def _pr_curve(self, record: PRCurve) -> Any:
+        """The ``pr_curves`` plugin's summary: a [6, num_thresholds] float32 tensor of tp, fp, tn, fn,
+        precision and recall, with the plugin's metadata in every value (as torch writes it)."""
+        from tensorboard.compat.proto import tensor_pb2, tensor_shape_pb2, types_pb2
+        from tensorboard.plugins.pr_curve import metadata
+
+        rows = (record.tp, record.fp, record.tn, record.fn, record.precision, record.recall)
+        data = np.stack(rows).astype("<f4")
+        dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in data.shape]
+        tensor = tensor_pb2.TensorProto(
+            dtype=types_pb2.DT_FLOAT,
+            tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=dims),
+            tensor_content=data.tobytes(),
+        )
+        meta = metadata.create_summary_metadata(record.tag, "", data.shape[1])
+        return self._summary_pb2.Summary.Value(tag=record.tag, metadata=meta, tensor=tensor)
+
+    def side_files(
+        self, records: Sequence[Record], read: Callable[[str], bytes | None]
+    ) -> list[tuple[str, bytes]]:
+        """Embeddings for the projector, laid out as torch's ``add_embedding`` lays them out:
+        ``<step:05d>/<tag>/tensors.tsv`` (+ ``metadata.tsv``, ``sprite.png``), each listed in the
+        run's ``projector_config.pbtxt``, which keeps the embeddings written before (one per tag
+        and step: a later one replaces it)."""
+        embeddings = [record for record in records if type(record) is Embedding]
+        if not embeddings:
+            return []
+        from google.protobuf import text_format
+        from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+        config = ProjectorConfig()
+        text_format.Parse((read(PROJECTOR_CONFIG) or b"").decode("utf-8"), config)
+        files = []
+        for record in embeddings:
+            folder = f"{record.step:05d}/{_path_part(record.tag)}"
+            name = f"{record.tag}:{record.step:05d}"
+            kept = [info for info in config.embeddings if info.tensor_name != name]
+            del config.embeddings[:]
+            config.embeddings.extend(kept)
+            info = config.embeddings.add(tensor_name=name, tensor_path=f"{folder}/tensors.tsv")
+            info.tensor_shape.extend(record.mat.shape)
+            buffer = io.BytesIO()
+            np.savetxt(buffer, record.mat, fmt="%.9g", delimiter="\t")  # 9 digits: float32 exactly
+            files.append((info.tensor_path, buffer.getvalue()))
+            if record.metadata is not None:
+                info.metadata_path = f"{folder}/metadata.tsv"
+                files.append((info.metadata_path, _labels_tsv(record.metadata, record.header)))
+            if record.sprite is not None:
+                info.sprite.image_path = f"{folder}/sprite.png"
+                info.sprite.single_image_dim.extend(record.sprite_size)
+                files.append((info.sprite.image_path, record.sprite))
+        files.append((PROJECTOR_CONFIG, text_format.MessageToString(config).encode("utf-8")))
+        return files
 
     def _hparams(self, record: HParams) -> Iterator[Any]:
         """The hparams plugin's experiment, session-start and session-end summaries, in this run."""

@@ -20,12 +20,27 @@ import re
 import struct
 from itertools import repeat
 from operator import truediv
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
 
 from dualwatch._formats import _columns, _graphs
 from dualwatch._formats.base import Format, Frame, Points, unique_name
 from dualwatch._images import png_shape
-from dualwatch.records import Graph, Histogram, HParams, Image, Record, Scalars, Text, binned, grouped
+from dualwatch.records import (
+    Embedding,
+    Graph,
+    Histogram,
+    HParams,
+    Image,
+    PRCurve,
+    Record,
+    ROCCurve,
+    Scalars,
+    Text,
+    binned,
+    grouped,
+)
 
 _LENGTH = struct.Struct("<Q")
 _length_at = _LENGTH.unpack_from
@@ -210,7 +225,9 @@ class VisualDLFormat(Format):
     # -- model graphs: VisualDL's server reads the newest ``vdlgraph`` file of a run, one JSON ------
     graph_file_pattern = "vdlgraph.{sec:010d}.{host}.{pid}.{seq:09d}.log"  # sorts by age
 
-    def side_files(self, records: Sequence[Record]) -> list[tuple[str, bytes]]:
+    def side_files(
+        self, records: Sequence[Record], read: Callable[[str], bytes | None]
+    ) -> list[tuple[str, bytes]]:
         """Each graph as the JSON VisualDL's ``add_graph`` writes: paddle's as its exporter made it,
         any other built from its nodes."""
         return [
@@ -252,6 +269,9 @@ class VisualDLFormat(Format):
             # Its HParam has no bool field: booleans are written as "True"/"False".
             hparams = {k: str(v) if isinstance(v, bool) else v for k, v in record.hparams.items()}
             return c.hparam("dualwatch", hparams, record.metrics, record.wall_ms)
+        if isinstance(record, (PRCurve, ROCCurve, Embedding)):
+            value = pb.Value(id=record.step, tag=record.tag, timestamp=record.wall_ms, **_field(pb, record))
+            return pb(values=[value])
         raise TypeError(f"VisualDL cannot store {type(record).__name__}")
 
     @classmethod
@@ -293,7 +313,47 @@ class VisualDLFormat(Format):
                 yield Image(tag, step, wall_ms, png, *png_shape(png))
             elif kind == "text":
                 yield Text(tag, step, wall_ms, value.text.encoded_text_string)
+            elif kind == "pr_curve":
+                c = value.pr_curve
+                yield PRCurve(
+                    tag, step, wall_ms, *map(_floats, (c.TP, c.FP, c.TN, c.FN, c.precision, c.recall))
+                )
+            elif kind == "roc_curve":
+                c = value.roc_curve
+                yield ROCCurve(tag, step, wall_ms, *map(_floats, (c.TP, c.FP, c.TN, c.FN, c.tpr, c.fpr)))
+            elif kind == "embeddings":
+                yield _embedding(tag, step, wall_ms, value.embeddings)
         yield from grouped(points)
+
+
+# -- curves and embeddings -------------------------------------------------------------------------
+
+
+def _field(pb: Any, record: PRCurve | ROCCurve | Embedding) -> dict[str, Any]:
+    """The ``Value`` field of a curve or an embedding. VisualDL's counts are int64: weighted
+    (fractional) counts are rounded. An embedding without metadata is labelled by row number,
+    which VisualDL's projector needs to list its points."""
+    if isinstance(record, Embedding):
+        rows = record.metadata or [[str(i)] for i in range(len(record.mat))]
+        points = [pb.Embedding(label=row, vectors=vector) for row, vector in zip(rows, record.mat.tolist())]
+        return {"embeddings": pb.Embeddings(embeddings=points, label_meta=record.header or [])}
+    counts = {
+        name: np.rint(getattr(record, name.lower())).astype(np.int64) for name in ("TP", "FP", "TN", "FN")
+    }
+    if isinstance(record, PRCurve):
+        return {"pr_curve": pb.PRCurve(**counts, precision=record.precision, recall=record.recall)}
+    return {"roc_curve": pb.ROC_Curve(**counts, tpr=record.tpr, fpr=record.fpr)}
+
+
+def _floats(values: Any) -> np.ndarray:
+    return np.array(values, dtype=np.float64)
+
+
+def _embedding(tag: str, step: int, wall_ms: int, embeddings: Any) -> Embedding:
+    points = embeddings.embeddings
+    mat = np.array([point.vectors for point in points], dtype=np.float32)
+    rows = [list(point.label) for point in points]
+    return Embedding(tag, step, wall_ms, mat, rows, list(embeddings.label_meta) or None)
 
 
 def _waits(data: bytes, at: int) -> bool:

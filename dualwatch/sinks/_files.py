@@ -3,7 +3,8 @@
 Each batch is encoded first and appended with one ``write`` of whole records, so a
 reader polling the file (VisualDL's server has no tolerance for half records) sees
 either the whole batch or none of it. A write that fails half-way (disk full, a file-size
-limit) is cut back to the last whole record before the error is raised.
+limit) is cut back to the last whole record before the error is raised. Files a format keeps
+beside its log (TensorBoard's projector reads embeddings from them) are replaced whole, by rename.
 
 Re-opening a run with ``resume`` repairs a tail left by a crash. TensorBoard, which reads
 every file of a run and honours a purge marker, continues in a new file that starts with
@@ -65,13 +66,22 @@ class FileSink:
         if self._fd is None:
             data = self._open(records) + data
         self._append(data)
-        try:  # model graphs, for VisualDL: a graph that fails costs itself, not the log
-            side_files = self.format.side_files(records)
+        self._write_side_files(records)
+
+    def _write_side_files(self, records: Sequence[Record]) -> None:
+        """The files the format keeps beside its log (TensorBoard's projector files), each replaced
+        whole. One that cannot be written costs only itself: the log goes on."""
+        try:
+            for name, data in self.format.side_files(records, self._read_beside):
+                path = os.path.join(self.run_dir, *name.split("/"))
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                atomic_write(path, lambda tmp, data=data: Path(tmp).write_bytes(data))
         except Exception as err:
-            warn(f"{self!r}: skipped a model graph ({type(err).__name__}: {err})")
-            return
-        for name, content in side_files:
-            atomic_write(os.path.join(self.run_dir, name), lambda tmp, c=content: Path(tmp).write_bytes(c))
+            warn(f"{self!r}: the files beside it were not written ({type(err).__name__}: {err})")
+
+    def _read_beside(self, name: str) -> bytes | None:
+        path = os.path.join(self.run_dir, *name.split("/"))
+        return _read(path) if os.path.exists(path) else None
 
     def _encode_each(self, records: Sequence[Record]):
         for record in records:

@@ -193,7 +193,7 @@ def test_add_pr_curve_takes_torch_and_visualdl_step_forms(logdir: str) -> None:
         w.add_pr_curve("torch", labels, predictions, global_step=4, num_thresholds=10)
         w.add_pr_curve("visualdl", labels, predictions, step=5, num_thresholds=10)
         w.add_pr_curve("no_step", labels, predictions)
-        with pytest.raises(TypeError, match="pass the step once"):
+        with pytest.raises(TypeError, match=r"got global_step=1 and step=2; pass one"):
             w.add_pr_curve("both", labels, predictions, 1, step=2)
     run = os.path.join(logdir, "r")
     steps = {

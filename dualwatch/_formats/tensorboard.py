@@ -308,7 +308,7 @@ class TensorBoardFormat(Format):
     name = "tensorboard"
     label = "TensorBoard"
     mark = "tfevents"
-    file_pattern = "events.out.tfevents.{sec:010d}.{host}.{pid}.{seq}.dualwatch"
+    file_pattern = "events.out.tfevents.{sec:010d}.{host}.{pid}.{seq:09d}.dualwatch"  # sorts by age
     Decoder = TensorBoardDecoder
     resumes_in_new_file = True
 

@@ -193,7 +193,7 @@ class VisualDLFormat(Format):
     name = "visualdl"
     label = "VisualDL"
     mark = "vdlrecords"
-    file_pattern = "vdlrecords.{sec:010d}.{host}.{pid}.{seq}.log"
+    file_pattern = "vdlrecords.{sec:010d}.{host}.{pid}.{seq:09d}.log"  # sorts by age
     Decoder = VisualDLDecoder
 
     def __init__(self, display_name: str = "") -> None:

@@ -84,6 +84,8 @@ class Writer:
     peer: ClassVar[str | None] = None
     #: the ``bins`` an ``add_histogram`` call without one gets
     default_bins: ClassVar[int | str] = 64
+    #: seconds per unit of the ``walltime`` the add_* methods take (VisualDL's are milliseconds)
+    walltime_unit: ClassVar[float] = 1.0
 
     def __init__(
         self,
@@ -241,7 +243,7 @@ class Writer:
                 self._tags.get(tag) or self._tag(tag),
                 scalar_value if type(scalar_value) is float else _number(scalar_value),
                 global_step if type(global_step) is int else _step(global_step),
-                _time() if walltime is None else float(walltime),
+                _time() if walltime is None else float(walltime) * self.walltime_unit,
             )
         )
         if len(queue) >= self._wake_at:
@@ -284,7 +286,8 @@ class Writer:
         """Flat ``main_tag/sub`` tags in this run, one record (torch makes one run per sub-tag,
         VisualDL one chart per main tag)."""
         step = self._step_of("add_scalars", global_step, step)
-        self.log(step, {f"{main_tag}/{sub}": value for sub, value in tag_scalar_dict.items()}, walltime)
+        wall = None if walltime is None else walltime * self.walltime_unit
+        self.log(step, {f"{main_tag}/{sub}": value for sub, value in tag_scalar_dict.items()}, wall)
 
     def add_histogram(
         self,
@@ -310,7 +313,7 @@ class Writer:
         bins = _one_of("add_histogram", "bins", bins, "buckets", buckets, default=self.default_bins)
         _histogram.check_bins(bins, max_bins)
         step = self._step_of("add_histogram", global_step, step, buckets is not None)
-        tag, ms = self._tag(tag), wall_ms(_time() if walltime is None else walltime)
+        tag, ms = self._tag(tag), self._wall_ms(walltime)
         summary = _histogram.summarize(values, bins, max_bins)
         self._put(lambda: Histogram(tag, step, ms, *summary()))
 
@@ -338,7 +341,7 @@ class Writer:
         torch_names = img_tensor is not None or global_step is not None
         pixels = _one_of("add_image", "img", img, "img_tensor", img_tensor, "image", image)
         step = self._step_of("add_image", global_step, step)
-        tag, ms = self._tag(tag), wall_ms(_time() if walltime is None else walltime)
+        tag, ms = self._tag(tag), self._wall_ms(walltime)
         layout = dataformats or _images.layout_of(pixels, self._chw_first(torch_names))
         array = _images.to_uint8_hwc(pixels, layout)
         height, width, channels = array.shape
@@ -361,7 +364,7 @@ class Writer:
         the shape, ``NCHW`` (torch's default) when both fit.
         """
         step = self._step_of("add_images", global_step, step)
-        tag, ms = self._tag(tag), wall_ms(_time() if walltime is None else walltime)
+        tag, ms = self._tag(tag), self._wall_ms(walltime)
         array = _images.grid(img_tensor, dataformats, columns)
         height, width, channels = array.shape
         self._put(lambda: Image(tag, step, ms, _images.encode_png(array), height, width, channels))
@@ -388,7 +391,7 @@ class Writer:
             raise TypeError(
                 f"add_figure takes a matplotlib Figure or a list of them, got {type(figure).__name__}"
             )
-        tag, ms = self._tag(tag), wall_ms(_time() if walltime is None else walltime)
+        tag, ms = self._tag(tag), self._wall_ms(walltime)
         if close:
             _images.close_figures(figures)
         single = not isinstance(figure, (list, tuple))
@@ -415,7 +418,7 @@ class Writer:
         if not isinstance(text, str):
             raise TypeError(f"add_text takes a str, got {type(text).__name__}")
         step = self._step_of("add_text", global_step, step, visualdl_names=False)
-        ms = wall_ms(_time() if walltime is None else walltime)
+        ms = self._wall_ms(walltime)
         self._put(Text(self._tag(tag), step, ms, text))
 
     def add_hparams(
@@ -472,9 +475,10 @@ class Writer:
                 )
             clean[str(name)] = value
         tags = [self._tag(t) for t in (listed if not isinstance(listed, str) else [listed])]
-        self._put(HParams(step, wall_ms(_time() if walltime is None else walltime), clean, tags))
+        ms = self._wall_ms(walltime)
+        self._put(HParams(step, ms, clean, tags))
         if isinstance(listed, Mapping):
-            self.log(step, listed, walltime)
+            self.log(step, listed, ms / 1000)
 
     # -- the peers' arguments --------------------------------------------------------------------
 
@@ -492,6 +496,10 @@ class Writer:
                 )
             return 0
         return given if type(given) is int else _step(given)
+
+    def _wall_ms(self, walltime: float | None) -> int:
+        """A call's ``walltime`` (now if None), in ``walltime_unit``, as a record's milliseconds."""
+        return wall_ms(_time() if walltime is None else walltime * self.walltime_unit)
 
     def _chw_first(self, torch_names: bool) -> bool:
         """Whether an image shape that fits CHW and HWC is read as CHW (torch's default)."""
@@ -558,7 +566,7 @@ class Writer:
         (a number or an array of the labels' shape).
         """
         tag, at = self._tag(tag), self._step_of("add_pr_curve", global_step, step)
-        ms = wall_ms(_time() if walltime is None else walltime)
+        ms = self._wall_ms(walltime)
         given = _curves.inputs(labels, predictions, num_thresholds, weights)
         self._put(lambda: _curves.pr_curve(tag, at, ms, given))
 
@@ -579,7 +587,7 @@ class Writer:
         (VisualDL's own ``compute_roc_curve`` divides true positives by ``tn + fp``).
         """
         tag, at = self._tag(tag), self._step_of("add_roc_curve", None, step)
-        ms = wall_ms(_time() if walltime is None else walltime)
+        ms = self._wall_ms(walltime)
         given = _curves.inputs(labels, predictions, num_thresholds, weights)
         self._put(lambda: _curves.roc_curve(tag, at, ms, given))
 
@@ -622,7 +630,7 @@ class Writer:
         point), headed ``label_0``, ``label_1``... unless ``metadata_header`` names them;
         ``labels``, ``hot_vectors`` and ``labels_meta`` are VisualDL's old names of
         ``metadata``, ``mat`` and ``metadata_header``. ``walltime`` is in seconds, as everywhere
-        in :class:`Writer`.
+        in :class:`Writer` (milliseconds in :class:`dualwatch.compat.LogWriter`, as in VisualDL).
         """
         given = _embeddings.inputs(
             hot_vectors if mat is None else mat,
@@ -637,7 +645,7 @@ class Writer:
         self, tag: str, step: int | None, walltime: float | None, given: _embeddings.EmbeddingInputs
     ) -> None:
         tag, at = self._tag(tag), _step(0 if step is None else step)
-        ms = wall_ms(_time() if walltime is None else walltime)
+        ms = self._wall_ms(walltime)
         self._put(lambda: _embeddings.record(tag, at, ms, given))
 
     # -- end of curves and embeddings ----------------------------------------------------------

@@ -21,12 +21,27 @@ import math
 import os
 import socket
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from dualwatch._warn import warn
 from dualwatch._writer import Writer
 
 __all__ = ["LogWriter", "SummaryWriter"]
+
+
+def _not_written(name: str, what: str) -> Callable[..., None]:
+    """A peer's method dualwatch does not write: calling it warns once per writer and logs nothing,
+    so a script that uses it still runs."""
+
+    def method(self: Writer, *args: Any, **kwargs: Any) -> None:
+        warned = self.__dict__.setdefault("_warned_not_written", set())
+        if name not in warned:
+            warned.add(name)
+            warn(f"{type(self).__name__}.{name} is not written by dualwatch ({what}); the rest of the run is")
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"Not written by dualwatch ({what}): one warning, then nothing."
+    return method
 
 
 class SummaryWriter(Writer):
@@ -112,7 +127,7 @@ class SummaryWriter(Writer):
         ``min``."""
         import numpy as np
 
-        from dualwatch.records import Histogram, wall_ms
+        from dualwatch.records import Histogram
 
         limits, counts = np.asarray(bucket_limits, np.float64), np.asarray(bucket_counts, np.float64)
         if limits.ndim != 1 or limits.shape != counts.shape or limits.size == 0:
@@ -122,17 +137,62 @@ class SummaryWriter(Writer):
             )
         step = self._step_of("add_histogram_raw", global_step, None)
         edges = np.clip(np.concatenate([[min], limits]), min, max)
-        ms = wall_ms(time.time() if walltime is None else walltime)
+        ms = self._wall_ms(walltime)
         self._put(
             Histogram(self._tag(tag), step, ms, counts, edges, int(num), float(sum), float(sum_squares))
         )
 
+    def add_pr_curve_raw(
+        self,
+        tag: str,
+        true_positive_counts: Any,
+        false_positive_counts: Any,
+        true_negative_counts: Any,
+        false_negative_counts: Any,
+        precision: Any,
+        recall: Any,
+        global_step: int | None = None,
+        num_thresholds: int = 127,
+        weights: Any = None,
+        walltime: float | None = None,
+    ) -> None:
+        """A PR curve already counted, one value per threshold in each list (``num_thresholds`` and
+        ``weights`` are torch's and not used: the lists say it all)."""
+        import numpy as np
+
+        from dualwatch.records import PRCurve
+
+        columns = [
+            np.asarray(c, np.float64).reshape(-1)
+            for c in (true_positive_counts, false_positive_counts, true_negative_counts,
+                      false_negative_counts, precision, recall)
+        ]  # fmt: skip
+        if len({c.size for c in columns}) != 1 or columns[0].size < 2:
+            raise ValueError(
+                f"the six lists of add_pr_curve_raw have one value per threshold each (at least 2), got "
+                f"lengths {[c.size for c in columns]}"
+            )
+        step = self._step_of("add_pr_curve_raw", global_step, None)
+        self._put(PRCurve(self._tag(tag), step, self._wall_ms(walltime), *columns))
+
+    add_audio = _not_written("add_audio", "audio")
+    add_video = _not_written("add_video", "video (TensorBoard only)")
+    add_mesh = _not_written("add_mesh", "3-D meshes (TensorBoard only)")
+    add_tensor = _not_written("add_tensor", "raw tensors; log them with add_scalar or add_histogram")
+    add_image_with_boxes = _not_written("add_image_with_boxes", "boxes; draw them into the image")
+    add_onnx_graph = _not_written("add_onnx_graph", "ONNX graphs; use add_graph(model, example)")
+    add_custom_scalars = _not_written("add_custom_scalars", "custom-scalar layouts (TensorBoard only)")
+    add_custom_scalars_multilinechart = _not_written("add_custom_scalars_multilinechart", "layouts")
+    add_custom_scalars_marginchart = _not_written("add_custom_scalars_marginchart", "layouts")
+
 
 class LogWriter(Writer):
-    """VisualDL 2.5's ``LogWriter`` constructor and methods, writing every format."""
+    """VisualDL 2.5's ``LogWriter`` constructor and methods, writing every format. As in VisualDL,
+    ``walltime`` arguments are in milliseconds."""
 
     peer = "visualdl"
     default_bins = 10
+    walltime_unit = 0.001
 
     def __init__(
         self,
@@ -204,6 +264,8 @@ class LogWriter(Writer):
         super().add_images(
             tag, imgs, step=step, walltime=walltime, dataformats="NHWC", columns=max(columns, 1)
         )
+
+    add_audio = _not_written("add_audio", "audio")
 
     def add_meta(
         self, tag: str = "meta_data_tag", display_name: str = "", step: int = 0, walltime: Any = None

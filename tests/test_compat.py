@@ -481,3 +481,48 @@ def test_string_bins_follow_torch_and_numpy(tmp_path) -> None:
     )
     tf = tb.Histograms("tf")[0].histogram_value
     assert len(tf.bucket) <= 20 and sum(tf.bucket) == 500
+
+
+def test_logwriter_walltimes_are_milliseconds_as_in_visualdl(tmp_path) -> None:
+    run = str(tmp_path / "r")
+    with LogWriter(run) as w:
+        w.add_scalar("a", 1.0, 0, walltime=1_700_000_000_123)
+        w.add_text("t", "x", 0, walltime=1_700_000_000_456)
+    (scalar,) = _vdl(run).get_data("scalar", "a")
+    (text,) = _vdl(run).get_data("text", "t")
+    assert (scalar.timestamp, text.timestamp) == (1_700_000_000_123, 1_700_000_000_456)
+    assert _tb(run).Scalars("a")[0].wall_time == 1_700_000_000.123
+
+
+def test_a_peer_method_dualwatch_does_not_write_warns_once_and_the_script_goes_on(tmp_path) -> None:
+    with SummaryWriter(str(tmp_path / "r"), formats=["jsonl"]) as w, pytest.warns(RuntimeWarning) as caught:
+        for step in range(3):
+            w.add_video("clip", np.zeros((1, 2, 3, 8, 8)), step)
+            w.add_scalar("a", 1.0, step)
+    assert [str(c.message) for c in caught if "add_video" in str(c.message)] == [
+        "dualwatch: SummaryWriter.add_video is not written by dualwatch (video (TensorBoard only)); "
+        "the rest of the run is"
+    ]
+    assert len(read_metrics(w.run_dir)) == 3
+
+
+def test_precounted_histograms_and_pr_curves_are_written_as_given(tmp_path) -> None:
+    run = str(tmp_path / "r")
+    with SummaryWriter(run) as w:
+        w.add_histogram_raw("h", 0.0, 3.0, 6, 9.0, 19.0, [1.0, 2.0, 3.0], [1, 2, 3], 2)
+        w.add_pr_curve_raw("pr", [3, 2], [1, 0], [0, 1], [0, 1], [0.75, 1.0], [1.0, 0.66], 2)
+    (histogram,) = _tb(run).Histograms("h")
+    assert list(histogram.histogram_value.bucket) == [1, 2, 3] and histogram.step == 2
+    assert list(histogram.histogram_value.bucket_limit) == [1.0, 2.0, 3.0]
+    (vdl_curve,) = _vdl(run).get_data("pr_curve", "pr")
+    assert list(vdl_curve.pr_curve.TP) == [3, 2] and vdl_curve.pr_curve.precision == pytest.approx(
+        [0.75, 1.0]
+    )
+
+
+def test_visualdl_image_matrix_is_one_grid(tmp_path) -> None:
+    run = str(tmp_path / "r")
+    with LogWriter(run) as w:
+        w.add_image_matrix("m", np.zeros((6, 4, 5, 3)), 0, rows=2)
+    (image,) = _tb(run).Images("m")
+    assert (image.height, image.width) == (8, 15)

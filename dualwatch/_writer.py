@@ -80,7 +80,7 @@ class Writer:
     """
 
     #: which peer's rules fill a missing argument: None (dualwatch's: by the argument names the
-    #: call used), "torch" (``SummaryWriter``) or "visualdl" (``LogWriter``); see dualwatch.compat
+    #: call used), "SummaryWriter" or "LogWriter" (torch's and VisualDL's); see dualwatch.compat
     peer: ClassVar[str | None] = None
     #: the ``bins`` an ``add_histogram`` call without one gets
     default_bins: ClassVar[int | str] = 64
@@ -489,7 +489,7 @@ class Writer:
             raise TypeError(f"{method}() got global_step={global_step!r} and step={step!r}; pass one")
         given = global_step if step is None else step
         if given is None:
-            if self.peer == "visualdl" or (self.peer is None and visualdl_names):
+            if self.peer == "LogWriter" or (self.peer is None and visualdl_names):
                 raise TypeError(
                     f"{method}() needs step=: VisualDL's LogWriter has no default step "
                     "(torch's SummaryWriter writes a missing step as 0)"
@@ -503,7 +503,7 @@ class Writer:
 
     def _chw_first(self, torch_names: bool) -> bool:
         """Whether an image shape that fits CHW and HWC is read as CHW (torch's default)."""
-        return self.peer == "torch" or (self.peer is None and torch_names)
+        return self.peer == "SummaryWriter" or (self.peer is None and torch_names)
 
     def add_graph(
         self,

@@ -53,7 +53,7 @@ class SummaryWriter(Writer):
     understood, other kinds are skipped with one warning.
     """
 
-    peer = "torch"
+    peer = "SummaryWriter"
     default_bins = "tensorflow"
 
     def __init__(
@@ -190,7 +190,7 @@ class LogWriter(Writer):
     """VisualDL 2.5's ``LogWriter`` constructor and methods, writing every format. As in VisualDL,
     ``walltime`` arguments are in milliseconds."""
 
-    peer = "visualdl"
+    peer = "LogWriter"
     default_bins = 10
     walltime_unit = 0.001
 

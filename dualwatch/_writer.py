@@ -18,13 +18,14 @@ import threading
 import time
 import weakref
 from collections import deque
+from itertools import repeat, starmap
 from typing import Any, Callable, ClassVar, Mapping, Sequence, Union
 
 import numpy as np
 
 from dualwatch import _curves, _embeddings, _histogram, _images
 from dualwatch._distributed import global_rank
-from dualwatch._formats import formats_by_name
+from dualwatch._formats import _codec, formats_by_name
 from dualwatch._warn import warn
 from dualwatch.backends import backend_for, framework_of
 from dualwatch.records import Graph, Histogram, HParams, Image, Record, Scalars, Text, grouped, wall_ms
@@ -174,7 +175,8 @@ class Writer:
         self._files = FanOut([*files, *sinks])
         self._console = FanOut([console] if console is not None else [])
         self._queue: deque[Any] = deque()
-        self._wake_at = max_queue if max_queue is not None else max(1, self.max_pending // 4)
+        # records already queued when a new one wakes the writer thread (it makes max_queue)
+        self._wake_from = (max_queue if max_queue is not None else max(1, self.max_pending // 4)) - 1
         self._tags: dict[str, str] = {}
         self._dropped = 0
         self._reported_drops = 0
@@ -235,8 +237,7 @@ class Writer:
             scalar_value = _one_of("add_scalar", "scalar_value", scalar_value, "value", value)
             global_step = self._step_of("add_scalar", global_step, step, value is not None)
         queue = self._queue
-        if len(queue) >= self.max_pending:
-            self._dropped += 1
+        if len(queue) >= self._wake_from and self._crowded():
             return
         queue.append(
             (
@@ -246,8 +247,6 @@ class Writer:
                 _time() if walltime is None else float(walltime) * self.walltime_unit,
             )
         )
-        if len(queue) >= self._wake_at:
-            self._wake.set()
 
     def log(
         self, step: int, scalars: Mapping[str, Any], walltime: float | None = None, *, echo: bool = False
@@ -268,7 +267,7 @@ class Writer:
             self._dropped += len(items)
         else:
             queue.extend(items)
-            if len(queue) >= self._wake_at:
+            if len(queue) > self._wake_from:
                 self._wake.set()
         if echo and self._console.sinks:
             values = {tag: float(value) for tag, value, _, _ in items}
@@ -650,6 +649,15 @@ class Writer:
 
     # -- end of curves and embeddings ----------------------------------------------------------
 
+    def _crowded(self) -> bool:
+        """Wakes the writer thread (``max_queue`` records wait); True, and the record is counted as
+        dropped, when ``max_pending`` records wait."""
+        self._wake.set()
+        if len(self._queue) < self.max_pending:
+            return False
+        self._dropped += 1
+        return True
+
     def _put(self, item: Record | Callable[[], Record]) -> None:
         if self._silent:
             return
@@ -689,8 +697,10 @@ class Writer:
                 warn(f"writing failed ({type(err).__name__}: {err}); training goes on")
 
     def _drain(self) -> None:
-        queue = self._queue
-        items = [queue.popleft() for _ in range(len(queue))]
+        queue = (
+            self._queue
+        )  # taken item by item (in C): a call appending meanwhile is kept for the next drain
+        items = list(starmap(queue.popleft, repeat((), len(queue))))
         records = self._records(items)
         if self._dropped != self._reported_drops:
             if not self._reported_drops:
@@ -706,21 +716,18 @@ class Writer:
 
     def _records(self, items: list[Any]) -> list[Record]:
         """Scalars of one step and millisecond become one record; deferred work runs here."""
+        try:
+            if _codec.codec is None:
+                raise TypeError
+            queued, bad, last_step = _codec.codec.group(items, Scalars)
+        except _codec.DECLINED:
+            queued, bad, last_step = _group(items)
+        for tag, step, err in bad:
+            warn(f"scalar {tag!r} at step {step} is not one number ({err}); it is skipped")
+        if last_step is not None:
+            self._last_step = last_step
         records: list[Record] = []
-        points: list[tuple[str, float, int, float]] = []  # the scalars since the last other record
-        for item in items:
-            if type(item) is tuple:
-                if type(item[1]) is not float:  # a device tensor, read here instead of on the training thread
-                    tag, value, step, wall = item
-                    try:
-                        item = (tag, float(value), step, wall)
-                    except Exception as err:
-                        warn(f"scalar {tag!r} at step {step} is not one number ({err}); it is skipped")
-                        continue
-                points.append(item)
-                continue
-            records += grouped(points)
-            points = []
+        for item in queued:
             if callable(item):
                 try:
                     item = item()
@@ -730,9 +737,6 @@ class Writer:
                     )
                     continue
             records.append(item)
-        if points:
-            records += grouped(points)
-            self._last_step = points[-1][2]
         return records
 
     def stats(self) -> dict[str, Any]:
@@ -768,6 +772,32 @@ class Writer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _group(queued: list[Any]) -> tuple[list[Any], list[tuple[str, int, Exception]], int | None]:
+    """The queue's ``(tag, value, step, wall)`` scalars grouped into records (:func:`grouped`), the
+    other items kept in their places; a device tensor's value is read here. Returns those, the
+    scalars whose value is not one number, and the last scalar's step. The C codec's ``group``
+    does the same in one pass."""
+    out: list[Any] = []
+    bad: list[tuple[str, int, Exception]] = []
+    points: list[tuple[str, float, int, float]] = []
+    for item in queued:
+        if type(item) is not tuple:
+            out += grouped(points)
+            out.append(item)
+            points = []
+        elif type(item[1]) is float:
+            points.append(item)
+        else:
+            tag, value, step, wall = item
+            try:
+                points.append((tag, float(value), step, wall))
+            except Exception as err:
+                bad.append((tag, step, err))
+    out += grouped(points)
+    last = next((item.step for item in reversed(out) if type(item) is Scalars), None)
+    return out, bad, last
 
 
 def _one_of(method: str, *names_and_values: Any, default: Any = _REQUIRED) -> Any:

@@ -20,8 +20,10 @@ from __future__ import annotations
 import collections
 import json
 import math
+from json.encoder import encode_basestring_ascii
 from typing import Any, Iterator, Sequence
 
+from dualwatch._formats import _codec
 from dualwatch._formats.base import Format, Frame, Points
 from dualwatch.records import (
     Embedding,
@@ -134,7 +136,16 @@ class JsonlFormat(Format):
     def new_file_name(self, wall_ms: int) -> str:
         return self.file_pattern
 
+    def __init__(self) -> None:
+        self._keys: dict[str, bytes] = {}  # each tag as a JSON string, for the C codec
+
     def encode(self, records: Sequence[Record]) -> bytes:
+        return _codec.encode(records, _codec.codec and self._fast, self._encode)
+
+    def _fast(self, records: list, start: int, scalars: type) -> tuple[bytes, int]:
+        return _codec.codec.jsonl(records, start, scalars, self._keys, encode_basestring_ascii)
+
+    def _encode(self, records: Sequence[Record]) -> bytes:
         lines = []
         for record in records:
             obj = _object(record)

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from dualwatch._formats import _columns, _graphs
+from dualwatch._formats import _codec, _columns, _graphs
 from dualwatch._formats.base import Format, Frame, Points
 from dualwatch._images import png_shape
 from dualwatch.records import (
@@ -331,6 +331,9 @@ class TensorBoardFormat(Format):
         return self._frame(version) + self._frame(start)
 
     def encode(self, records: Sequence[Record]) -> bytes:
+        return _codec.encode(records, _codec.codec and _codec.codec.tensorboard, self._encode)
+
+    def _encode(self, records: Sequence[Record]) -> bytes:
         out: list[bytes] = []
         for record in records:
             event = self._event_pb2.Event(wall_time=record.wall_ms / 1000, step=record.step)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from dualwatch._formats import _columns, _graphs
+from dualwatch._formats import _codec, _columns, _graphs
 from dualwatch._formats.base import Format, Frame, Points, unique_name
 from dualwatch._images import png_shape
 from dualwatch.records import (
@@ -212,13 +212,14 @@ class VisualDLFormat(Format):
         return _frame(meta.SerializeToString())
 
     def encode(self, records: Sequence[Record]) -> bytes:
+        return _codec.encode(records, _codec.codec and _codec.codec.visualdl, self._encode)
+
+    def _encode(self, records: Sequence[Record]) -> bytes:
         out: list[bytes] = []
         for record in records:
             if type(record) is Scalars:
                 out.extend(self._scalars(record))
-            elif isinstance(record, Graph):
-                continue  # a file of its own: side_files
-            else:
+            elif not isinstance(record, Graph):  # a graph is a file of its own: side_files
                 out.append(_frame(self._other(record).SerializeToString()))
         return b"".join(out)
 

@@ -1,6 +1,7 @@
 # The main job in a container: the README's install command, then `dualwatch demo`.
-# python:3.11-slim has no C compiler, so the optional fused host kernel (dualwatch/_hoststats.c)
-# is skipped: the install still succeeds and CPU checks use framework ops instead.
+# python:3.11-slim has no C compiler, so the optional C parts (the fused host kernel
+# dualwatch/_hoststats.c and the scalar codec dualwatch/_scalarcodec.c) are skipped: the install
+# still succeeds, CPU checks use framework ops and the writer protobuf and json (same bytes, slower).
 FROM python:3.11-slim
 RUN useradd --create-home --uid 1000 dualwatch
 WORKDIR /app

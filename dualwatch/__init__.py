@@ -4,7 +4,8 @@ The public API, each name with one import path:
 
 * watching a model: ``Watcher``, with ``Thresholds``, ``Health``, ``Verdict`` and the engine
   behind it, ``StatsEngine`` and its ``Report``;
-* writing VisualDL, TensorBoard and JSON lines at once: ``Writer``;
+* writing VisualDL, TensorBoard and JSON lines at once: ``Writer``, and in ``dualwatch.compat``
+  ``SummaryWriter`` and ``LogWriter`` for code written for torch's and VisualDL's writers;
 * edge maps and edge losses: ``EdgeMapGenerator``, ``edge_weighted_mse``, ``edge_map_mse``,
   ``sobel_edge_l1``, ``log_edge_maps``, ``TorchEdgeLoss`` (a ``torch.nn.Module``),
   ``PaddleEdgeLoss`` (a ``paddle.nn.Layer``);

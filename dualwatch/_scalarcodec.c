@@ -90,7 +90,7 @@ typedef struct {
     PyObject *values; /* borrowed dict */
 } Scalars;
 
-static PyObject *s_step, *s_wall_ms, *s_values;
+static PyObject *s_step, *s_wall_ms, *s_values, *empty_tuple;
 
 static int read_int64(PyObject *record, PyObject *name, int64_t *out) {
     PyObject *v = PyObject_GetAttr(record, name);
@@ -336,7 +336,8 @@ static PyObject *jsonl(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_ssize_t stop = run_end(records, start, scalars_type);
-    Buffer b = {0};
+    Buffer b = {0}, wall = {0};
+    int64_t last_wall_ms = 0;
     int failed = 0;
     char head[64];
     for (Py_ssize_t i = start; i < stop && !failed; i++) {
@@ -346,7 +347,15 @@ static PyObject *jsonl(PyObject *self, PyObject *args) {
             break;
         }
         int length = snprintf(head, sizeof head, "{\"step\": %lld, \"wall_time\": ", (long long)s.step);
-        if (put(&b, head, length) < 0 || put_repr(&b, (double)s.wall_ms / 1000.0) < 0) {
+        if (i == start || s.wall_ms != last_wall_ms) { /* records of one millisecond share its repr */
+            wall.size = 0;
+            if (put_repr(&wall, (double)s.wall_ms / 1000.0) < 0) {
+                failed = 1;
+                break;
+            }
+            last_wall_ms = s.wall_ms;
+        }
+        if (put(&b, head, length) < 0 || put(&b, wall.data, wall.size) < 0) {
             failed = 1;
             break;
         }
@@ -393,22 +402,31 @@ static PyObject *jsonl(PyObject *self, PyObject *args) {
         }
         if (!failed && put(&b, "}\n", 2) < 0) failed = 1;
     }
+    PyMem_RawFree(wall.data);
     PyObject *out = finish(&b, failed);
     return out ? Py_BuildValue("(Nn)", out, stop) : NULL;
 }
 
 /* -- grouping the writer's queue ----------------------------------------------------------- */
 
-/* A Scalars record without running its (Python) __init__: its three fields set directly. */
+/* A Scalars record without running its (Python) __init__: its three fields set directly.
+ *
+ * It is left out of the cyclic garbage collector: it holds two ints and a dict of str -> float
+ * (itself untracked), so it cannot be part of a cycle, and a record tracked while the writer
+ * encodes its batch lives through two young collections and lands in the oldest generation. In
+ * a process that imported torch, the full collections those promotions set off took ~0.1 s each,
+ * about a third of the training thread's cost per scalar (bench/sinks.py). */
 static PyObject *new_scalars(PyObject *scalars_type, PyObject *step, PyObject *ms, PyObject *values) {
-    PyTypeObject *type = (PyTypeObject *)scalars_type;
-    PyObject *record = type->tp_alloc(type, 0);
+    /* object.__new__, which lays out the instance's attributes (inline, on 3.11+) as a plain
+     * Scalars(...) call would, minus __init__ */
+    PyObject *record = PyBaseObject_Type.tp_new((PyTypeObject *)scalars_type, empty_tuple, NULL);
     if (!record) return NULL;
     if (PyObject_GenericSetAttr(record, s_step, step) < 0 || PyObject_GenericSetAttr(record, s_wall_ms, ms) < 0 ||
         PyObject_GenericSetAttr(record, s_values, values) < 0) {
         Py_DECREF(record);
         return NULL;
     }
+    if (PyObject_GC_IsTracked(record)) PyObject_GC_UnTrack(record);
     return record;
 }
 
@@ -421,7 +439,8 @@ static PyObject *group(PyObject *self, PyObject *args) {
     PyObject *items, *scalars_type;
     if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &items, &PyType_Type, &scalars_type)) return NULL;
     PyObject *out = PyList_New(0), *bad = PyList_New(0);
-    PyObject *step = NULL, *ms = NULL, *values = NULL, *last_step = Py_None;
+    PyObject *step = NULL, *values = NULL, *last_step = Py_None;
+    long long ms = 0; /* the current record's wall time, when there is one (values != NULL) */
     Py_INCREF(last_step);
     if (!out || !bad) goto fail;
     Py_ssize_t n = PyList_GET_SIZE(items);
@@ -429,7 +448,6 @@ static PyObject *group(PyObject *self, PyObject *args) {
         PyObject *item = PyList_GET_ITEM(items, i);
         if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 4) {
             Py_CLEAR(step); /* another record: the next scalar starts a new one */
-            Py_CLEAR(ms);
             Py_CLEAR(values);
             if (PyList_Append(out, item) < 0) goto fail;
             continue;
@@ -458,20 +476,20 @@ static PyObject *group(PyObject *self, PyObject *args) {
                 continue;
             }
         }
-        double seconds = PyFloat_AsDouble(wall);
-        PyObject *point_ms = (seconds == -1.0 && PyErr_Occurred()) ? NULL : PyLong_FromDouble(seconds * 1000 + 0.5);
-        if (!point_ms) {
+        double seconds = PyFloat_AsDouble(wall), at = seconds * 1000 + 0.5;
+        if (seconds == -1.0 && PyErr_Occurred()) {
             Py_DECREF(number);
             goto fail;
         }
-        int same = values != NULL;
-        if (same) {
-            int ne = PyObject_RichCompareBool(point_step, step, Py_NE);
-            if (ne < 0) goto fail_point;
-            same = !ne;
+        if (!(fabs(at) < 9e18)) { /* NaN, Inf or beyond int64: the Python grouping says what is wrong */
+            PyErr_SetString(PyExc_ValueError, "a wall time out of range");
+            Py_DECREF(number);
+            goto fail;
         }
-        if (same) {
-            int ne = PyObject_RichCompareBool(point_ms, ms, Py_NE);
+        long long point_ms = (long long)at; /* int(): toward zero */
+        int same = values != NULL && point_ms == ms;
+        if (same && point_step != step) {
+            int ne = PyObject_RichCompareBool(point_step, step, Py_NE);
             if (ne < 0) goto fail_point;
             same = !ne;
         }
@@ -483,29 +501,28 @@ static PyObject *group(PyObject *self, PyObject *args) {
         if (!same) {
             Py_XSETREF(values, PyDict_New());
             if (!values) goto fail_point;
-            PyObject *record = new_scalars(scalars_type, point_step, point_ms, values);
+            PyObject *wall_ms = PyLong_FromLongLong(point_ms);
+            if (!wall_ms) goto fail_point;
+            PyObject *record = new_scalars(scalars_type, point_step, wall_ms, values);
+            Py_DECREF(wall_ms);
             if (!record) goto fail_point;
             int appended = PyList_Append(out, record);
             Py_DECREF(record);
             if (appended < 0) goto fail_point;
             Py_INCREF(point_step);
             Py_XSETREF(step, point_step);
-            Py_INCREF(point_ms);
-            Py_XSETREF(ms, point_ms);
+            ms = point_ms;
         }
         if (PyDict_SetItem(values, tag, number) < 0) goto fail_point;
         Py_DECREF(number);
-        Py_DECREF(point_ms);
         Py_INCREF(point_step);
         Py_SETREF(last_step, point_step);
         continue;
     fail_point:
         Py_DECREF(number);
-        Py_DECREF(point_ms);
         goto fail;
     }
     Py_XDECREF(step);
-    Py_XDECREF(ms);
     Py_XDECREF(values);
     PyObject *result = Py_BuildValue("(NNN)", out, bad, last_step);
     return result;
@@ -513,7 +530,6 @@ fail:
     Py_XDECREF(out);
     Py_XDECREF(bad);
     Py_XDECREF(step);
-    Py_XDECREF(ms);
     Py_XDECREF(values);
     Py_XDECREF(last_step);
     return NULL;
@@ -534,6 +550,7 @@ PyMODINIT_FUNC PyInit__scalarcodec(void) {
     s_step = PyUnicode_InternFromString("step");
     s_wall_ms = PyUnicode_InternFromString("wall_ms");
     s_values = PyUnicode_InternFromString("values");
-    if (!s_step || !s_wall_ms || !s_values) return NULL;
+    empty_tuple = PyTuple_New(0);
+    if (!s_step || !s_wall_ms || !s_values || !empty_tuple) return NULL;
     return PyModule_Create(&module);
 }

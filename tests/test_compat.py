@@ -24,6 +24,8 @@ import pytest
 from _servers import _eventually, both_servers, tensorboard_scalars, visualdl_scalars
 from conftest import read_metrics
 from tensorboard.backend.event_processing import event_accumulator as ea
+from tensorboard.backend.event_processing import plugin_event_accumulator as pea
+from tensorboard.util import tensor_util
 from visualdl import LogReader
 
 from dualwatch import Writer
@@ -55,6 +57,9 @@ def train(log_dir):
     plt.plot([0, 1], [1, 0])
     writer.add_figure("curve", figure, 4)
     writer.add_text("notes", "first **run**", 4)
+    labels = torch.rand(200, generator=generator) > 0.5
+    predictions = (labels * 0.6 + torch.rand(200, generator=generator) * 0.4).clamp(0, 1)
+    writer.add_pr_curve("pr", labels, predictions, 4)
     writer.add_hparams({"lr": 0.1, "optimizer": "sgd"}, {"hparam/accuracy": 0.93})
     nn = torch.nn
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
@@ -107,6 +112,12 @@ def _run(script: str, import_line: str, replacement: str, log_dir: str, **option
 
 def _tb(run_dir: str) -> ea.EventAccumulator:
     accumulator = ea.EventAccumulator(run_dir, size_guidance={k: 0 for k in ea.DEFAULT_SIZE_GUIDANCE})
+    accumulator.Reload()
+    return accumulator
+
+
+def _tb_plugins(run_dir: str) -> pea.EventAccumulator:
+    accumulator = pea.EventAccumulator(run_dir, size_guidance={k: 0 for k in ea.DEFAULT_SIZE_GUIDANCE})
     accumulator.Reload()
     return accumulator
 
@@ -171,7 +182,7 @@ def test_a_summarywriter_script_writes_the_same_scalars_into_all_three_formats(t
         assert read(ours) == expected, name
 
 
-def test_a_summarywriter_script_writes_the_same_images_histograms_and_text(torch_runs) -> None:
+def test_a_summarywriter_script_writes_the_same_images_histograms_pr_curves_and_text(torch_runs) -> None:
     peer, ours = torch_runs
     torch_tb, our_tb, our_vdl = _tb(peer), _tb(ours), _vdl(ours)
     for tag in ("sample", "batch", "curve"):  # CHW, an NCHW grid, a figure: same size, pixels within 1
@@ -198,6 +209,15 @@ def test_a_summarywriter_script_writes_the_same_images_histograms_and_text(torch
         ), tag
         (vdl_histogram,) = our_vdl.get_data("histogram", tag)
         assert list(vdl_histogram.histogram.hist) == list(mine.bucket)
+    (theirs,), (mine,) = _tb_plugins(peer).Tensors("pr"), _tb_plugins(ours).Tensors("pr")
+    their_curve, my_curve = (tensor_util.make_ndarray(e.tensor_proto) for e in (theirs, mine))
+    assert my_curve.shape == their_curve.shape == (6, 127) and mine.step == theirs.step == 4
+    np.testing.assert_allclose(my_curve, their_curve, rtol=1e-5)
+    (vdl_curve,) = our_vdl.get_data("pr_curve", "pr")
+    np.testing.assert_allclose(vdl_curve.pr_curve.precision, their_curve[4], rtol=1e-5)
+    np.testing.assert_allclose(vdl_curve.pr_curve.recall, their_curve[5], rtol=1e-5)
+    (line,) = [r for r in read_metrics(ours) if r.get("kind") == "pr_curve"]
+    np.testing.assert_allclose(line["precision"], their_curve[4], rtol=1e-5)
     (text,) = our_tb.Tensors("notes")  # torch names it "notes/text_summary"; the text plugin shows both
     assert text.tensor_proto.string_val == [b"first **run**"]
     assert [v.text.encoded_text_string for v in our_vdl.get_data("text", "notes")] == ["first **run**"]

@@ -127,3 +127,25 @@ def test_the_c_grouping_of_the_queue_is_the_python_one() -> None:
     assert [(t, s, str(e)) for t, s, e in fast_bad] == [(t, s, str(e)) for t, s, e in slow_bad]
     assert fast_bad[0][:2] == ("d", 2) and fast_last == slow_last == -3
     assert _codec.codec.group([], Scalars) == ([], [], None) == _group([])
+
+
+def test_a_wall_time_out_of_range_is_left_to_the_python_grouping() -> None:
+    from dualwatch._writer import _group
+
+    for wall in (math.nan, math.inf, 1e30):
+        with pytest.raises(_codec.DECLINED):
+            _codec.codec.group([("a", 1.0, 0, wall)], Scalars)
+    (record,), _, _ = _group([("a", 1.0, 0, 1e30)])  # Python's ints take it
+    assert record.wall_ms == int(1e30 * 1000 + 0.5)
+    with pytest.raises(ValueError):
+        _group([("a", 1.0, 0, math.nan)])  # the writer warns and goes on
+
+
+def test_grouped_records_stay_out_of_the_cyclic_garbage_collector() -> None:
+    """They hold ints and a dict of floats; tracked, each batch's records reach the oldest
+    generation and set off full collections (~0.1 s each in a process that imported torch)."""
+    import gc
+
+    out, _, _ = _codec.codec.group([("a", 1.0, 0, 1.0), ("a", 2.0, 1, 1.0)], Scalars)
+    assert [(r.step, r.wall_ms, r.values) for r in out] == [(0, 1000, {"a": 1.0}), (1, 1000, {"a": 2.0})]
+    assert not any(gc.is_tracked(r) or gc.is_tracked(r.values) for r in out)

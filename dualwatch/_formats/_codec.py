@@ -26,17 +26,17 @@ Fast = Callable[[list, int, type], "tuple[bytes, int]"]
 def encode(records: Sequence[Record], fast: Fast | None, slow: Callable[[Sequence[Record]], bytes]) -> bytes:
     """``records`` in order: each run of plain scalar records by ``fast`` when there is one and it
     takes the run, everything else by ``slow``."""
+    if fast is None:
+        return slow(records)
     records = list(records)
     out: list[bytes] = []
     at, end = 0, len(records)
     while at < end:
-        stop = at
-        if fast is not None:
-            try:
-                data, stop = fast(records, at, Scalars)
-                out.append(data)
-            except DECLINED:
-                stop = at
+        try:
+            data, stop = fast(records, at, Scalars)
+            out.append(data)
+        except DECLINED:
+            stop = at
         if stop == at:  # a run of other records, or scalars the codec declined
             plain = type(records[at]) is Scalars
             stop = at + 1

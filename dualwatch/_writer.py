@@ -342,9 +342,7 @@ class Writer:
         step = self._step_of("add_image", global_step, step)
         tag, ms = self._tag(tag), self._wall_ms(walltime)
         layout = dataformats or _images.layout_of(pixels, self._chw_first(torch_names))
-        array = _images.to_uint8_hwc(pixels, layout)
-        height, width, channels = array.shape
-        self._put(lambda: Image(tag, step, ms, _images.encode_png(array), height, width, channels))
+        self._put_image(tag, step, ms, _images.to_uint8_hwc(pixels, layout))
 
     def add_images(
         self,
@@ -364,9 +362,7 @@ class Writer:
         """
         step = self._step_of("add_images", global_step, step)
         tag, ms = self._tag(tag), self._wall_ms(walltime)
-        array = _images.grid(img_tensor, dataformats, columns)
-        height, width, channels = array.shape
-        self._put(lambda: Image(tag, step, ms, _images.encode_png(array), height, width, channels))
+        self._put_image(tag, step, ms, _images.grid(img_tensor, dataformats, columns))
 
     def add_figure(
         self,
@@ -395,12 +391,11 @@ class Writer:
             _images.close_figures(figures)
         single = not isinstance(figure, (list, tuple))
 
-        def draw() -> Image:
+        def draw() -> np.ndarray:
             drawn = [_images.draw_figure(f) for f in figures]
-            array = drawn[0] if single else _images.grid(np.stack(drawn), "NHWC", _images.GRID_COLUMNS)
-            return Image(tag, step, ms, _images.encode_png(array), *array.shape)
+            return drawn[0] if single else _images.grid(np.stack(drawn), "NHWC", _images.GRID_COLUMNS)
 
-        self._put(draw)
+        self._put_image(tag, step, ms, draw)
 
     def add_text(
         self,
@@ -657,6 +652,15 @@ class Writer:
             return False
         self._dropped += 1
         return True
+
+    def _put_image(self, tag: str, step: int, ms: int, pixels: np.ndarray | Callable[[], np.ndarray]) -> None:
+        """Queues ``[H, W, C]`` uint8 pixels (or what draws them, on the writer thread) as one PNG."""
+
+        def image() -> Image:
+            array = pixels() if callable(pixels) else pixels
+            return Image(tag, step, ms, _images.encode_png(array), *array.shape)
+
+        self._put(image)
 
     def _put(self, item: Record | Callable[[], Record]) -> None:
         if self._silent:

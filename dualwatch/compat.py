@@ -257,12 +257,14 @@ class LogWriter(Writer):
         rows: int = -1,
         scale: float = 1.0,
         walltime: float | None = None,
+        dataformats: str = "HWC",
     ) -> None:
-        """Images (NHWC) as one grid of ``rows`` rows (-1: as square as it gets); ``scale`` is not applied."""
+        """Images, each in ``dataformats`` (VisualDL's: ``HWC``, ``CHW`` or ``HW``), as one grid of
+        ``rows`` rows (-1: as square as it gets); ``scale`` is not applied."""
         count = len(imgs)
         columns = math.ceil(count / rows) if rows > 0 else math.ceil(math.sqrt(count))
         super().add_images(
-            tag, imgs, step=step, walltime=walltime, dataformats="NHWC", columns=max(columns, 1)
+            tag, imgs, step=step, walltime=walltime, dataformats="N" + dataformats, columns=max(columns, 1)
         )
 
     add_audio = _not_written("add_audio", "audio")

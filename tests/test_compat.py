@@ -544,5 +544,7 @@ def test_visualdl_image_matrix_is_one_grid(tmp_path) -> None:
     run = str(tmp_path / "r")
     with LogWriter(run) as w:
         w.add_image_matrix("m", np.zeros((6, 4, 5, 3)), 0, rows=2)
-    (image,) = _tb(run).Images("m")
-    assert (image.height, image.width) == (8, 15)
+        w.add_image_matrix("chw", np.zeros((6, 3, 4, 5)), 0, rows=2, dataformats="CHW")
+    for tag in ("m", "chw"):
+        (image,) = _tb(run).Images(tag)
+        assert (image.height, image.width) == (8, 15), tag

@@ -112,5 +112,24 @@ def read_metrics(run_dir: Any) -> list[dict[str, Any]]:
     return [json.loads(line, parse_constant=_reject_constant) for line in text.splitlines()]
 
 
+def _tb(run_dir: str) -> Any:
+    """TensorBoard's legacy ``EventAccumulator`` over a run, everything kept (no sampling)."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    accumulator = ea.EventAccumulator(run_dir, size_guidance={k: 0 for k in ea.DEFAULT_SIZE_GUIDANCE})
+    accumulator.Reload()
+    return accumulator
+
+
+def _tb_plugins(run_dir: str) -> Any:
+    """The plugin ``EventAccumulator`` TensorBoard's server runs (tensors, purges), everything kept."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    from tensorboard.backend.event_processing import plugin_event_accumulator as pea
+
+    accumulator = pea.EventAccumulator(run_dir, size_guidance={k: 0 for k in ea.DEFAULT_SIZE_GUIDANCE})
+    accumulator.Reload()
+    return accumulator
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not strict JSON")

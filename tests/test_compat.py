@@ -22,9 +22,7 @@ import cv2
 import numpy as np
 import pytest
 from _servers import _eventually, both_servers, tensorboard_scalars, visualdl_scalars
-from conftest import read_metrics
-from tensorboard.backend.event_processing import event_accumulator as ea
-from tensorboard.backend.event_processing import plugin_event_accumulator as pea
+from conftest import _tb, _tb_plugins, read_metrics
 from tensorboard.util import tensor_util
 from visualdl import LogReader
 
@@ -108,18 +106,6 @@ def _run(script: str, import_line: str, replacement: str, log_dir: str, **option
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         namespace["train"](log_dir, **options)
-
-
-def _tb(run_dir: str) -> ea.EventAccumulator:
-    accumulator = ea.EventAccumulator(run_dir, size_guidance={k: 0 for k in ea.DEFAULT_SIZE_GUIDANCE})
-    accumulator.Reload()
-    return accumulator
-
-
-def _tb_plugins(run_dir: str) -> pea.EventAccumulator:
-    accumulator = pea.EventAccumulator(run_dir, size_guidance={k: 0 for k in ea.DEFAULT_SIZE_GUIDANCE})
-    accumulator.Reload()
-    return accumulator
 
 
 def _tb_scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:

@@ -22,11 +22,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import _import, read_metrics
+from conftest import _import, _tb, _tb_plugins, read_metrics
 from PIL import Image as PILImage
-from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.backend.event_processing import event_file_loader
-from tensorboard.backend.event_processing import plugin_event_accumulator as pea
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from visualdl import LogReader
 from visualdl.component import base_component
@@ -54,18 +52,6 @@ def _only(run_dir: str, mark: str) -> str:
 
 def _vdl(run_dir: str) -> LogReader:
     return LogReader(file_path=_only(run_dir, "vdlrecords"))
-
-
-def _tb(run_dir: str) -> ea.EventAccumulator:
-    accumulator = ea.EventAccumulator(run_dir, size_guidance={k: 0 for k in ea.DEFAULT_SIZE_GUIDANCE})
-    accumulator.Reload()
-    return accumulator
-
-
-def _tb_plugins(run_dir: str) -> pea.EventAccumulator:
-    accumulator = pea.EventAccumulator(run_dir, size_guidance={k: 0 for k in ea.DEFAULT_SIZE_GUIDANCE})
-    accumulator.Reload()
-    return accumulator
 
 
 def _tb_events(run_dir: str) -> list[Any]:

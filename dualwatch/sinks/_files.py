@@ -102,7 +102,7 @@ class FileSink:
         else:
             existing = self._newest() if self.resume is not False else None
         if existing is not None and self.format.resumes_in_new_file and not self.name:
-            self._cut(existing, self.format.scan(_read(existing))[-1:])  # a crash tail only
+            self._cut_crash_tail(existing)
             existing = None
         if existing is None:
             name = self.name or self.format.new_file_name(wall_ms) + self.suffix
@@ -110,8 +110,8 @@ class FileSink:
             prefix = self.format.header(wall_ms, step)
         else:
             self.path = existing
-            if self.resume is False:  # a named file that exists is appended to: only a crash tail goes
-                self._cut(existing, self.format.scan(_read(existing))[-1:])
+            if self.resume is False:  # a named file that exists is appended to
+                self._cut_crash_tail(existing)
             else:
                 self._keep_before(step)
             prefix = b""
@@ -135,6 +135,10 @@ class FileSink:
             return
         kept = b"".join(data[frame.start : frame.end] for frame in keep)
         atomic_write(self.path, lambda tmp: Path(tmp).write_bytes(kept))
+
+    def _cut_crash_tail(self, path: str) -> None:
+        """Cuts what follows the last whole record of ``path`` (half a record left by a crash)."""
+        self._cut(path, self.format.scan(_read(path))[-1:])
 
     @staticmethod
     def _cut(path: str, last: list[Frame]) -> None:

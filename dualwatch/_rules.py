@@ -104,3 +104,42 @@ def _is_number(x: Any) -> bool:
 
 def _float_or_none(x: Any) -> float | None:
     return None if x is None else float(x)
+
+
+#: the ESAM BiFusion training guide's table of normal ranges (also ``examples/rules_esam.json``)
+ESAM_RULES = parse_rules(
+    {
+        "train/gradient/total_norm": {
+            "normal": [0.1, 2.0],
+            "above": 10.0,
+            "below": 1e-6,
+            "label": "总梯度范数 total gradient norm: >10 exploding, <1e-6 vanishing",
+        },
+        "Model/Gradient_Norm": {
+            "normal": [0.1, 2.0],
+            "above": 10.0,
+            "below": 1e-6,
+            "label": "总梯度范数 total gradient norm (the VisualDL guide's tag)",
+        },
+        "train/projection/valid_projection_rate": {
+            "normal": [0.8, 0.95],
+            "below": 0.7,
+            "label": "投影有效率 valid projection rate, as a fraction: <0.7 poor projection quality",
+        },
+        "train/fusion/2d_weight_mean": {
+            "normal": [0.5, 0.8],
+            "above": 0.9,
+            "label": "2D权重均值 2D fusion weight mean: >0.9 over-relies on 2D",
+        },
+        "train/fusion/3d_weight_mean": {
+            "normal": [0.2, 0.5],
+            "below": 0.1,
+            "label": "3D权重均值 3D fusion weight mean: <0.1 ignores 3D",
+        },
+        "*clip*loss_weight*": {
+            "normal": [0.05, 0.15],
+            "above": 0.2,
+            "label": "CLIP损失权重 CLIP loss weight: >0.2 over-constrains",
+        },
+    }
+)

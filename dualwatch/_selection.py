@@ -22,25 +22,45 @@ def close_matches(word: str, choices: Iterable[str], n: int = 5) -> list[str]:
     return found[:n]
 
 
+def find_module(module: str, module_names: Sequence[str]) -> list[str]:
+    """Full paths of the submodules ``module`` names: itself, else every one whose path ends in it.
+
+    ``"edge_processor"`` finds ``"model.edge_processor"`` (the StableSR layout, where the
+    processor sits inside the diffusion model), so the user types the name they know.
+    """
+    if module in module_names:
+        return [module]
+    return [m for m in module_names if m.endswith("." + module)]
+
+
 def module_prefix(module: str | None, module_names: Sequence[str]) -> str:
-    """The parameter-name prefix (``"edge_processor."``) of submodule ``module``."""
+    """The parameter-name prefix (``"model.edge_processor."``) of submodule ``module``."""
     if module is None or module == "":
         return ""
     if not isinstance(module, str):
         raise TypeError(
             f"module= takes a submodule name such as 'edge_processor', got {type(module).__name__}"
         )
-    if module not in module_names:
-        hints = close_matches(module, [m for m in module_names if m])
-        hint = (
-            f" Close matches: {', '.join(hints)}."
-            if hints
-            else " The model's top-level submodules: "
-            + (", ".join(sorted({m.split(".")[0] for m in module_names if m})[:20]) or "(none)")
-            + "."
+    found = find_module(module, module_names)
+    if len(found) == 1:
+        return found[0] + "."
+    if found:
+        raise ValueError(
+            f"module={module!r} names {len(found)} submodules: {', '.join(found[:10])}. "
+            "Pass the full path of the one to watch."
         )
-        raise ValueError(f"module={module!r} matches no submodule of the model.{hint}")
-    return module + "."
+    named = [m for m in module_names if m]
+    last = module.rsplit(".", 1)[-1]  # nested modules are compared by their own name too
+    nested = [m for m in named if difflib.get_close_matches(last, [m.rsplit(".", 1)[-1]], cutoff=0.6)]
+    hints = list(dict.fromkeys(close_matches(module, named) + nested))[:8]
+    hint = (
+        f" Close matches: {', '.join(hints)}."
+        if hints
+        else " The model's top-level submodules: "
+        + (", ".join(sorted({m.split(".")[0] for m in named})[:20]) or "(none)")
+        + "."
+    )
+    raise ValueError(f"module={module!r} matches no submodule of the model.{hint}")
 
 
 def compile_include(include: Pattern | Sequence[Pattern] | None) -> list[re.Pattern[str]]:

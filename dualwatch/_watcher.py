@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from dualwatch import _log
 from dualwatch._health import Health, Thresholds, Verdict
 from dualwatch._reducer import Reducer
+from dualwatch._rules import ESAM_RULES, Rule
 from dualwatch._selection import (
     Pattern,
     assign_groups,
@@ -27,6 +29,7 @@ from dualwatch._selection import (
 )
 from dualwatch._stats import Report, StatsEngine
 from dualwatch._tags import DETAILED_LOSS, EPOCH_DURATION, LEARNING_RATE, LOSS, VAL_LOSS
+from dualwatch._training_report import Number, number, render, stat_tags
 from dualwatch._warn import warn
 from dualwatch._writer import DEFAULT_FORMATS, Writer
 from dualwatch.backends import backend_for
@@ -54,13 +57,15 @@ class Watcher:
         thresholds: global-norm bounds of the health verdict.
         logdir / run / resume / formats: where and how the run is written, see
             :class:`~dualwatch._writer.Writer`; ``logdir=None`` writes no file.
-        console: print the framed "... Monitor - Step N" block at every check.
+        console: log the framed "... Monitor - Step N" block at every check, and the framed
+            report of :meth:`report`, on the ``dualwatch`` logger (``logging``; rank 0 only).
         graph: an example input (what ``Writer.add_graph`` takes after the model); the model's
             graph is then traced and logged once, here, before training changes anything. A
             model that cannot be traced warns once and is watched all the same.
 
     ``watcher.writer`` takes any other record (``add_scalar``, ``add_image``...); the
-    methods below write the VisualDL training guide's and the ESAM guide's tags.
+    methods below write the VisualDL training guide's and the ESAM guide's tags, and
+    :meth:`report` gives the ESAM guide's framed report in any training loop.
     """
 
     def __init__(
@@ -132,6 +137,10 @@ class Watcher:
             console=ConsoleSink(_title(prefix or module or "model")) if console else None,
         )
         self.run_dir = self.writer.run_dir
+        self.model = model
+        self.console = console
+        self._stats: dict[str, dict[str, Number]] = {}  # the stat groups logged at ``_stats_step``
+        self._stats_step: int | None = None
         if graph is not None:
             self.writer.add_graph(model, graph)
         self.last: Report | None = None
@@ -185,9 +194,55 @@ class Watcher:
         return duration
 
     def log_losses(self, step: int, losses: Mapping[str, Any]) -> None:
-        """The ESAM guide's loss breakdown: ``train/detailed_loss/<name>`` per named loss, also printed."""
-        breakdown = {f"{DETAILED_LOSS}/{name}": value for name, value in losses.items()}
-        self.writer.log(step, breakdown, echo=True)
+        """The ESAM guide's loss breakdown: ``train/detailed_loss/<name>`` per named loss."""
+        breakdown = {f"{DETAILED_LOSS}/{name}": number(value) for name, value in losses.items()}
+        self.writer.log(step, breakdown)
+
+    def log_stats(self, step: int, group: str, values: Mapping[str, Any]) -> None:
+        """A stat group of the ESAM guide (``fusion``, ``projection``...): ``train/<group>/<name>``.
+
+        ``values`` are numbers or one-element tensors; :meth:`report` at the same step shows them.
+        """
+        if not isinstance(group, str) or not group or "/" in group:
+            raise ValueError(f"stat group name {group!r} must be a non-empty string without '/'")
+        if not isinstance(values, Mapping):
+            raise TypeError(
+                f"stat group {group!r} takes a mapping of name to number, got {type(values).__name__}: "
+                "pass e.g. {'gate_mean': 0.62}"
+            )
+        if self._stats_step != step:
+            self._stats, self._stats_step = {}, step
+        numbers = {name: number(value) for name, value in values.items()}
+        self._stats[group] = numbers
+        self.writer.log(step, stat_tags(group, numbers))
+
+    def report(
+        self,
+        step: int,
+        losses: Mapping[str, Any] | None = None,
+        *,
+        rules: Sequence[Rule] = ESAM_RULES,
+        log: Callable[[str], None] | None = None,
+    ) -> str:
+        """Writes ``losses`` and returns the ESAM guide's framed report of ``step`` (also logged).
+
+        The report holds the loss breakdown, the stat groups of :meth:`log_stats` at this step
+        (else those the model sets in a ``dualwatch_stats`` attribute, ``{"fusion":
+        {"gate_mean": ...}}``, which are logged here), gradient health if a check ran at this
+        step, and ``rules`` (the guide's normal ranges by default) applied to all of them.
+        With ``console=True`` rank 0 logs it through ``log`` (the ``dualwatch`` logger by default).
+        """
+        numbers = {name: number(value) for name, value in (losses or {}).items()}
+        if numbers:
+            self.log_losses(step, numbers)
+        if self._stats_step != step:
+            for group, values in (_model_stats(self.model) or {}).items():
+                self.log_stats(step, group, values)
+        stats = self._stats if self._stats_step == step else {}
+        text = render(step, numbers, stats, self.last, list(self.engine.group_rows), rules)
+        if self.console and self.writer.rank == 0:
+            (log or _log.info)(text)
+        return text
 
     def _warn_on_change(self, health: Health) -> None:
         """Advice is given when the verdict turns, not at every check."""
@@ -209,6 +264,15 @@ class Watcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _model_stats(model: Any) -> Mapping[str, Mapping[str, Any]] | None:
+    """The ``dualwatch_stats`` attribute of the model, looking through DDP/DataParallel/compile wrappers."""
+    for inner in (model, getattr(model, "module", None), getattr(model, "_layers", None)):
+        stats = getattr(inner, "dualwatch_stats", None)
+        if stats:
+            return stats
+    return getattr(getattr(model, "_orig_mod", None), "dualwatch_stats", None)
 
 
 def _title(prefix: str) -> str:

@@ -85,10 +85,12 @@ def test_default_run_names_follow_the_seed_and_never_collide(framework: str, tmp
     assert all(r.split("/")[-1].startswith("logs_") for r in runs)
 
 
-def test_console_prints_the_seed_block(framework: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_console_logs_the_seed_block_on_the_dualwatch_logger(
+    framework: str, caplog: pytest.LogCaptureFixture
+) -> None:
     _, w = _watched(framework, module="edge_processor", console=True)
     w.step(100)
-    text = capsys.readouterr().out
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "dualwatch")
     assert "=" * 80 + "\nEdge Processor Monitor - Step 100\n" + "=" * 80 in text
     assert "  edge_processor/backbone.0.weight/grad_norm: 3.464102e-01" in text
     assert "train/gradient/health: healthy" in text

@@ -1,10 +1,14 @@
-"""The StableSR edge monitor's console block: a framed "<Title> Monitor - Step N" with the key numbers."""
+"""The StableSR edge monitor's console block: a framed "<Title> Monitor - Step N" with the key numbers.
+
+The block goes to the ``dualwatch`` logger (:mod:`dualwatch._log`), so it scrolls above a
+progress bar and ``logging`` can silence or redirect it.
+"""
 
 from __future__ import annotations
 
-import sys
 from typing import Sequence, TextIO
 
+from dualwatch import _log
 from dualwatch._health import Verdict
 from dualwatch._tags import HEALTH, PARAMETER_STATS
 from dualwatch.records import Record, Scalars
@@ -16,7 +20,8 @@ class ConsoleSink:
     """Prints each scalar record as one block: per-parameter ``keys`` and every other tag.
 
     ``title`` heads the block ("Edge Processor Monitor"); of the per-parameter
-    statistics only ``keys`` are shown, in the order they were logged.
+    statistics only ``keys`` are shown, in the order they were logged. The blocks are logged
+    at INFO on the ``dualwatch`` logger, or written to ``stream`` when one is given.
     """
 
     def __init__(
@@ -34,8 +39,12 @@ class ConsoleSink:
 
     def write(self, records: Sequence[Record]) -> None:
         for record in records:
-            if isinstance(record, Scalars):
-                print(self._block(record), file=self.stream or sys.stdout, flush=True)
+            if not isinstance(record, Scalars):
+                continue
+            if self.stream is None:
+                _log.info(self._block(record))
+            else:
+                print(self._block(record), file=self.stream, flush=True)
 
     def _block(self, record: Scalars) -> str:
         lines = [RULE, f"{self.title} - Step {record.step}", RULE]

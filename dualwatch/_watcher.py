@@ -33,7 +33,8 @@ from dualwatch._training_report import Number, number, render, stat_tags
 from dualwatch._warn import warn
 from dualwatch._writer import DEFAULT_FORMATS, Writer
 from dualwatch.backends import backend_for
-from dualwatch.sinks import ConsoleSink
+from dualwatch.records import Scalars, wall_ms
+from dualwatch.sinks import ConsoleSink, FanOut
 
 OTHER_GROUP = "other"
 
@@ -57,6 +58,8 @@ class Watcher:
         thresholds: global-norm bounds of the health verdict.
         logdir / run / resume / formats: where and how the run is written, see
             :class:`~dualwatch._writer.Writer`; ``logdir=None`` writes no file.
+        writer: write into this open :class:`~dualwatch.Writer` instead (a Lightning logger's
+            or an MMEngine vis backend's run), which ``close`` then leaves open.
         console: log the framed "... Monitor - Step N" block at every check, and the framed
             report of :meth:`report`, on the ``dualwatch`` logger (``logging``; rank 0 only).
         graph: an example input (what ``Writer.add_graph`` takes after the model); the model's
@@ -86,6 +89,7 @@ class Watcher:
         formats: Sequence[str] = DEFAULT_FORMATS,
         console: bool = True,
         graph: Any = None,
+        writer: Writer | None = None,
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int):
             raise TypeError(f"every= must be an int number of steps, got {type(every).__name__}")
@@ -129,13 +133,9 @@ class Watcher:
             log_gradients=log_gradients,
             thresholds=thresholds or Thresholds(),
         )
-        self.writer = Writer(
-            logdir,
-            run,
-            resume=resume,
-            formats=formats,
-            console=ConsoleSink(_title(prefix or module or "model")) if console else None,
-        )
+        self._own_writer = writer is None
+        self.writer = writer if writer is not None else Writer(logdir, run, resume=resume, formats=formats)
+        self._console = FanOut([ConsoleSink(_title(prefix or module or "model"))] if console else [])
         self.run_dir = self.writer.run_dir
         self.model = model
         self.console = console
@@ -169,7 +169,9 @@ class Watcher:
             return {}
         self._warn_on_change(report.health)
         self.last = report
-        self.writer.log(step, report.scalars, echo=True)
+        self.writer.log(step, report.scalars)
+        if self._console.sinks and self.writer.rank == 0:
+            self._console.write([Scalars(step, wall_ms(time.time()), report.scalars)])
         return report.scalars
 
     def log_training(
@@ -255,8 +257,9 @@ class Watcher:
             )
 
     def close(self) -> None:
-        """Write what is queued, close the files and drop the weight snapshots."""
-        self.writer.close()
+        """Write what is queued, close the files (of a writer this Watcher opened) and drop the snapshots."""
+        if self._own_writer:
+            self.writer.close()
         self._reducer.forget_snapshots()
 
     def __enter__(self) -> Watcher:

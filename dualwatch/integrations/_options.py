@@ -10,11 +10,10 @@ from __future__ import annotations
 DEFAULT_EVERY = 10
 
 
-def frequency(every: int | None, alias: str, value: int | None) -> int:
-    """``every``, or the host's spelling ``alias`` of it; giving both with different values is an error."""
-    if every is not None and value is not None and every != value:
-        raise ValueError(
-            f"every={every} and {alias}={value} both set the check frequency: pass only one of them"
-        )
-    chosen = every if every is not None else value
-    return DEFAULT_EVERY if chosen is None else chosen
+def frequency(every: int | None, **aliases: int | None) -> int:
+    """``every``, or one of the host's spellings of it (``log_freq=``); different values are an error."""
+    given = {name: value for name, value in {"every": every, **aliases}.items() if value is not None}
+    if len(set(given.values())) > 1:
+        both = ", ".join(f"{name}={value}" for name, value in given.items())
+        raise ValueError(f"{both} all set the check frequency: pass only one of them")
+    return next(iter(given.values()), DEFAULT_EVERY)

@@ -4,8 +4,9 @@ The StableSR edge loss ran Canny one image at a time under ``no_grad`` and added
 between two edge maps to the loss: a term with no gradient at all, at ~35 images/s.
 Here the parts are kept apart by what they can do:
 
-* :class:`EdgeMapGenerator` gives Canny edge maps (1 on edges, 0 elsewhere). Canny is a
-  threshold, so the maps carry **no gradient**; they are data: a weight or a metric.
+* :class:`EdgeMapGenerator` gives Canny edge maps (1 on edges, 0 elsewhere; ``map_range=(-1, 1)``
+  gives the StableSR generator's -1 elsewhere). Canny is a threshold, so the maps carry
+  **no gradient**; they are data: a weight or a metric.
 * :func:`edge_weighted_mse` ``mean((pred - gt)^2 * (edge_gt + base))`` is native
   framework arithmetic and **carries gradient** to ``pred``: errors on ground-truth edges
   cost ``(1 + base) / base`` times more than elsewhere.
@@ -31,16 +32,20 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
+from dualwatch import _log
 from dualwatch.backends import Framework, framework_of
 
 BT601 = (0.299, 0.587, 0.114)  # RGB -> grey luma weights (ITU-R BT.601), as OpenCV's RGB2GRAY
 SEPARATOR = 0.5  # grey level of the 2-pixel gap between the pred and gt maps of log_edge_maps
+MAP_RANGE = (0.0, 1.0)  # (off-edge, edge) values of the maps by default
 
 
 # -- the images' framework -----------------------------------------------------------------
@@ -96,6 +101,73 @@ def _grey(x: Any) -> Any:
     return x[:, 0:1] * r + x[:, 1:2] * g + x[:, 2:3] * b
 
 
+def _check_range(value_range: Any, name: str, ends: str = "low, high") -> tuple[float, float]:
+    """``(low, high)`` as floats, finite with low < high, else a ValueError saying so."""
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        first, second = ends.split(", ")
+        raise ValueError(
+            f"{name} must be finite ({ends}) with {first} < {second}, got {value_range!r}: "
+            "e.g. (-1, 1) or (0, 1)"
+        )
+    return low, high
+
+
+def _normalised(maps: Any, map_range: tuple[float, float]) -> Any:
+    """Maps in ``map_range`` brought to [0, 1]: ``(m - low) / (high - low)``, the edge loss
+    document's ``(edge + 1) / 2`` for [-1, 1]; maps already in [0, 1] are returned as they are."""
+    low, high = _check_range(map_range, "map_range", "off-edge, edge")
+    return maps if (low, high) == MAP_RANGE else (maps - low) * (1.0 / (high - low))
+
+
+# -- where the maps go ------------------------------------------------------------------------------
+
+_DEVICE = re.compile(r"(cpu|cuda|gpu)(?::(\d+))?")
+
+
+def device_spelling(device: Any) -> str:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:N"``: the spelling both torch's and paddle's ``Tensor.to``
+    take (paddle reads ``cuda`` as its ``gpu``), from a string (``"gpu:0"`` too), a
+    ``torch.device`` or a paddle place (which prints as ``Place(gpu:0)``)."""
+    text = device if isinstance(device, str) else str(device)
+    place = re.fullmatch(r"Place\((.*)\)", text)
+    match = _DEVICE.fullmatch((place.group(1) if place else text).strip().lower())
+    if match is None:
+        raise ValueError(
+            f"device must be 'cpu', 'cuda', 'cuda:N', 'gpu' or 'gpu:N' (or a torch.device / paddle "
+            f"place of those), got {device!r}: e.g. device='cuda' if torch.cuda.is_available() else "
+            "'cpu', or leave device unset so the maps stay on the images' device"
+        )
+    kind, index = match.groups()
+    if kind == "cpu":
+        return "cpu"
+    return "cuda" if index is None else f"cuda:{index}"
+
+
+def _cuda_devices() -> dict[str, int]:
+    """CUDA devices each already imported framework sees (none is imported for this)."""
+    counts = {}
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "cuda"):
+        counts["torch"] = int(torch.cuda.device_count())
+    paddle = sys.modules.get("paddle")
+    device = getattr(paddle, "device", None)
+    if device is not None and hasattr(device, "cuda"):
+        counts["paddle"] = int(device.cuda.device_count())
+    return counts
+
+
+def _cuda_fix(device: str) -> str:
+    return (
+        f"pass device='cuda' if torch.cuda.is_available() else 'cpu' (paddle: 'gpu' if "
+        "paddle.device.cuda.device_count() else 'cpu'), or leave device unset so the maps stay on "
+        f"the images' device; got device={device!r}"
+    )
+
+
 # -- Canny on the host ------------------------------------------------------------------------
 
 
@@ -143,7 +215,8 @@ class _Canny:
 
 
 class EdgeMapGenerator:
-    """Canny edge maps of a batch of images, in the images' framework, device and dtype.
+    """Canny edge maps of a batch of images, in the images' framework and dtype, on their device
+    (or on ``device``).
 
     Args:
         low, high: Canny's hysteresis thresholds in OpenCV units (L1 gradient of 0..255 grey;
@@ -153,13 +226,24 @@ class EdgeMapGenerator:
             instead of ``low`` and ``high``.
         value_range: the images' black and white levels, e.g. ``(-1, 1)`` or ``(0, 1)``. Values
             outside are clamped before the uint8 cast (never wrapped around); NaN raises.
+        map_range: the maps' ``(off-edge, edge)`` values. Default ``(0, 1)``: 1 on edges, 0
+            elsewhere. ``(-1, 1)`` gives 1 on edges and -1 elsewhere, the maps the StableSR edge
+            loss normalises with ``(edge + 1) / 2``; pass the same ``map_range`` to
+            :func:`edge_map_mse`, :func:`edge_weighted_mse` and :func:`log_edge_maps`, which
+            normalise the same way (:class:`EdgeLossBase` reads it from its generator).
+        device: where the maps go: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"``, ``"gpu:N"``, a
+            ``torch.device`` or a paddle place, as in the StableSR edge loss's
+            ``EdgeMapGenerator(device='cuda' if torch.cuda.is_available() else 'cpu')``. Default:
+            the images' device. An unknown name raises here, and so does a CUDA device that no
+            imported framework has.
         threads: images processed at once by OpenCV on the host. Default: half the CPUs, at
             most 8; the training loop needs the rest (on 2 shared cores one thread measured
             ~15% faster than two).
 
     ``generator(images)`` takes ``[N, C, H, W]`` float tensors, C = 1 (grey) or 3 (RGB, to grey
-    with BT.601 weights), and returns ``[N, 1, H, W]`` maps in [0, 1], 1 on edges. The maps
-    carry no gradient: Canny is a threshold, there is nothing to differentiate.
+    with BT.601 weights), and returns ``[N, 1, H, W]`` maps, ``map_range[1]`` on edges and
+    ``map_range[0]`` elsewhere. The maps carry no gradient: Canny is a threshold, there is
+    nothing to differentiate.
     """
 
     def __init__(
@@ -171,6 +255,8 @@ class EdgeMapGenerator:
         adaptive: bool = False,
         value_range: tuple[float, float] = (-1, 1),
         threads: int | None = None,
+        map_range: tuple[float, float] = MAP_RANGE,
+        device: Any = None,
     ) -> None:
         if not 0 <= low <= high:
             raise ValueError(f"Canny thresholds need 0 <= low <= high, got low={low}, high={high}")
@@ -178,15 +264,22 @@ class EdgeMapGenerator:
             raise ValueError(f"blur_kernel must be odd (or 0 for no blur), got {blur_kernel}")
         if blur_kernel > 1 and not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
-        black, white = (float(v) for v in value_range)
-        if not (math.isfinite(black) and math.isfinite(white) and black < white):
-            raise ValueError(
-                f"value_range must be finite (black, white) with black < white, got {value_range}"
-            )
+        black, white = _check_range(value_range, "value_range", "black, white")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        self.map_range = _check_range(map_range, "map_range", "off-edge, edge")
+        self.device = None if device is None else device_spelling(device)
+        if self.device is not None and self.device != "cpu":
+            index = int(self.device.partition(":")[2] or 0)
+            counts = _cuda_devices()
+            if counts and all(count <= index for count in counts.values()):
+                seen = ", ".join(f"{name} sees {count}" for name, count in counts.items())
+                raise ValueError(f"no CUDA device {self.device!r} here ({seen}): {_cuda_fix(device)}")
         self.canny = _Canny(float(low), float(high), int(blur_kernel), float(sigma), bool(adaptive))
         self.value_range = (black, white)
+        # off-edge value at 0 and edge value at 255: Canny's uint8 {0, 255} maps to the range exactly
+        self._levels = np.full(256, self.map_range[0], np.float32)
+        self._levels[255] = self.map_range[1]
         self.threads = threads or max(1, min(8, (os.cpu_count() or 1) // 2))
         self._pool: ThreadPoolExecutor | None = None
 
@@ -202,7 +295,15 @@ class EdgeMapGenerator:
         else:
             grey = self.grey_uint8_on_device(images, fw).__getitem__
         self._map(lambda i: self._one(grey(i), out, i), n)
-        return fw.from_numpy(out, images)
+        maps = fw.from_numpy(out, images)
+        if self.device is None:
+            return maps
+        try:
+            return maps.to(self.device)  # no copy when the maps are there already
+        except Exception as err:  # the framework's own words (not compiled with CUDA...) plus the fix
+            raise ValueError(
+                f"{fw.name} cannot put the edge maps on {self.device!r} ({err}): {_cuda_fix(self.device)}"
+            ) from err
 
     def grey_uint8(self, images: Any) -> np.ndarray:
         """The ``[N, H, W]`` uint8 grey images Canny sees (for tests and inspection)."""
@@ -240,7 +341,7 @@ class EdgeMapGenerator:
         return host
 
     def _one(self, grey: np.ndarray, out: np.ndarray, index: int) -> None:
-        np.divide(self.canny(grey), np.float32(255.0), out=out[index, 0])
+        np.take(self._levels, self.canny(grey), out=out[index, 0])
 
     def _map(self, work: Callable[[int], None], n: int) -> None:
         """Runs ``work(i)`` for each image, on a thread pool with OpenCV's own threads off meanwhile.
@@ -274,12 +375,16 @@ def _nan_message(index: int | None) -> str:
 # -- losses: native framework arithmetic, so autograd works in both -----------------------------
 
 
-def edge_weighted_mse(pred: Any, gt: Any, edge_gt: Any, base: float = 0.1) -> Any:
+def edge_weighted_mse(
+    pred: Any, gt: Any, edge_gt: Any, base: float = 0.1, map_range: tuple[float, float] = MAP_RANGE
+) -> Any:
     """``mean((pred - gt)^2 * (edge_gt + base))``: the part of the edge loss that carries gradient.
 
     ``edge_gt`` is ``[N, 1, H, W]`` (broadcast over channels) or ``pred``'s shape, usually
     ``EdgeMapGenerator()(gt)``; ``base`` keeps off-edge pixels in the loss. The mean runs over
     every element of the weighted error, so with ``edge_gt = 0`` this is ``base * mse(pred, gt)``.
+    ``map_range`` is the maps' ``(off-edge, edge)`` values: maps in ``(-1, 1)`` are brought to
+    [0, 1] first (``(edge + 1) / 2``), so off-edge pixels never get a negative weight.
     """
     _check_images(pred, "pred")
     _check_images(gt, "gt")
@@ -293,18 +398,20 @@ def edge_weighted_mse(pred: Any, gt: Any, edge_gt: Any, base: float = 0.1) -> An
         )
     if base < 0:
         raise ValueError(f"base must be >= 0 (the weight of off-edge pixels), got {base}")
-    return ((pred - gt) ** 2 * (edge_gt + base)).mean()
+    return ((pred - gt) ** 2 * (_normalised(edge_gt, map_range) + base)).mean()
 
 
-def edge_map_mse(edge_pred: Any, edge_gt: Any) -> Any:
-    """``mean((edge_pred - edge_gt)^2)`` between two edge maps: a metric, not a loss.
+def edge_map_mse(edge_pred: Any, edge_gt: Any, map_range: tuple[float, float] = MAP_RANGE) -> Any:
+    """``mean((edge_pred - edge_gt)^2)`` between two edge maps in [0, 1]: a metric, not a loss.
 
+    Maps in another ``map_range`` (the generator's) are brought to [0, 1] first, as the StableSR
+    edge loss does with ``(edge + 1) / 2`` for [-1, 1] maps, so the value does not depend on the range.
     Canny maps carry no gradient, so neither does this: added to a loss it changes the
     number you log and nothing the optimizer sees. Log it to watch edge quality.
     """
     _framework_of(edge_pred, "edge_pred")
     _check_same(edge_pred, edge_gt, "edge_pred and edge_gt")
-    return ((edge_pred - edge_gt) ** 2).mean()
+    return ((_normalised(edge_pred, map_range) - _normalised(edge_gt, map_range)) ** 2).mean()
 
 
 def sobel_magnitude(images: Any, eps: float = 1e-6) -> Any:
@@ -343,13 +450,18 @@ class EdgeLossBase:
     share of ``loss_edge`` that no gradient flows from (the ``edge_map_mse`` metric). Only
     ``edge_weighted_mse`` (and ``sobel_l1``) move the weights.
 
-    In eval mode, or with ``weight == 0``, nothing is computed: it returns ``(0.0, {})``.
+    In eval mode, or with ``weight == 0``, nothing is computed: it returns ``(0.0, {})``. Built
+    with ``weight > 0``, it logs ``Edge loss enabled with weight: <weight>`` (the StableSR edge
+    loss's start-up line, the check that the configuration reached the model) on the
+    ``dualwatch`` logger.
 
     Args:
         weight: the StableSR edge loss's ``edge_loss_weight``; 0 turns the loss off.
         base: weight of off-edge pixels in :func:`edge_weighted_mse`.
         sobel_weight: weight of the differentiable :func:`sobel_edge_l1` term (0: not computed).
-        edges: the :class:`EdgeMapGenerator` (thresholds, value range); default Canny 100/200 on [-1, 1].
+        edges: the :class:`EdgeMapGenerator` (thresholds, value and map ranges, device); default
+            Canny 100/200 on images in [-1, 1], maps in [0, 1]. Its ``map_range`` is the range of
+            ``edge_gt`` too; both losses normalise it to [0, 1].
         watcher: a :class:`dualwatch.Watcher` (or :class:`dualwatch.Writer`) to log
             ``train/loss_edge``, ``train/edge_weighted_mse`` and ``train/edge_map_mse`` to.
         prefix: head of the logged tags.
@@ -381,6 +493,8 @@ class EdgeLossBase:
         self.writer = getattr(watcher, "writer", watcher)
         self.prefix = prefix
         self._calls = 0
+        if self.weight > 0:
+            _log.info(f"Edge loss enabled with weight: {weight}")
 
     def forward(
         self, pred: Any, gt: Any, edge_gt: Any = None, step: int | None = None
@@ -391,8 +505,9 @@ class EdgeLossBase:
         _check_same(pred, gt, "pred and gt")
         if edge_gt is None:
             edge_gt = self.edges(gt)
-        weighted = edge_weighted_mse(pred, gt, edge_gt, self.base)
-        metric = edge_map_mse(self.edges(pred), edge_gt)
+        map_range = self.edges.map_range
+        weighted = edge_weighted_mse(pred, gt, edge_gt, self.base, map_range)
+        metric = edge_map_mse(self.edges(pred), edge_gt, map_range)
         loss_edge = weighted + metric
         parts = {"edge_weighted_mse": weighted.detach(), "edge_map_mse": metric}
         if self.sobel_weight:
@@ -416,18 +531,27 @@ class EdgeLossBase:
 
 
 def log_edge_maps(
-    target: Any, edge_pred: Any, edge_gt: Any, step: int, tag: str = "train/edge_maps", index: int = 0
+    target: Any,
+    edge_pred: Any,
+    edge_gt: Any,
+    step: int,
+    tag: str = "train/edge_maps",
+    index: int = 0,
+    map_range: tuple[float, float] = MAP_RANGE,
 ) -> None:
     """Logs image ``index``'s predicted and ground-truth edge maps side by side (pred left).
 
     ``target`` is a :class:`dualwatch.Watcher` or a :class:`dualwatch.Writer`; the maps are
-    ``[N, 1, H, W]`` as :class:`EdgeMapGenerator` returns them. A 2-pixel grey gap separates them.
+    ``[N, 1, H, W]`` as :class:`EdgeMapGenerator` returns them, in ``map_range`` (the generator's),
+    shown with edges white and the rest black. A 2-pixel grey gap separates them.
     """
     fw = _framework_of(edge_pred, "edge_pred")
     _check_same(edge_pred, edge_gt, "edge_pred and edge_gt")
     if len(edge_pred.shape) != 4 or edge_pred.shape[1] != 1:
         raise ValueError(f"edge maps are [N, 1, H, W], got shape {list(edge_pred.shape)}")
-    pred, gt = (fw.host_view(fw.host_float(m[index, 0])) for m in (edge_pred, edge_gt))
+    pred, gt = (
+        fw.host_view(fw.host_float(_normalised(m[index, 0], map_range))) for m in (edge_pred, edge_gt)
+    )
     gap = np.full((pred.shape[0], 2), SEPARATOR, np.float32)
     writer = getattr(target, "writer", target)
     writer.add_image(tag, np.concatenate([pred, gap, gt], axis=1), step, dataformats="HW")

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from conftest import _import
 
-from dualwatch import Monitor, MonitoredTrainer
+from dualwatch import Monitor, MonitoredTrainer, Writer
+from dualwatch.records import Scalars
 
 Pair = collections.namedtuple("Pair", ["k", "v"])
 
@@ -451,19 +452,34 @@ def test_epoch_full_past_max_bytes_spills_to_disk_with_a_warning(framework: str,
     monitor.remove_hooks()
 
 
+class Collect:  # a real sink: the writer calls write(records) and close()
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def write(self, records: list[Any]) -> None:
+        self.records.extend(records)
+
+    def close(self) -> None:
+        pass
+
+    def scalars(self, prefix: str) -> dict[tuple[int, str], float]:
+        """``{(step, tag): value}`` of the logged scalars whose tag starts with ``prefix``."""
+        return {
+            (r.step, tag): value
+            for r in self.records
+            if isinstance(r, Scalars)
+            for tag, value in r.values.items()
+            if tag.startswith(prefix)
+        }
+
+
+def _stats(arrays: list[np.ndarray]) -> dict[str, float]:
+    """The reference: numpy's statistics of the arrays concatenated on dimension 0, in float64."""
+    whole = np.concatenate([a.astype(np.float64) for a in arrays], axis=0)
+    return {"mean": whole.mean(), "std": whole.std(), "min": whole.min(), "max": whole.max()}
+
+
 def test_statistics_of_recorded_outputs_go_to_the_writer(framework: str, tmp_path: Path) -> None:
-    from dualwatch import Writer
-
-    class Collect:  # a real sink: the writer calls write(records) and close()
-        def __init__(self) -> None:
-            self.records: list[Any] = []
-
-        def write(self, records: list[Any]) -> None:
-            self.records.extend(records)
-
-        def close(self) -> None:
-            pass
-
     sink = Collect()
     model = _net(framework, in_place=False)
     with Writer(None, sinks=[sink]) as writer, Monitor(model, [FFN], [0], tmp_path, [1], writer=writer) as m:
@@ -471,11 +487,52 @@ def test_statistics_of_recorded_outputs_go_to_the_writer(framework: str, tmp_pat
         for batch in range(2):
             m.set_batch_idx(batch)
             model(_x(framework, batch))
-        expected = _np(m.get_single_data()[FFN]["data"][(0, 1)]).astype(np.float64)
-    text = repr(sink.records)
-    for stat in ("mean", "std", "min", "max"):
-        assert f"capture/{FFN}/{stat}" in text
-    assert repr(float(expected.max())) in text
+        expected = _stats([_np(m.get_single_data()[FFN]["data"][(0, 1)])])
+    logged = sink.scalars("capture/")
+    assert logged.keys() == {(1, f"capture/{FFN}/{stat}") for stat in expected}
+    for stat, value in expected.items():
+        assert logged[(1, f"capture/{FFN}/{stat}")] == pytest.approx(value, rel=1e-9)
+
+
+@pytest.mark.parametrize("max_bytes", [None, 600], ids=["held", "spilled"])
+def test_epoch_full_statistics_are_those_of_the_whole_epoch_concatenated(
+    framework: str, tmp_path: Path, max_bytes: int | None
+) -> None:
+    sink = Collect()
+    model = _net(framework, in_place=False)
+    layers = {
+        FFN: {"alias": "ffn", "record_type": "epoch_full"},
+        ATTN: {"alias": "attn", "record_type": "epoch_full"},
+    }
+    expected = {}
+    with Writer(None, sinks=[sink]) as writer:
+        monitor = Monitor(model, layers, [1, 2], tmp_path, writer=writer, max_bytes=max_bytes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the spill warning
+            for epoch in range(1, 4):
+                monitor.set_epoch(epoch)
+                for batch in range(4):
+                    monitor.set_batch_idx(batch)
+                    model(_x(framework, 10 * epoch + batch))
+                monitor.save_epoch_outputs()
+                if epoch in (1, 2):  # the reference: every batch, held or spilled, read from the files
+                    outputs: dict[str, list[np.ndarray]] = {"ffn": [], "attn.0": [], "attn.1": []}
+                    for path in tmp_path.glob(f"*/*_epoch{epoch}_*.npz"):
+                        with np.load(path) as z:
+                            for key in z.files:  # b<batch> for a tensor, b<batch>.<i> inside a tuple
+                                leaf = key.partition(".")[2]
+                                outputs[path.parent.name + (f".{leaf}" if leaf else "")].append(z[key])
+                    assert [len(v) for v in outputs.values()] == [4, 4, 4]
+                    expected[monitor.step] = {name: _stats(arrays) for name, arrays in outputs.items()}
+                monitor.clear_current_epoch_data()
+            monitor.remove_hooks()
+    assert any(tmp_path.glob("*/spill_*.npz")) == (max_bytes is not None)
+    logged = sink.scalars("capture/")
+    assert {step for step, _ in logged} == set(expected) == {3, 7}  # once per recorded epoch, at its end
+    for step, layers_stats in expected.items():
+        for name, stats in layers_stats.items():
+            for stat, value in stats.items():
+                assert logged[(step, f"capture/{name}/{stat}")] == pytest.approx(value, rel=1e-9, abs=1e-12)
 
 
 # -- the seed's usage patterns and extension helpers ---------------------------------------------------
@@ -580,3 +637,138 @@ def test_extension_helpers_buffers_custom_output_and_clear(framework: str, tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model(_x(framework))  # no hooks, no warnings
+
+
+# -- the script's extension point and automatic saving -------------------------------------------------
+
+
+class LargeSumOnly(Monitor):
+    """The script's "edit _hook_fn to add a condition", as a subclass: keep outputs whose sum is large."""
+
+    def __init__(self, *args: Any, threshold: float, **kwargs: Any) -> None:
+        self.threshold, self.asked = threshold, []
+        super().__init__(*args, **kwargs)
+
+    def should_record(self, layer: str, output: Any) -> bool:
+        self.asked.append(layer)
+        return float(output.detach().sum()) > self.threshold  # the threshold lies between two sums
+
+
+def test_should_record_override_filters_outputs_before_they_are_kept(framework: str, tmp_path: Path) -> None:
+    model = _net(framework, in_place=False)
+    layers = {FFN: {"alias": "ffn", "record_type": "epoch_full"}}
+    with Monitor(model, layers, [0], tmp_path / "all") as reference:  # every output, for the expectation
+        reference.set_epoch(0)
+        for batch in range(8):
+            reference.set_batch_idx(batch)
+            model(_x(framework, batch))
+        everything = {k: _np(v) for k, v in reference.get_epoch_data()["ffn"]["data"].items()}
+    threshold = float(np.median([v.astype(np.float64).sum() for v in everything.values()]))
+    kept = {k: v for k, v in everything.items() if v.astype(np.float64).sum() > threshold}
+    assert len(kept) == 4  # the filter keeps some and drops some
+
+    sink = Collect()
+    with Writer(None, sinks=[sink]) as writer:
+        monitor = LargeSumOnly(model, layers, [0], tmp_path / "kept", writer=writer, threshold=threshold)
+        for epoch in (0, 1):
+            monitor.set_epoch(epoch)
+            for batch in range(8):
+                monitor.set_batch_idx(batch)
+                model(_x(framework, batch))
+            if epoch == 0:
+                data = monitor.get_epoch_data()["ffn"]["data"]
+                assert list(data) == list(kept)
+                for key, value in data.items():
+                    np.testing.assert_array_equal(_np(value), kept[key])
+                (path,) = monitor.save_epoch_outputs()
+        monitor.remove_hooks()
+    assert monitor.asked == [FFN] * 8  # asked only on recorded batches (epoch 0), with the layer name
+    with np.load(path) as z:
+        assert sorted(z.files) == sorted(f"b{key[1]}" for key in kept)
+    logged = sink.scalars("capture/ffn/")
+    for stat, value in _stats(list(kept.values())).items():
+        assert logged[(7, f"capture/ffn/{stat}")] == pytest.approx(value, rel=1e-9, abs=1e-12)
+
+
+def test_a_failing_should_record_warns_once_and_training_goes_on(framework: str, tmp_path: Path) -> None:
+    class Broken(Monitor):
+        def should_record(self, layer: str, output: Any) -> bool:
+            raise RuntimeError("bad filter")
+
+    model = _net(framework)
+    with Broken(model, [FFN], [0], tmp_path, [0, 1]) as monitor:
+        monitor.set_epoch(0)
+        with pytest.warns(RuntimeWarning, match="bad filter") as record:
+            for batch in range(2):
+                monitor.set_batch_idx(batch)
+                model(_x(framework, batch)).backward()
+        assert len(record) == 1
+        assert monitor.get_single_data()[FFN]["data"] == {}
+
+
+def _npz_values(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {key: z[key] for key in z.files}
+
+
+def test_autosave_saves_unsaved_captures_when_the_epoch_ends(framework: str, tmp_path: Path) -> None:
+    model = _net(framework, in_place=False)
+    monitor = Monitor(model, MIXED, [1, 2], tmp_path, [0, 2], autosave=True)
+    held = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "neither saved nor read" warning
+        for epoch in (1, 2):
+            monitor.set_epoch(epoch)
+            for batch in range(3):
+                monitor.set_batch_idx(batch)
+                model(_x(framework, 10 * epoch + batch))
+            for alias, record in {**monitor.single_data, **monitor.epoch_data}.items():
+                held[(alias, epoch)] = {f"b{k[1]}": v for k, v in record["data"].items()}
+        monitor.remove_hooks()  # the last epoch is saved here and stays readable
+    assert list(monitor.get_epoch_data()["ffn_epoch_stats"]["data"]) == [(2, 0), (2, 1), (2, 2)]
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.npz"))
+    assert files == [
+        "attention_weights/single_epoch1_batch0-2.npz",
+        "attention_weights/single_epoch2_batch0-2.npz",
+        "ffn_epoch_stats/epoch_full_epoch1_batch0-2.npz",
+        "ffn_epoch_stats/epoch_full_epoch2_batch0-2.npz",
+    ]
+    for (alias, epoch), outputs in held.items():
+        kind = "single" if alias == "attention_weights" else "epoch_full"
+        saved = _npz_values(tmp_path / alias / f"{kind}_epoch{epoch}_batch0-2.npz")
+        expected = {
+            key + leaf: _np(t)
+            for key, output in outputs.items()
+            for leaf, t in (
+                [(".0", output[0]), (".1", output[1])] if isinstance(output, tuple) else [("", output)]
+            )
+        }
+        assert saved.keys() == expected.keys()
+        for key, value in expected.items():
+            np.testing.assert_array_equal(saved[key], value)
+
+
+def test_autosave_does_not_write_again_what_was_saved_and_without_it_nothing_is_written(
+    framework: str, tmp_path: Path
+) -> None:
+    model = _net(framework)
+    monitor = Monitor(model, MIXED, [1], tmp_path / "auto", [0], autosave=True)
+    monitor.set_epoch(1)
+    monitor.set_batch_idx(0)
+    model(_x(framework))
+    (single,) = monitor.save_single_outputs()
+    written = single.stat().st_mtime_ns
+    single.write_bytes(b"changed after the save")  # autosave must leave it alone
+    monitor.set_epoch(2)
+    assert single.read_bytes() == b"changed after the save" and single.stat().st_mtime_ns != written
+    assert (tmp_path / "auto" / "ffn_epoch_stats" / "epoch_full_epoch1_batch0-0.npz").exists()
+    monitor.remove_hooks()
+
+    monitor = Monitor(model, MIXED, [1], tmp_path / "plain", [0])
+    monitor.set_epoch(1)
+    monitor.set_batch_idx(0)
+    model(_x(framework))
+    with pytest.warns(RuntimeWarning, match="neither saved nor read"):
+        monitor.set_epoch(2)
+    monitor.remove_hooks()
+    assert not list((tmp_path / "plain").rglob("*.npz"))

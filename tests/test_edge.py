@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from dualwatch import Watcher, Writer
 from dualwatch._edge import (
     SEPARATOR,
     EdgeMapGenerator,
+    device_spelling,
     edge_map_mse,
     edge_weighted_mse,
     log_edge_maps,
@@ -104,6 +106,18 @@ def test_edge_maps_match_cv2_canny_pixel_for_pixel(
     expected = _cv2_edges(grey)
     assert expected.sum() > 100  # the scenes do have edges
     np.testing.assert_array_equal(_numpy(maps), expected)
+
+
+@pytest.mark.parametrize("map_range", [(0.0, 1.0), (-1.0, 1.0)])
+def test_map_range_gives_edges_one_and_the_rest_its_low_value(
+    framework: str, map_range: tuple[float, float]
+) -> None:
+    grey = _scenes(3, seed=4)
+    maps = EdgeMapGenerator(map_range=map_range)(_tensor(framework, _in_range(grey, (-1, 1), rgb=True)))
+    canny = _cv2_edges(grey)  # {0, 1}
+    low, high = map_range
+    np.testing.assert_array_equal(_numpy(maps), np.where(canny == 1, high, low))
+    assert set(np.unique(_numpy(maps))) == {low, high}
 
 
 def test_adaptive_thresholds_are_0_7_and_1_3_of_the_median_grey_level(framework: str) -> None:
@@ -209,6 +223,73 @@ def test_device_conversion_path_matches_the_host_path(framework: str) -> None:
     assert np.abs(device - generator.grey_uint8(noisy).astype(int)).max() <= 1  # float rounding ties only
 
 
+# -- where the maps go ---------------------------------------------------------------------------
+
+
+def _cpu_device(framework: str, spelling: str) -> Any:
+    fw = _import(framework)
+    if spelling == "object":
+        return fw.device("cpu") if framework == "torch" else fw.CPUPlace()
+    return spelling
+
+
+@pytest.mark.parametrize("spelling", ["document", "cpu", "CPU", "object"])
+def test_device_from_the_edge_loss_document_puts_the_maps_there(framework: str, spelling: str) -> None:
+    torch = _import("torch")
+    # the StableSR edge loss's own constructor call (on this CPU-only machine: 'cpu')
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    generator = EdgeMapGenerator(
+        device=device if spelling == "document" else _cpu_device(framework, spelling)
+    )
+    grey = _scenes(2)
+    maps = generator(_tensor(framework, _in_range(grey, (-1, 1), rgb=True)))
+    assert generator.device == device
+    if framework == "torch":
+        assert maps.device == torch.device(device)
+    else:
+        assert maps.place.is_cpu_place() == (device == "cpu")
+    np.testing.assert_array_equal(_numpy(maps), _cv2_edges(grey))
+
+
+@pytest.mark.parametrize(
+    ("given", "spelled"),
+    [
+        ("cpu", "cpu"),
+        ("cuda", "cuda"),
+        ("cuda:1", "cuda:1"),
+        ("gpu", "cuda"),
+        ("gpu:0", "cuda:0"),
+        (" GPU:2 ", "cuda:2"),
+        ("Place(gpu:3)", "cuda:3"),
+    ],
+)
+def test_device_names_of_both_frameworks_become_one_spelling_both_accept(given: str, spelled: str) -> None:
+    assert device_spelling(given) == spelled
+
+
+def test_framework_device_objects_are_read_as_their_names() -> None:
+    torch, paddle = _import("torch"), _import("paddle")
+    assert device_spelling(torch.device("cuda", 1)) == "cuda:1"
+    assert device_spelling(torch.device("cpu")) == "cpu"
+    assert device_spelling(paddle.CPUPlace()) == "cpu"
+
+
+@pytest.mark.parametrize("device", ["cdua", "tpu", "cuda:x", "mps", "", 3])
+def test_unknown_device_raises_at_construction_naming_the_fix(device: Any) -> None:
+    with pytest.raises(ValueError, match=r"device must be 'cpu', 'cuda'.*torch\.cuda\.is_available\(\)"):
+        EdgeMapGenerator(device=device)
+
+
+def test_a_cuda_device_no_imported_framework_has_raises_at_construction(framework: str) -> None:
+    fw = _import(framework)
+    count = fw.cuda.device_count() if framework == "torch" else fw.device.cuda.device_count()
+    with pytest.raises(ValueError, match=rf"no CUDA device 'cuda:{count}' here .*{framework} sees {count}"):
+        EdgeMapGenerator(device=f"gpu:{count}")
+    if count == 0:
+        with pytest.raises(ValueError, match=r"leave device unset"):
+            EdgeMapGenerator(device="cuda")
+
+
 # -- losses and gradients ------------------------------------------------------------------------
 
 
@@ -280,6 +361,70 @@ def test_edge_map_mse_is_a_metric_without_gradient(framework: str) -> None:
     metric = edge_map_mse(generator(pred), generator(gt))
     assert metric.stop_gradient if framework == "paddle" else not metric.requires_grad
     assert float(_numpy(metric)) > 0
+
+
+def test_edge_map_mse_of_minus_one_to_one_maps_normalises_as_the_document_does(framework: str) -> None:
+    grey_pred, grey_gt = _scenes(2, seed=12), _scenes(2, seed=13)
+    pred = _tensor(framework, _in_range(grey_pred, (-1, 1), rgb=True))
+    gt = _tensor(framework, _in_range(grey_gt, (-1, 1), rgb=True))
+    signed = EdgeMapGenerator(map_range=(-1, 1))
+    metric = edge_map_mse(signed(pred), signed(gt), map_range=(-1, 1))
+    # the document: pred_edge_norm = (pred_edge + 1) / 2, with pred_edge in [-1, 1] from cv2's Canny
+    pred_edge, gt_edge = _cv2_edges(grey_pred) * 2 - 1, _cv2_edges(grey_gt) * 2 - 1
+    reference = np.mean(((pred_edge + 1) / 2 - (gt_edge + 1) / 2) ** 2)
+    assert reference > 0
+    assert float(_numpy(metric)) == pytest.approx(reference, rel=1e-6)
+    plain = EdgeMapGenerator()
+    assert float(_numpy(edge_map_mse(plain(pred), plain(gt)))) == pytest.approx(reference, rel=1e-6)
+
+
+def test_edge_weighted_mse_weights_minus_one_to_one_maps_as_zero_to_one(framework: str) -> None:
+    pred, gt, edge = _pair(5)
+    signed = edge * 2 - 1  # 1 on edges, -1 elsewhere: without normalising, off-edge weights would be -0.9
+    args = [_tensor(framework, a, "float64") for a in (pred, gt, signed)]
+    loss = edge_weighted_mse(*args, base=0.1, map_range=(-1, 1))
+    reference = np.mean((pred - gt) ** 2 * ((signed + 1) / 2 + 0.1))
+    np.testing.assert_allclose(float(_numpy(loss)), reference, rtol=1e-12)
+
+
+def test_edge_loss_gives_the_same_values_with_either_map_range(framework: str) -> None:
+    grey = _scenes(2, seed=14)
+    gt_np = _in_range(grey, (-1, 1), rgb=True)
+    pred_np = np.clip(gt_np + np.random.default_rng(6).normal(0, 0.1, gt_np.shape), -1, 1)
+    results = []
+    for map_range in ((0, 1), (-1, 1)):
+        p = _tensor(framework, pred_np, "float64", grad=True)
+        loss_fn = _loss_class(framework)(weight=0.5, edges=EdgeMapGenerator(map_range=map_range))
+        loss, parts = loss_fn(p, _tensor(framework, gt_np, "float64"))
+        loss.backward()
+        results.append((float(_numpy(loss)), _numpy(p.grad), {k: float(_numpy(v)) for k, v in parts.items()}))
+    (loss01, grad01, parts01), (loss11, grad11, parts11) = results
+    edge_gt = _cv2_edges(grey)
+    grey_pred = np.stack([_cv2_edges(g[None])[0] for g in _grey_uint8_reference(pred_np)])
+    weighted = np.mean((pred_np - gt_np) ** 2 * (edge_gt + 0.1))
+    metric = np.mean((grey_pred - edge_gt) ** 2)
+    assert parts11 == pytest.approx(parts01, rel=1e-9)
+    assert parts01["edge_weighted_mse"] == pytest.approx(weighted, rel=1e-9)
+    assert parts01["edge_map_mse"] == pytest.approx(metric, rel=1e-9)
+    assert loss11 == pytest.approx(loss01, rel=1e-9) and loss01 == pytest.approx(0.5 * (weighted + metric))
+    np.testing.assert_allclose(grad11, grad01, rtol=1e-9)
+
+
+def _grey_uint8_reference(images: np.ndarray) -> np.ndarray:
+    """``[N, H, W]`` uint8 of RGB images in [-1, 1] as OpenCV would make them (BT.601, clamp, round)."""
+    grey = images[:, 0] * 0.299 + images[:, 1] * 0.587 + images[:, 2] * 0.114
+    return np.rint((np.clip(grey, -1, 1) + 1) * 127.5).astype(np.uint8)
+
+
+def test_edge_loss_built_with_a_weight_logs_the_documents_start_up_line_once(
+    framework: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="dualwatch"):
+        loss_fn = _loss_class(framework)(weight=0.1)
+        loss_fn(_tensor(framework, np.zeros((1, 3, 8, 8))), _tensor(framework, np.ones((1, 3, 8, 8))))
+        _loss_class(framework)(weight=0)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dualwatch"]
+    assert lines == ["Edge loss enabled with weight: 0.1"]
 
 
 def test_edge_loss_gradient_comes_from_the_weighted_term_only(framework: str) -> None:
@@ -383,6 +528,14 @@ def _bad_cases(framework: str) -> list[tuple[str, Any, type, str]]:
         ("thresholds", lambda: EdgeMapGenerator(low=200, high=100), ValueError, "low <= high"),
         ("even kernel", lambda: EdgeMapGenerator(blur_kernel=4), ValueError, "odd"),
         ("value range", lambda: EdgeMapGenerator(value_range=(1, -1)), ValueError, "black < white"),
+        ("map range", lambda: EdgeMapGenerator(map_range=(1, 1)), ValueError, "off-edge < edge"),
+        ("map range size", lambda: EdgeMapGenerator(map_range=(0, 1, 2)), ValueError, r"e\.g\. \(-1, 1\)"),
+        (
+            "loss map range",
+            lambda: edge_map_mse(t((1, 1, 8, 8)), t((1, 1, 8, 8)), map_range=(0, float("nan"))),
+            ValueError,
+            "map_range",
+        ),
     ]
 
 
@@ -440,6 +593,20 @@ def test_edge_maps_are_logged_side_by_side_as_a_readable_image(framework: str, t
 
 
 # -- import cost and the example ---------------------------------------------------------------------
+
+
+def test_minus_one_to_one_maps_are_logged_as_the_same_image(framework: str, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing import event_accumulator
+
+    images = [_tensor(framework, _in_range(_scenes(1, seed=s), (-1, 1), rgb=True)) for s in (3, 4)]
+    with Writer(tmp_path, "r", formats=("tensorboard",)) as writer:
+        for step, map_range in enumerate([(0, 1), (-1, 1)]):
+            generator = EdgeMapGenerator(map_range=map_range)
+            log_edge_maps(writer, generator(images[0]), generator(images[1]), step, map_range=map_range)
+    events = event_accumulator.EventAccumulator(str(tmp_path / "r"), size_guidance={"images": 0})
+    events.Reload()
+    plain, signed = (e.encoded_image_string for e in events.Images("train/edge_maps"))
+    assert plain == signed
 
 
 def test_import_dualwatch_and_its_edge_module_import_neither_framework() -> None:

@@ -5,7 +5,8 @@
 * :mod:`~dualwatch._capture.spec`: the user's request parsed and checked before training;
 * :mod:`~dualwatch._capture.outputs`: walking nested layer outputs (tuples, named tuples, dicts);
 * :mod:`~dualwatch._capture.store`: the ``.npz`` / native files and ``manifest.json``;
-* :mod:`~dualwatch._capture.stats`: each capture's mean, std, min and max sent to a writer;
+* :mod:`~dualwatch._capture.stats`: each capture's mean, std, min and max sent to a writer (an
+  ``epoch_full`` layer's over its whole epoch, from running totals);
 * :mod:`~dualwatch._capture.trainer`: :class:`MonitoredTrainer`, a training function run under a capture.
 """
 

@@ -19,7 +19,11 @@ asked for. What it does differently from the layer-output Monitor script, and wh
 * **Files both frameworks read without pickle**: ``.npz`` per layer and epoch plus
   ``manifest.json``; ``file_format="native"`` writes the script's ``.pt`` / ``.pdtensor`` items.
   Writes are atomic (temp file + rename); aliases can never name a path outside ``output_dir``.
-* **Bounded memory**: ``epoch_full`` data past ``max_bytes`` is spilled to disk with a warning.
+* **Bounded memory**: ``epoch_full`` data past ``max_bytes`` is spilled to disk with a warning; an
+  ``epoch_full`` layer's statistics are running totals (:mod:`dualwatch._capture.stats`), not the
+  epoch's data.
+* **A filter without rewriting the hook**: where the script says to edit ``_hook_fn`` to add
+  conditions, override :meth:`ActivationCapture.should_record`.
 * **Never breaks training**: bad configuration raises before training with the fix in the
   message; a failing save or capture only warns.
 
@@ -44,7 +48,7 @@ from dualwatch._capture.spec import (
     missing_layers_message,
     parse_layers,
 )
-from dualwatch._capture.stats import log_stats
+from dualwatch._capture.stats import Moments, add_moments, log_moments, moments
 from dualwatch._capture.store import save_custom, write_captures
 from dualwatch._selection import close_matches
 from dualwatch._warn import warn
@@ -70,10 +74,27 @@ class ActivationCapture:
         max_bytes: memory cap of the captures held; ``epoch_full`` captures past it are written
             to disk at once (a warning says where) instead of kept. ``None``: no cap.
         writer: a :class:`dualwatch.Writer`; each recorded tensor's mean, std, min and max are
-            logged as ``capture/<alias><leaf>/<stat>`` at the step counted by :meth:`set_batch_idx`.
+            logged as ``capture/<alias><leaf>/<stat>``: a ``'single'`` capture at the step counted
+            by :meth:`set_batch_idx`; an ``'epoch_full'`` layer once per epoch, when the epoch ends
+            (the next :meth:`set_epoch` or :meth:`remove_hooks`), at the epoch's last step, with the
+            statistics of all its batches concatenated (spilled ones included).
+        autosave: save what is not saved yet when the epoch ends: the next :meth:`set_epoch` saves
+            the finished epoch's ``'single'`` and ``'epoch_full'`` captures (then drops them, as
+            always), :meth:`remove_hooks` saves the last epoch's (and keeps them readable): the
+            script's automatic saving. Without it, captures neither saved nor read are dropped
+            with a warning. Captures you saved yourself are not written twice.
 
     Captured outputs are detached CPU copies. A layer that runs several times in one batch keeps
     its first output under ``(epoch, batch_idx)`` and the ``n``-th under ``(epoch, batch_idx, n)``.
+
+    **Custom filters.** The layer-output Monitor script is extended by editing ``_hook_fn`` to add
+    conditions such as ``self._custom_condition(output)``. Here, subclass and override
+    :meth:`should_record`; it is asked only for outputs the epoch and batch settings record, before
+    anything is copied::
+
+        class LargeOnly(Monitor):
+            def should_record(self, layer, output):
+                return float(output.abs().max()) > 10.0
 
     ``Monitor`` is the same class, under the name the layer-output Monitor script uses.
     """
@@ -89,6 +110,7 @@ class ActivationCapture:
         file_format: str = "npz",
         max_bytes: int | None = 1 << 30,
         writer: Any = None,
+        autosave: bool = False,
     ) -> None:
         backend = backend_for(model)  # TypeError for anything but a torch / paddle model
         self._framework = backend.framework
@@ -115,6 +137,7 @@ class ActivationCapture:
         if max_bytes is not None and max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0 or None (no cap), got {max_bytes}")
         self.file_format, self.max_bytes, self.writer = file_format, max_bytes, writer
+        self.autosave = bool(autosave)
         self.output_dir = Path(output_dir).resolve()
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -135,6 +158,8 @@ class ActivationCapture:
         self._calls: dict[str, int] = {}  # calls of each alias in the current batch
         self._bytes = 0
         self._unsaved = False
+        self._not_written: set[str] = set()  # aliases holding captures no save has written (autosave)
+        self._epoch_moments: dict[str, dict[str, Moments]] = {}  # 'epoch_full' statistics so far
         self._warned: set[str] = set()
         for entry in self.layers:
             hook = self._make_hook(entry)
@@ -166,10 +191,12 @@ class ActivationCapture:
     # -- the per-batch decision and the hook ------------------------------------------------------
 
     def set_epoch(self, epoch: int) -> None:
-        """Sets the current epoch; data of an earlier epoch is dropped from memory (save it first)."""
+        """Sets the current epoch; data of an earlier epoch is dropped from memory (save it first,
+        or pass ``autosave=True``). A change of epoch ends the previous one (see ``writer=``)."""
         (epoch,) = check_indices([epoch], "epoch")
         if self.current_epoch is not None and epoch != self.current_epoch:
-            if self._unsaved:
+            self._end_epoch()
+            if self._unsaved and not self.autosave:
                 self._warn_once(
                     f"unsaved{self.current_epoch}",
                     f"epoch {self.current_epoch}'s captures were neither saved nor read before "
@@ -195,6 +222,33 @@ class ActivationCapture:
             "epoch_full": epoch_on,
         }
 
+    def _end_epoch(self) -> None:
+        """Logs the ``'epoch_full'`` statistics of the epoch that ends and, with ``autosave``,
+        writes the captures no save has written yet."""
+        if self._epoch_moments:
+            finished, self._epoch_moments = self._epoch_moments, {}
+            try:
+                for alias, found in finished.items():
+                    log_moments(self.writer, self.step, alias, found)
+            except Exception as err:  # a closed writer must not stop training
+                self._warn_once("epochstats", f"logging epoch statistics failed ({err!r}); skipped")
+        if self.autosave and self._not_written:
+            pending = self._not_written
+            self.save_single_outputs([a for a in self.single_data if a in pending])
+            self.save_epoch_outputs([a for a in self.epoch_data if a in pending])
+
+    def should_record(self, layer: str, output: Any) -> bool:
+        """Whether to keep this output of ``layer`` (its name in ``named_modules()``); ``True``.
+
+        The override point for custom filters (the layer-output Monitor script's "edit
+        ``_hook_fn``"): it is called only for outputs the epoch and batch settings record,
+        with the layer's raw output (on its device, still in the graph: read it, do not change
+        it), before anything is copied. Returning ``False`` skips the output: it is not stored,
+        saved or counted in the statistics; a later call of the layer in the same batch keeps its
+        own key ``(epoch, batch_idx, n)``. An exception here warns once and skips the output.
+        """
+        return True
+
     def _make_hook(self, entry: MonitoredLayer) -> Callable[..., None]:
         kind = entry.record_type
 
@@ -208,15 +262,21 @@ class ActivationCapture:
         """Stores a detached CPU copy of ``output``; a failure warns and training goes on."""
         try:
             fw = self._framework
-            data = map_tensors(fw.host_copy, output, fw.is_tensor)
             calls = self._calls[entry.alias] = self._calls.get(entry.alias, 0) + 1
+            if not self.should_record(entry.layer, output):
+                return
+            data = map_tensors(fw.host_copy, output, fw.is_tensor)
             key = (self.current_epoch, self.current_batch_idx) + ((calls,) if calls > 1 else ())
             size = sum(fw.nbytes(t) for _, t in leaves(data, fw.is_tensor))
             store = self.single_data if entry.record_type == "single" else self.epoch_data
             record = store[entry.alias]
             record["output_shape"] = shape(data, fw.is_tensor)
             if self.writer is not None:
-                log_stats(self.writer, self.step, entry.alias, data, fw)
+                found = moments(data, fw)
+                if entry.record_type == "single":
+                    log_moments(self.writer, self.step, entry.alias, found)
+                else:
+                    add_moments(self._epoch_moments.setdefault(entry.alias, {}), found)
             if (
                 entry.record_type == "epoch_full"
                 and self.max_bytes is not None
@@ -227,6 +287,7 @@ class ActivationCapture:
             record["data"][key] = data
             self._bytes += size
             self._unsaved = True
+            self._not_written.add(entry.alias)
         except Exception as err:  # monitoring must never stop training
             self._warn_once(f"capture{entry.alias}", f"capturing {entry.alias!r} failed ({err!r}); skipped")
 
@@ -306,6 +367,7 @@ class ActivationCapture:
         entries = {entry.alias: entry for entry in self.layers}
         written = []
         for alias in self._select(store, layers):
+            self._not_written.discard(alias)
             by_epoch: dict[int, dict[tuple[int, ...], Any]] = {}
             for key, output in store[alias]["data"].items():
                 by_epoch.setdefault(key[0], {})[key] = output
@@ -340,9 +402,11 @@ class ActivationCapture:
                 record["data"] = {}
         self._bytes = 0
         self._unsaved = False
+        self._not_written.clear()
 
     def clear_epoch_data(self) -> None:
         """Drops the ``'epoch_full'`` captures only (after :meth:`get_epoch_buffers`)."""
+        self._not_written -= set(self.epoch_data)
         for record in self.epoch_data.values():
             self._bytes -= sum(
                 self._framework.nbytes(t)
@@ -352,7 +416,9 @@ class ActivationCapture:
             record["data"] = {}
 
     def remove_hooks(self) -> None:
-        """Removes every hook this monitor registered; safe to call more than once."""
+        """Removes every hook this monitor registered and ends the epoch (statistics, ``autosave``);
+        the captures stay readable. Safe to call more than once."""
+        self._end_epoch()
         for entry in self.layers:
             if entry.handle is not None:
                 entry.handle.remove()

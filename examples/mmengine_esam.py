@@ -1,13 +1,18 @@
 """The ESAM BiFusion guide's enhanced training report for an MMEngine ``Runner``, from a config dict.
 
 A tiny two-branch model (a "2d" and a "3d" branch mixed by a learned gate, as the ESAM guide's
-fusion) is trained for two epochs. ``DualwatchHook`` prints the framed report every 4
-iterations and writes ``train/detailed_loss/*``, ``train/gradient/*``, ``train/fusion/*``
-and ``train/projection/*`` to VisualDL, TensorBoard and metrics.jsonl under
-``<work_dir>/<timestamp>/dualwatch``.
+fusion) is trained for two epochs. The config does what a user's config does:
+
+* ``visualizer=dict(type="Visualizer", vis_backends=[dict(type="DualwatchVisBackend")])``: what
+  MMEngine logs (``loss``, ``lr``, ``time``...) goes to VisualDL, TensorBoard and metrics.jsonl in
+  ``<work_dir>/<timestamp>/vis_data``;
+* ``custom_hooks=[dict(type="DualwatchHook", every=4, ...)]``: every 4 iterations the framed
+  report goes to MMEngine's log (console and ``<work_dir>/<timestamp>/<timestamp>.log``) and
+  ``train/detailed_loss/*``, ``train/gradient/*``, ``train/fusion/*`` and ``train/projection/*``
+  go into the same run.
 
     python examples/mmengine_esam.py work_dirs/demo
-    tensorboard --logdir work_dirs/demo     # or: visualdl --logdir work_dirs/demo
+    visualdl --logdir work_dirs/demo     # or: tensorboard --logdir work_dirs/demo
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# Registers DualwatchHook. A config *file* can say instead:
+# Registers DualwatchVisBackend and DualwatchHook. A config *file* can say instead:
 # custom_imports = dict(imports=["dualwatch.integrations.mmengine"], allow_failed_imports=False)
 import dualwatch.integrations.mmengine  # noqa: F401
 
@@ -83,10 +88,11 @@ def main(work_dir: str) -> None:
             optim_wrapper=dict(optimizer=dict(type="AdamW", lr=0.01), clip_grad=dict(max_norm=1.0)),
             train_cfg=dict(by_epoch=True, max_epochs=2),
             default_hooks=dict(checkpoint=None, logger=dict(type="LoggerHook", interval=4)),
+            visualizer=dict(type="Visualizer", vis_backends=[dict(type="DualwatchVisBackend")]),
             custom_hooks=[
                 dict(
                     type="DualwatchHook",
-                    log_interval=4,
+                    every=4,  # interval= (LoggerHook's name) and log_interval= (the guide's) work too
                     groups={"backbone": "branch(2d|3d)", "bifusion": "gate", "head": "head"},
                 )
             ],

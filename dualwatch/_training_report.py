@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence, Union
 from dualwatch._health import Verdict
 from dualwatch._rules import Rule
 from dualwatch._stats import Report
-from dualwatch._tags import DETAILED_LOSS, GRADIENT, TOTAL_NORM
+from dualwatch._tags import DETAILED_LOSS, GRADIENT, MODEL, TOTAL_NORM
 
 TITLE = "Enhanced Training Stats"
 RULE = "=" * 80
@@ -31,6 +31,7 @@ TOTAL_LOSSES = ("loss", "total_loss")
 PERCENT_SUFFIXES = ("_rate", "_share", "_fraction")
 
 Number = Union[int, float]
+GRADIENT_NORM = f"{MODEL}/Gradient_Norm"  # the VisualDL guide's name of the total gradient norm
 
 
 def number(value: Any) -> Number:
@@ -81,6 +82,10 @@ def render(
             values.update(stat_tags(group, group_values))
         if current:
             values.update(check.scalars)
+            # The VisualDL guide's name of the total norm is judged only where no rule judges it
+            # under its own name: the guide's table has both, and one number gives one line.
+            if any(fnmatchcase(TOTAL_NORM, rule.glob) for rule in rules):
+                values.pop(GRADIENT_NORM, None)
         lines.append("📏 Normal Ranges:")
         lines += _range_lines(values, rules)
     lines.append(RULE)
@@ -92,10 +97,11 @@ def _loss_lines(losses: Mapping[str, Number]) -> list[str]:
     named_total = next((name for name in TOTAL_LOSSES if name in losses), None)
     parts = {name: float(v) for name, v in losses.items() if name != named_total}
     total = float(losses[named_total]) if named_total else math.fsum(parts.values())
+    shown = named_total is not None or len(parts) > 1  # a lone loss is 100% of itself
     lines = []
     for name, value in losses.items():
         line = f"  {name:<20}: {float(value):.6f}"
-        if name != named_total and len(parts) > 1 and total and math.isfinite(total):
+        if name != named_total and shown and total and math.isfinite(total):
             line += f" ({float(value) / total:.1%})"
         lines.append(line)
     return lines

@@ -206,15 +206,26 @@ class Watcher:
         ``values`` are numbers or one-element tensors; :meth:`report` at the same step shows them.
         """
         if not isinstance(group, str) or not group or "/" in group:
-            raise ValueError(f"stat group name {group!r} must be a non-empty string without '/'")
+            raise ValueError(
+                f"stat group name {group!r} must be a non-empty string without '/' (its tags are "
+                "train/<group>/<name>): pass e.g. 'fusion'"
+            )
         if not isinstance(values, Mapping):
             raise TypeError(
                 f"stat group {group!r} takes a mapping of name to number, got {type(values).__name__}: "
                 "pass e.g. {'gate_mean': 0.62}"
             )
+        numbers = {}
+        for name, value in values.items():
+            try:
+                numbers[name] = number(value)
+            except (TypeError, ValueError, RuntimeError):
+                raise TypeError(
+                    f"stat {group}/{name} must be a number or a one-element tensor, got {_describe(value)}: "
+                    "reduce it first, e.g. gate.mean()"
+                ) from None
         if self._stats_step != step:
             self._stats, self._stats_step = {}, step
-        numbers = {name: number(value) for name, value in values.items()}
         self._stats[group] = numbers
         self.writer.log(step, stat_tags(group, numbers))
 
@@ -238,13 +249,32 @@ class Watcher:
         if numbers:
             self.log_losses(step, numbers)
         if self._stats_step != step:
-            for group, values in (_model_stats(self.model) or {}).items():
-                self.log_stats(step, group, values)
+            self._log_model_stats(step)
         stats = self._stats if self._stats_step == step else {}
         text = render(step, numbers, stats, self.last, list(self.engine.group_rows), rules)
         if self.console and self.writer.rank == 0:
             (log or _log.info)(text)
         return text
+
+    def _log_model_stats(self, step: int) -> None:
+        """Logs the model's ``dualwatch_stats`` groups; a malformed one warns and is left out.
+
+        The attribute is read mid-training, so a mistake in it must not stop the run.
+        """
+        stats = _model_stats(self.model)
+        if stats is None:
+            return
+        if not isinstance(stats, Mapping):
+            warn(
+                f"the model's dualwatch_stats must map group names to {{name: number}}, got "
+                f"{type(stats).__name__}; it is left out of the report, training goes on"
+            )
+            return
+        for group, values in stats.items():
+            try:
+                self.log_stats(step, group, values)
+            except (TypeError, ValueError) as err:
+                warn(f"the model's dualwatch_stats: {err}; left out of the report, training goes on")
 
     def _warn_on_change(self, health: Health) -> None:
         """Advice is given when the verdict turns, not at every check."""
@@ -276,6 +306,14 @@ def _model_stats(model: Any) -> Mapping[str, Mapping[str, Any]] | None:
         if stats:
             return stats
     return getattr(getattr(model, "_orig_mod", None), "dualwatch_stats", None)
+
+
+def _describe(value: Any) -> str:
+    """``Tensor of shape [8]`` for an array-like, else the value's type and repr."""
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"{type(value).__name__} of shape {list(shape)}"
+    return f"{type(value).__name__} {value!r}"
 
 
 def _title(prefix: str) -> str:

@@ -1,9 +1,12 @@
-"""The VisualDL training guide's monitoring for ``paddle.Model.fit``, with one callback.
+"""The VisualDL training guide's monitoring and the ESAM guide's report for ``paddle.Model.fit``.
 
-A tiny regression network is fitted for three epochs with validation; ``WatchCallback`` writes
+A tiny gated regression network is fitted for three epochs with validation; its ``forward``
+reports the gate's statistics in ``self.dualwatch_stats``. One ``WatchCallback`` writes
 ``Loss/Train``, ``Loss/Validation``, ``Learning_Rate``, ``Model/Gradient_Norm``,
-``Model/Parameter_Norm``, ``Model/Total_Parameters`` and ``Time/Epoch_Duration`` plus the
-per-parameter weight and gradient statistics, to VisualDL, TensorBoard and metrics.jsonl.
+``Model/Parameter_Norm``, ``Model/Total_Parameters`` and ``Time/Epoch_Duration``, the
+per-parameter weight and gradient statistics, the loss breakdown (``train/detailed_loss/loss``)
+and the gate's group (``train/fusion/*``) to VisualDL, TensorBoard and metrics.jsonl, and logs
+the framed "Enhanced Training Stats" report every 4 batches.
 
     python examples/paddle_fit.py runs
     visualdl --logdir runs        # or: tensorboard --logdir runs
@@ -42,22 +45,36 @@ class Regression(paddle.io.Dataset):
         return len(self.x)
 
 
+class GatedRegressor(paddle.nn.Layer):
+    """Features scaled by a learned gate; the gate's mean and open fraction go in ``dualwatch_stats``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = paddle.nn.Linear(8, 16)
+        self.gate = paddle.nn.Linear(16, 16)
+        self.head = paddle.nn.Linear(16, 1)
+
+    def forward(self, x):
+        features = paddle.nn.functional.relu(self.backbone(x))
+        gate = paddle.nn.functional.sigmoid(self.gate(features))
+        self.dualwatch_stats = {
+            "fusion": {"gate_mean": gate.mean(), "open_rate": (gate > 0.5).astype("float32").mean()}
+        }
+        return self.head(features * gate)
+
+
 def main(logdir: str) -> None:
     paddle.seed(0)
-    net = paddle.nn.Sequential(paddle.nn.Linear(8, 16), paddle.nn.ReLU(), paddle.nn.Linear(16, 1))
+    net = GatedRegressor()
     model = paddle.Model(net)
     schedule = paddle.optimizer.lr.CosineAnnealingDecay(learning_rate=0.01, T_max=24)
     model.prepare(
         paddle.optimizer.Adam(learning_rate=schedule, parameters=net.parameters()), paddle.nn.MSELoss()
     )
-    model.fit(
-        Regression(0),
-        Regression(1),
-        batch_size=8,
-        epochs=3,
-        verbose=0,
-        callbacks=[WatchCallback(every=4, logdir=logdir, console=True)],
+    watch = WatchCallback(
+        every=4, logdir=logdir, groups={"backbone": "backbone", "gate": "gate", "head": "head"}
     )
+    model.fit(Regression(0), Regression(1), batch_size=8, epochs=3, verbose=0, callbacks=[watch])
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ them, and integrations hand them to their host's logger (MMEngine's ``runner.log
 Routing follows Lightning's own rule: while neither the ``dualwatch`` logger nor the root logger
 has a handler, the first message installs :class:`ProgressSafeHandler` on ``dualwatch`` (and
 stops propagation, so nothing prints twice); once the user configured logging, the messages
-propagate to their handlers instead.
+propagate to their handlers instead. ``import paddle`` puts a stderr handler of its own on the
+root logger (``paddle.distributed.utils.log_utils.get_logger``); that one is Paddle's, not the
+user's configuration, and does not count.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import logging
 import sys
 
 logger = logging.getLogger("dualwatch")
+#: the format of the handler ``import paddle`` adds to the root logger
+PADDLE_ROOT_FORMAT = "[%(asctime)-15s] [%(levelname)8s] %(filename)s:%(lineno)s - %(message)s"
 
 
 class ProgressSafeHandler(logging.Handler):
@@ -47,9 +51,14 @@ def _active_tqdm() -> type | None:
     return cls if cls is not None and getattr(cls, "_instances", None) else None
 
 
+def _user_configured(root: logging.Logger) -> bool:
+    """Whether the root logger has a handler other than the one ``import paddle`` adds."""
+    return any(getattr(h.formatter, "_fmt", None) != PADDLE_ROOT_FORMAT for h in root.handlers)
+
+
 def info(message: str) -> None:
     """Logs ``message`` on the ``dualwatch`` logger at INFO, routed as the module docstring says."""
-    if not logger.handlers and not logging.getLogger().hasHandlers():
+    if not logger.handlers and not _user_configured(logging.getLogger()):
         logger.addHandler(ProgressSafeHandler())
         logger.propagate = False
     if logger.level == logging.NOTSET:

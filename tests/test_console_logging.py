@@ -43,6 +43,11 @@ def test_without_logging_configured_the_block_prints_on_stdout() -> None:
     assert [int(s) for s in re.findall(r"^Model Monitor - Step (\d+)$", out, re.M)] == [0, 1, 2]
 
 
+def test_the_root_handler_paddles_import_adds_does_not_divert_the_block_to_stderr() -> None:
+    out = _run("import paddle\nassert logging.getLogger().handlers  # Paddle's own stderr handler")
+    assert [int(s) for s in re.findall(r"^Model Monitor - Step (\d+)$", out, re.M)] == [0, 1, 2]
+
+
 def test_the_dualwatch_loggers_level_silences_the_block() -> None:
     assert _run('logging.getLogger("dualwatch").setLevel(logging.WARNING)') == ""
 

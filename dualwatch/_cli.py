@@ -40,8 +40,10 @@ def demo(backend: str, steps: int, every: int, logdir: str) -> None:
     Writes VisualDL, TensorBoard and metrics.jsonl under LOGDIR/<framework>/, then prints each
     run's `dualwatch monitor --once` report and the commands that serve the runs.
     """
+    from dualwatch import _log
     from dualwatch._demo import run_all
 
+    _log.to_stdout()  # the demo's own output: the monitor blocks go above its progress bar
     run_all(list(FRAMEWORKS) if backend == "both" else [backend], steps=steps, every=every, logdir=logdir)
 
 

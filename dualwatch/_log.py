@@ -56,11 +56,19 @@ def _user_configured(root: logging.Logger) -> bool:
     return any(getattr(h.formatter, "_fmt", None) != PADDLE_ROOT_FORMAT for h in root.handlers)
 
 
-def info(message: str) -> None:
-    """Logs ``message`` on the ``dualwatch`` logger at INFO, routed as the module docstring says."""
-    if not logger.handlers and not _user_configured(logging.getLogger()):
+def to_stdout() -> None:
+    """Sends the ``dualwatch`` logger's messages to stdout through :class:`ProgressSafeHandler`
+    (and only there), unless it has a handler already: for applications (``dualwatch demo``) that
+    own the process's output."""
+    if not logger.handlers:
         logger.addHandler(ProgressSafeHandler())
         logger.propagate = False
+
+
+def info(message: str) -> None:
+    """Logs ``message`` on the ``dualwatch`` logger at INFO, routed as the module docstring says."""
+    if not _user_configured(logging.getLogger()):
+        to_stdout()
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
     logger.info(message)

@@ -7,6 +7,7 @@ with respect to ``param`` is exactly ``G``; nothing stands in for either framewo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from typing import Any
@@ -15,6 +16,18 @@ import numpy as np
 import pytest
 
 FRAMEWORKS = ["torch", "paddle"]
+
+
+@pytest.fixture(autouse=True)
+def _dualwatch_logger_as_new() -> Any:
+    """Each test starts with the ``dualwatch`` logger unconfigured: an application path
+    (``dualwatch demo``) installs its stdout handler and would hide later tests' records from caplog."""
+    yield
+    logger = logging.getLogger("dualwatch")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 def _import(framework: str) -> Any:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -41,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dualwatch import _log
-from dualwatch.backends import Framework, framework_of
+from dualwatch.backends import Framework, framework_of, frameworks
 
 BT601 = (0.299, 0.587, 0.114)  # RGB -> grey luma weights (ITU-R BT.601), as OpenCV's RGB2GRAY
 SEPARATOR = 0.5  # grey level of the 2-pixel gap between the pred and gt maps of log_edge_maps
@@ -149,15 +148,7 @@ def device_spelling(device: Any) -> str:
 
 def _cuda_devices() -> dict[str, int]:
     """CUDA devices each already imported framework sees (none is imported for this)."""
-    counts = {}
-    torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "cuda"):
-        counts["torch"] = int(torch.cuda.device_count())
-    paddle = sys.modules.get("paddle")
-    device = getattr(paddle, "device", None)
-    if device is not None and hasattr(device, "cuda"):
-        counts["paddle"] = int(device.cuda.device_count())
-    return counts
+    return {framework.name: framework.cuda_device_count() for framework in frameworks()}
 
 
 def _cuda_fix(device: str) -> str:

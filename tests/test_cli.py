@@ -70,8 +70,10 @@ def test_demo_blocks_scroll_above_the_progress_bar_on_a_terminal(tmp_path: Path)
     from rich.console import Console
     from rich.progress import Progress
 
+    from dualwatch import _log
     from dualwatch._demo import run_demo
 
+    _log.to_stdout()  # as `dualwatch demo` does
     screen = io.StringIO()
     with Progress(console=Console(file=screen, force_terminal=True, width=100)) as progress:
         run_demo("torch", steps=2, every=1, logdir=str(tmp_path), progress=progress)

@@ -53,6 +53,10 @@ class Framework(ABC):
         """This process's global rank in the framework's initialised process group, else None."""
         return None
 
+    def cuda_device_count(self) -> int:
+        """How many CUDA devices the framework sees (0 when it was built without CUDA)."""
+        return 0
+
     # -- tensors: what watching, histograms, images and the writer need --------------------------
     @abstractmethod
     def on_host(self, x: Any) -> bool:

@@ -52,6 +52,9 @@ class PaddleFramework(Framework):
             model = model._layers
         return PaddleBackend(model, self)
 
+    def cuda_device_count(self) -> int:
+        return int(paddle.device.cuda.device_count())
+
     def on_host(self, x: Any) -> bool:
         return x.place.is_cpu_place()
 

@@ -70,6 +70,9 @@ class TorchFramework(Framework):
         dist = torch.distributed
         return int(dist.get_rank()) if dist.is_available() and dist.is_initialized() else None
 
+    def cuda_device_count(self) -> int:
+        return int(torch.cuda.device_count())
+
     def on_host(self, x: Any) -> bool:
         return x.device.type == "cpu"
 

@@ -106,19 +106,17 @@ def _float_or_none(x: Any) -> float | None:
     return None if x is None else float(x)
 
 
+#: the guide's total-gradient-norm bounds, which both names of that norm get
+_NORM_BOUNDS = {"normal": [0.1, 2.0], "above": 10.0, "below": 1e-6}
 #: the ESAM BiFusion training guide's table of normal ranges (also ``examples/rules_esam.json``)
 ESAM_RULES = parse_rules(
     {
         "train/gradient/total_norm": {
-            "normal": [0.1, 2.0],
-            "above": 10.0,
-            "below": 1e-6,
+            **_NORM_BOUNDS,
             "label": "总梯度范数 total gradient norm: >10 exploding, <1e-6 vanishing",
         },
         "Model/Gradient_Norm": {
-            "normal": [0.1, 2.0],
-            "above": 10.0,
-            "below": 1e-6,
+            **_NORM_BOUNDS,
             "label": "总梯度范数 total gradient norm (the VisualDL guide's tag)",
         },
         "train/projection/valid_projection_rate": {

@@ -13,8 +13,12 @@ What it measures
       ``.item()``, a ``clone()`` for its weight change, every 10 steps);
       ``wandb.watch(log="all", log_freq=10)`` in offline mode, when wandb is installed;
     * plain paddle loop: bare, ``Watcher``, the seed-style callback;
-    * Lightning ``Trainer.fit``: bare against ``EdgeMonitorCallback`` (``check_frequency=10``,
-      writing dualwatch's own run too);
+    * Lightning ``Trainer.fit``, all with the trainer's default logger (``TensorBoardLogger``)
+      unless replaced: bare; ``EdgeMonitorCallback`` at its defaults (every 10 steps, its run in
+      the logger's version directory, the ``Model/*`` and ``train/gradient/*`` totals sent to
+      the logger); ``DualwatchLogger`` in place of ``TensorBoardLogger``, with the callback
+      writing into its run; and, for comparison, the callback sending every statistic to the
+      logger (``log_to_trainer=True``, what it did before);
     * Paddle ``Model.fit``: bare against ``WatchCallback`` (``every=10``);
     * MMEngine ``Runner.train``: bare against ``DualwatchHook`` (``log_interval=10``).
 
@@ -172,13 +176,14 @@ def plain_loop(framework: str, steps: int, repeats: int, logdir: str) -> None:
 
 
 def lightning_trainer(steps: int, repeats: int, logdir: str) -> None:
-    """Lightning ``Trainer.fit`` for one epoch of ``steps`` batches, bare and with ``EdgeMonitorCallback``."""
+    """Lightning ``Trainer.fit`` for one epoch of ``steps`` batches with its default logger, bare and
+    with ``EdgeMonitorCallback``, ``DualwatchLogger`` + the callback, and the callback forwarding all."""
     import logging
 
     import lightning.pytorch as pl
     import torch
 
-    from dualwatch.integrations.lightning import EdgeMonitorCallback
+    from dualwatch.integrations.lightning import DualwatchLogger, EdgeMonitorCallback
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # its start-up notes, per fit
 
@@ -204,14 +209,32 @@ def lightning_trainer(steps: int, repeats: int, logdir: str) -> None:
         def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
             self.seconds = time.perf_counter() - self.started
 
-    def fit(watch: bool) -> Callable[[], float]:
+    class TimedMonitor(EdgeMonitorCallback):
+        """The callback, timing its checks on the training thread: a share that the load other
+        processes put on a shared machine hardly moves, unlike the difference of two medians."""
+
+        def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
+            self.spent = 0.0
+            super().on_train_epoch_start(trainer, module)
+
+        def on_before_optimizer_step(self, *args: Any) -> None:
+            started = time.perf_counter()
+            super().on_before_optimizer_step(*args)
+            self.spent += time.perf_counter() - started
+
+    shares: dict[str, list[float]] = {}
+
+    def fit(name: str, callback: dict[str, Any] | None, dualwatch_logger: bool) -> Callable[[], float]:
+        """``callback``: the callback's arguments (None: no callback)."""
+
         def run() -> float:
             timer = EpochTimer()
-            callbacks = [timer, *([EdgeMonitorCallback(logdir=logdir)] if watch else [])]
+            monitor = TimedMonitor(**callback) if callback is not None else None
             trainer = pl.Trainer(
                 max_epochs=1,
-                callbacks=callbacks,
-                logger=False,
+                callbacks=[timer, *([monitor] if monitor is not None else [])],
+                logger=DualwatchLogger(logdir) if dualwatch_logger else True,  # True: TensorBoardLogger
+                default_root_dir=logdir,
                 enable_checkpointing=False,
                 enable_progress_bar=False,
                 enable_model_summary=False,
@@ -220,16 +243,27 @@ def lightning_trainer(steps: int, repeats: int, logdir: str) -> None:
             )
             loader = torch.utils.data.DataLoader(data, batch_size=BATCH, shuffle=False)
             trainer.fit(EdgeModule(), loader)
+            if monitor is not None:
+                shares.setdefault(name, []).append(monitor.spent / timer.seconds)
             return timer.seconds
 
         return run
 
     print(env_line({"torch": fw.version, "lightning": pl.__version__}, thread_env()))
     with quiet():
-        timings = interleaved(
-            {"bare": fit(False), "dualwatch EdgeMonitorCallback": fit(True)}, repeats, self_timed=True
-        )
+        variants = {
+            name: fit(name, callback, dualwatch_logger)
+            for name, callback, dualwatch_logger in [
+                ("bare", None, False),
+                ("dualwatch EdgeMonitorCallback", {}, False),
+                ("dualwatch DualwatchLogger+callback", {}, True),
+                ("callback, log_to_trainer=True", {"log_to_trainer": True}, False),
+            ]
+        }
+        timings = interleaved(variants, repeats, self_timed=True)
     overhead_report("Lightning Trainer", timings, steps)
+    for name, values in shares.items():
+        print(f"  {name}: its checks took {100 * float(np.median(values)):.2f}% of the epoch (median)")
 
 
 def paddle_fit(steps: int, repeats: int, logdir: str) -> None:

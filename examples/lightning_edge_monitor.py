@@ -3,14 +3,19 @@
 A tiny LightningModule whose ``edge_processor`` (the StableSR ``backbone`` + ``to_four``) turns
 images into 4-channel edge features; a ``head`` beside it is not watched. The callbacks are built
 exactly as latent-diffusion's ``main.py`` builds them (``instantiate_from_config`` on each
-``lightning.callbacks`` entry), and the trainer logs to TensorBoard and CSV in ``--out``:
+``lightning.callbacks`` entry) and the trainer keeps its default logger (TensorBoard) in ``--out``:
 
     python examples/lightning_edge_monitor.py --out runs/lightning_edge_monitor
-    tensorboard --logdir runs/lightning_edge_monitor
+    visualdl --logdir runs/lightning_edge_monitor/lightning_logs
+    tensorboard --logdir runs/lightning_edge_monitor/lightning_logs
 
-Every 10 steps the console shows the "Edge Processor Monitor - Step N" block, and the loggers
-get ``edge_processor/<param>/<stat>`` for ``weight_{mean,std,min,max,change}`` and
-``grad_{mean,std,min,max,norm}``, plus ``train/gradient/*`` and ``Model/*``.
+The callback writes its VisualDL, TensorBoard and JSON-lines files in the trainer's run,
+``lightning_logs/version_<N>/dualwatch``: ``edge_processor/<param>/<stat>`` for
+``weight_{mean,std,min,max,change}`` and ``grad_{mean,std,min,max,norm}``, ``train/gradient/*``,
+``Model/*``, ``Loss/Train``, ``Learning_Rate`` and ``Time/Epoch_Duration``. Every 10 steps the
+console shows the "Edge Processor Monitor - Step N" block above the progress bar.
+``--logger dualwatch`` trains with ``DualwatchLogger`` instead: ``self.log`` values and the
+checks then share one run, ``lightning_logs/version_<N>``.
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 try:
     import lightning.pytorch as pl
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 except ImportError:
     import pytorch_lightning as pl
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+from dualwatch.integrations.lightning import DualwatchLogger
 
 HERE = Path(__file__).resolve().parent
 
@@ -98,7 +103,8 @@ def data(n: int = 64, size: int = 12, seed: int = 0) -> torch.utils.data.DataLoa
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(HERE / "lightning_edge_monitor.yaml"))
-    parser.add_argument("--out", default="runs/lightning_edge_monitor", help="the loggers' directory")
+    parser.add_argument("--out", default="runs/lightning_edge_monitor", help="the trainer's default_root_dir")
+    parser.add_argument("--logger", choices=["tensorboard", "dualwatch"], default="tensorboard")
     parser.add_argument("--steps", type=int, help="override lightning.trainer.max_steps")
     args = parser.parse_args(argv)
 
@@ -112,12 +118,9 @@ def main(argv: list[str] | None = None) -> None:
         accelerator="cpu",
         devices=1,
         callbacks=callbacks,
-        logger=[
-            TensorBoardLogger(args.out, name="tensorboard", version=""),
-            CSVLogger(args.out, name="csv", version=""),
-        ],
+        default_root_dir=args.out,
+        logger=DualwatchLogger(args.out) if args.logger == "dualwatch" else True,
         log_every_n_steps=1,
-        enable_progress_bar=False,
         enable_checkpointing=False,
         enable_model_summary=False,
         **trainer_kwargs,

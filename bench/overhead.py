@@ -20,7 +20,7 @@ What it measures
       writing into its run; and, for comparison, the callback sending every statistic to the
       logger (``log_to_trainer=True``, what it did before);
     * Paddle ``Model.fit``: bare against ``WatchCallback`` (``every=10``);
-    * MMEngine ``Runner.train``: bare against ``DualwatchHook`` (``log_interval=10``).
+    * MMEngine ``Runner.train``: bare against ``DualwatchHook`` (``every=10``).
 
     In ``Trainer.fit``, ``Model.fit`` and ``Runner.train`` a sample is the time from the first
     batch to the end of the epoch, taken by a callback (hook) both variants carry, so set-up is
@@ -370,7 +370,7 @@ def mmengine_runner(steps: int, repeats: int, logdir: str) -> None:
 
         return run
 
-    hook = dict(type="DualwatchHook", log_interval=EVERY, module="edge_processor")
+    hook = dict(type="DualwatchHook", every=EVERY, module="edge_processor")
     print(env_line({"torch": fw.version}, thread_env()))
     with quiet():
         timings = interleaved(

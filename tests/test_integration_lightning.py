@@ -482,31 +482,19 @@ def test_the_block_is_written_above_lightnings_tqdm_progress_bar(tmp_path: Path)
     assert _steps(_jsonl(run)["Model/Gradient_Norm"]) == [0, 5, 10]
 
 
+def _cli(monkeypatch: pytest.MonkeyPatch, logger: dict, callback: dict) -> LightningCLI:
+    """A LightningCLI that builds the trainer (3 steps) with ``logger`` and the callback from ``callback``."""
+    monkeypatch.setattr(sys, "argv", ["train.py"])  # the CLI would also parse pytest's own arguments
+    trainer = {"accelerator": "cpu", "max_steps": 3, "log_every_n_steps": 1, "logger": logger, **QUIET}
+    trainer["callbacks"] = [{"class_path": TARGET, "init_args": callback}]
+    return LightningCLI(TinyEdgeModel, run=False, save_config_callback=None, args={"trainer": trainer})
+
+
 def test_lightning_cli_builds_the_callback_and_sends_only_the_totals_to_the_trainer_logger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sys, "argv", ["train.py"])  # the CLI would also parse pytest's own arguments
-    cli = LightningCLI(
-        TinyEdgeModel,
-        run=False,
-        save_config_callback=None,
-        args={
-            "trainer": {
-                "accelerator": "cpu",
-                "max_steps": 3,
-                "log_every_n_steps": 1,
-                "logger": {"class_path": "CSVLogger", "init_args": {"save_dir": str(tmp_path)}},
-                "enable_progress_bar": False,
-                "enable_checkpointing": False,
-                "callbacks": [
-                    {
-                        "class_path": TARGET,
-                        "init_args": {"check_frequency": 2, "module": "edge_processor", "console": False},
-                    }
-                ],
-            }
-        },
-    )
+    logger = {"class_path": "CSVLogger", "init_args": {"save_dir": str(tmp_path)}}
+    cli = _cli(monkeypatch, logger, {"check_frequency": 2, "module": "edge_processor", "console": False})
     monitor = next(cb for cb in cli.trainer.callbacks if isinstance(cb, EdgeMonitorCallback))
     assert (monitor.every, monitor.console, monitor.log_to_trainer) == (2, False, "summary")
     cli.trainer.fit(cli.model, data())
@@ -525,26 +513,11 @@ def test_lightning_cli_builds_the_callback_and_sends_only_the_totals_to_the_trai
 def test_lightning_cli_builds_the_logger_and_the_callback_writes_into_its_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sys, "argv", ["train.py"])
     logger = {
         "class_path": "dualwatch.integrations.lightning.DualwatchLogger",
         "init_args": {"save_dir": str(tmp_path), "version": "cli", "formats": ["visualdl", "jsonl"]},
     }
-    cli = LightningCLI(
-        TinyEdgeModel,
-        run=False,
-        save_config_callback=None,
-        args={
-            "trainer": {
-                "accelerator": "cpu",
-                "max_steps": 3,
-                "log_every_n_steps": 1,
-                "logger": logger,
-                "callbacks": [{"class_path": TARGET, "init_args": {"every": 2, "console": False}}],
-                **QUIET,
-            }
-        },
-    )
+    cli = _cli(monkeypatch, logger, {"every": 2, "console": False})
     assert isinstance(cli.trainer.logger, DualwatchLogger)
     cli.trainer.fit(cli.model, data())
     run = tmp_path / "lightning_logs" / "cli"

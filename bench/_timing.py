@@ -120,6 +120,38 @@ def overhead_report(section: str, timings: Mapping[str, Timings], steps: int) ->
         print(f"  {section}: {t.name:<26} overhead {percent:+6.1f}%  {met}".rstrip())
 
 
+class Spent:
+    """Seconds spent inside chosen methods of objects, on the calling (training) thread.
+
+    The difference of two wall-clock medians swings by several percent on a shared machine;
+    the share of an epoch an integration spends in its own code hardly moves with the load, so
+    the overhead sections print it beside the medians.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def wrap(self, obj: object, *names: str) -> None:
+        """Times ``obj.<name>(...)`` from now on (an instance attribute over each method)."""
+        for name in names:
+            method = getattr(obj, name)
+
+            def timed(*args: object, _method: Callable[..., object] = method, **kwargs: object) -> object:
+                started = time.perf_counter()
+                try:
+                    return _method(*args, **kwargs)
+                finally:
+                    self.seconds += time.perf_counter() - started
+
+            setattr(obj, name, timed)
+
+
+def share_report(shares: Mapping[str, Sequence[float]]) -> None:
+    """One line per variant: the median share of the epoch spent in dualwatch's own code."""
+    for name, values in shares.items():
+        print(f"  {name}: its own code took {100 * statistics.median(values):.2f}% of the epoch (median)")
+
+
 def table(timings: Sequence[Timings]) -> str:
     """A fixed-width table of median, min and max in milliseconds."""
     width = max(len("variant"), *(len(t.name) for t in timings))

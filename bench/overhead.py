@@ -58,7 +58,15 @@ if str(_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from bench._seed import seed_style_loop  # noqa: E402
-from bench._timing import env_line, interleaved, overhead_report, quiet, thread_env  # noqa: E402
+from bench._timing import (  # noqa: E402
+    Spent,
+    env_line,
+    interleaved,
+    overhead_report,
+    quiet,
+    share_report,
+    thread_env,
+)
 
 EVERY = 10
 BATCH, SIZE = 8, 32
@@ -262,8 +270,7 @@ def lightning_trainer(steps: int, repeats: int, logdir: str) -> None:
         }
         timings = interleaved(variants, repeats, self_timed=True)
     overhead_report("Lightning Trainer", timings, steps)
-    for name, values in shares.items():
-        print(f"  {name}: its checks took {100 * float(np.median(values)):.2f}% of the epoch (median)")
+    share_report(shares)
 
 
 def paddle_fit(steps: int, repeats: int, logdir: str) -> None:
@@ -296,6 +303,22 @@ def paddle_fit(steps: int, repeats: int, logdir: str) -> None:
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             self.seconds = time.perf_counter() - self.started
 
+    class TimedWatch(WatchCallback):
+        """The callback, timing its own code on the training thread (see ``Spent``)."""
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            super().on_train_begin(logs)
+            self.spent = Spent()
+            self.spent.wrap(self, "on_train_batch_begin", "on_train_batch_end", "on_epoch_end")
+            self.spent.wrap(self.watcher, "check")
+
+        def on_train_end(self, logs: Any = None) -> None:
+            for name in ("on_train_batch_begin", "on_train_batch_end", "on_epoch_end"):
+                vars(self).pop(name)
+            super().on_train_end(logs)
+
+    shares: dict[str, list[float]] = {}
+
     def fit(callbacks: list[Any]) -> Callable[[], float]:
         net = EdgeNet()
         model = paddle.Model(net)
@@ -306,17 +329,21 @@ def paddle_fit(steps: int, repeats: int, logdir: str) -> None:
             model.fit(  # the timer last, so it also times the callbacks' epoch end
                 Images(), epochs=1, batch_size=BATCH, verbose=0, shuffle=False, callbacks=[*callbacks, timer]
             )
+            for callback in callbacks:
+                share = callback.spent.seconds / timer.seconds
+                shares.setdefault("dualwatch WatchCallback", []).append(share)
             return timer.seconds
 
         return run
 
     print(env_line({"paddle": fw.version}, thread_env()))
     with quiet():
-        watch = WatchCallback(every=EVERY, logdir=logdir, module="edge_processor")
+        watch = TimedWatch(every=EVERY, logdir=logdir, module="edge_processor")
         timings = interleaved(
             {"bare": fit([]), "dualwatch WatchCallback": fit([watch])}, repeats, self_timed=True
         )
     overhead_report("paddle Model.fit", timings, steps)
+    share_report(shares)
 
 
 def mmengine_runner(steps: int, repeats: int, logdir: str) -> None:
@@ -324,9 +351,10 @@ def mmengine_runner(steps: int, repeats: int, logdir: str) -> None:
     import torch
     from mmengine.hooks import Hook
     from mmengine.model import BaseModel
+    from mmengine.registry import HOOKS
     from mmengine.runner import Runner
 
-    import dualwatch.integrations.mmengine  # noqa: F401  (registers DualwatchHook)
+    from dualwatch.integrations.mmengine import DualwatchHook
 
     fw = Framework("torch")
     data = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in samples(steps)]
@@ -345,6 +373,22 @@ def mmengine_runner(steps: int, repeats: int, logdir: str) -> None:
 
         def after_train_epoch(self, runner: Any) -> None:
             self.seconds = time.perf_counter() - self.started
+
+    shares: dict[str, list[float]] = {}
+
+    @HOOKS.register_module(force=True)
+    class TimedDualwatchHook(DualwatchHook):
+        """The hook, timing its own code on the training thread (see ``Spent``)."""
+
+        def before_train(self, runner: Any) -> None:
+            super().before_train(runner)
+            self.spent = Spent()
+            self.spent.wrap(self, "before_train_iter", "after_train_iter")
+            self.spent.wrap(self.watcher, "check")
+
+        def after_train_epoch(self, runner: Any) -> None:  # after the timer's (VERY_HIGH) epoch end
+            timer = next(h for h in runner.hooks if isinstance(h, EpochTimer))
+            shares.setdefault("dualwatch DualwatchHook", []).append(self.spent.seconds / timer.seconds)
 
     def runner(hooks: list[dict[str, Any]]) -> Callable[[], float]:
         def run() -> float:
@@ -370,13 +414,14 @@ def mmengine_runner(steps: int, repeats: int, logdir: str) -> None:
 
         return run
 
-    hook = dict(type="DualwatchHook", every=EVERY, module="edge_processor")
+    hook = dict(type="TimedDualwatchHook", every=EVERY, module="edge_processor")
     print(env_line({"torch": fw.version}, thread_env()))
     with quiet():
         timings = interleaved(
             {"bare": runner([]), "dualwatch DualwatchHook": runner([hook])}, repeats, self_timed=True
         )
     overhead_report("MMEngine Runner", timings, steps)
+    share_report(shares)
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -41,10 +41,15 @@ def demo(backend: str, steps: int, every: int, logdir: str) -> None:
     run's `dualwatch monitor --once` report and the commands that serve the runs.
     """
     from dualwatch import _log
-    from dualwatch._demo import run_all
+    from dualwatch._demo import check_logdir, run_all
 
+    frameworks = list(FRAMEWORKS) if backend == "both" else [backend]
+    try:
+        check_logdir(logdir, frameworks)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--logdir") from None
     _log.to_stdout()  # the demo's own output: the monitor blocks go above its progress bar
-    run_all(list(FRAMEWORKS) if backend == "both" else [backend], steps=steps, every=every, logdir=logdir)
+    run_all(frameworks, steps=steps, every=every, logdir=logdir)
 
 
 def _run_choice(verb: str) -> Callable[[Any], Any]:

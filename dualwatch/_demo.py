@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import shlex
 import sys
 import time
@@ -166,6 +167,29 @@ def run_demo(
                         flush=True,
                     )
         return w.run_dir or ""
+
+
+def check_logdir(logdir: str, frameworks: Sequence[str]) -> None:
+    """A ValueError saying why runs cannot be written under ``logdir``, before any training.
+
+    Each framework's run goes to ``logdir/<framework>``: every part of that path that exists must
+    be a folder, and the deepest existing one writable, else training would run to the end and
+    fail only when the run is written.
+    """
+    for framework in frameworks:
+        path = os.path.abspath(os.path.join(logdir, framework))
+        existing = path
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ValueError(
+                f"{existing} is a file, so {path} cannot be a folder for the {framework} run: "
+                "pass --logdir a folder (it is created if missing)"
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(
+                f"cannot write in {existing} (permission denied): pass --logdir a folder you can write"
+            )
 
 
 def run_all(frameworks: Sequence[str], *, steps: int, every: int, logdir: str) -> list[str]:

@@ -80,6 +80,11 @@ def _check_images(x: Any, name: str) -> Framework:
             f"{name} must be floating point (float16/32/64) in value_range, got {x.dtype}: "
             "cast with x.float() / x.astype('float32') and scale to the value range"
         )
+    if shape[2] == 0 or shape[3] == 0:
+        raise ValueError(
+            f"{name} has no pixels (shape {list(shape)}, H x W = {shape[2]} x {shape[3]}): an edge map "
+            "or loss of an empty image is undefined; check the crop or resize that made it"
+        )
     return fw
 
 
@@ -100,14 +105,37 @@ def _grey(x: Any) -> Any:
     return x[:, 0:1] * r + x[:, 1:2] * g + x[:, 2:3] * b
 
 
+def _is_number(value: Any) -> bool:
+    """A real number: Python's or numpy's (``np.float32(0.1)``), never a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _real(value: Any, name: str, example: str) -> float:
+    """``value`` as a finite float, else a TypeError (not a number) or ValueError (NaN, Inf)."""
+    if not _is_number(value):
+        raise TypeError(
+            f"{name} must be a number, got {type(value).__name__} {value!r}: e.g. {name}={example}"
+        )
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}: e.g. {name}={example}")
+    return float(value)
+
+
 def _check_range(value_range: Any, name: str, ends: str = "low, high") -> tuple[float, float]:
     """``(low, high)`` as floats, finite with low < high, else a ValueError saying so."""
-    try:
-        low, high = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        low = high = math.nan
+    first, second = ends.split(", ")
+    pair = (
+        list(value_range)
+        if isinstance(value_range, (tuple, list))
+        or (isinstance(value_range, np.ndarray) and value_range.ndim == 1)
+        else None
+    )
+    if pair is None or len(pair) != 2 or not all(map(_is_number, pair)):
+        raise ValueError(f"{name} must be two numbers ({ends}), got {value_range!r}: e.g. (-1, 1) or (0, 1)")
+    low, high = float(pair[0]), float(pair[1])
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        first, second = ends.split(", ")
         raise ValueError(
             f"{name} must be finite ({ends}) with {first} < {second}, got {value_range!r}: "
             "e.g. (-1, 1) or (0, 1)"
@@ -249,15 +277,24 @@ class EdgeMapGenerator:
         map_range: tuple[float, float] = MAP_RANGE,
         device: Any = None,
     ) -> None:
+        low, high = _real(low, "low", "100"), _real(high, "high", "200")
         if not 0 <= low <= high:
             raise ValueError(f"Canny thresholds need 0 <= low <= high, got low={low}, high={high}")
+        if isinstance(blur_kernel, (bool, np.bool_)) or not isinstance(blur_kernel, (int, np.integer)):
+            raise TypeError(
+                f"blur_kernel must be an int (an odd kernel size, or 0 for no blur), got "
+                f"{type(blur_kernel).__name__} {blur_kernel!r}: e.g. blur_kernel=5"
+            )
         if blur_kernel < 0 or (blur_kernel > 1 and blur_kernel % 2 == 0):
-            raise ValueError(f"blur_kernel must be odd (or 0 for no blur), got {blur_kernel}")
+            raise ValueError(f"blur_kernel must be odd (or 0 for no blur), got {blur_kernel}: e.g. 3 or 5")
+        sigma = _real(sigma, "sigma", "1.4")
         if blur_kernel > 1 and not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         black, white = _check_range(value_range, "value_range", "black, white")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1
+        ):
+            raise ValueError(f"threads must be an int >= 1 (or None: half the CPUs), got {threads!r}")
         self.map_range = _check_range(map_range, "map_range", "off-edge, edge")
         self.device = None if device is None else device_spelling(device)
         if self.device is not None and self.device != "cpu":
@@ -266,12 +303,12 @@ class EdgeMapGenerator:
             if counts and all(count <= index for count in counts.values()):
                 seen = ", ".join(f"{name} sees {count}" for name, count in counts.items())
                 raise ValueError(f"no CUDA device {self.device!r} here ({seen}): {_cuda_fix(device)}")
-        self.canny = _Canny(float(low), float(high), int(blur_kernel), float(sigma), bool(adaptive))
+        self.canny = _Canny(low, high, int(blur_kernel), sigma, bool(adaptive))
         self.value_range = (black, white)
         # off-edge value at 0 and edge value at 255: Canny's uint8 {0, 255} maps to the range exactly
         self._levels = np.full(256, self.map_range[0], np.float32)
         self._levels[255] = self.map_range[1]
-        self.threads = threads or max(1, min(8, (os.cpu_count() or 1) // 2))
+        self.threads = int(threads) if threads else max(1, min(8, (os.cpu_count() or 1) // 2))
         self._pool: ThreadPoolExecutor | None = None
 
     def __call__(self, images: Any) -> Any:
@@ -387,7 +424,7 @@ def edge_weighted_mse(
             f"edge_gt must be [N, 1, H, W] = {[n, 1, h, w]} (or pred's shape), got {list(edge_gt.shape)}: "
             "pass EdgeMapGenerator()(gt)"
         )
-    if base < 0:
+    if _real(base, "base", "0.1") < 0:
         raise ValueError(f"base must be >= 0 (the weight of off-edge pixels), got {base}")
     return ((pred - gt) ** 2 * (_normalised(edge_gt, map_range) + base)).mean()
 
@@ -414,6 +451,8 @@ def sobel_magnitude(images: Any, eps: float = 1e-6) -> Any:
     several times slower than this arithmetic.
     """
     _check_images(images, "images")
+    if not _real(eps, "eps", "1e-6") > 0:
+        raise ValueError(f"eps must be > 0 (it keeps the gradient of a flat image finite), got {eps}")
     if images.shape[2] < 3 or images.shape[3] < 3:
         raise ValueError(f"Sobel needs images of at least 3x3 pixels, got shape {list(images.shape)}")
     g = _grey(images)
@@ -473,15 +512,30 @@ class EdgeLossBase:
     ) -> None:
         super().__init__()
         for name, value in (("weight", weight), ("base", base), ("sobel_weight", sobel_weight)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            if not _is_number(value):
+                raise TypeError(
+                    f"{name} must be a number (Python's or numpy's), got {type(value).__name__} {value!r}: "
+                    f"e.g. {name}=0.1 (0 turns that term off)"
+                )
+            if not (math.isfinite(value) and value >= 0):
                 raise ValueError(
                     f"{name} must be a finite number >= 0 (0 turns that term off), got {value!r}"
                 )
+        if edges is not None and not isinstance(edges, EdgeMapGenerator):
+            raise TypeError(
+                f"edges= takes a dualwatch.EdgeMapGenerator, got {type(edges).__name__}: "
+                "e.g. edges=EdgeMapGenerator(low=100, high=200)"
+            )
+        writer = getattr(watcher, "writer", watcher)
+        if writer is not None and not callable(getattr(writer, "log", None)):
+            raise TypeError(f"watcher= takes a dualwatch.Watcher or Writer, got {type(watcher).__name__}")
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a string (the head of the logged tags), got {prefix!r}")
         self.weight = float(weight)
         self.base = float(base)
         self.sobel_weight = float(sobel_weight)
         self.edges = edges or EdgeMapGenerator()
-        self.writer = getattr(watcher, "writer", watcher)
+        self.writer = writer
         self.prefix = prefix
         self._calls = 0
         if self.weight > 0:
@@ -540,6 +594,9 @@ def log_edge_maps(
     _check_same(edge_pred, edge_gt, "edge_pred and edge_gt")
     if len(edge_pred.shape) != 4 or edge_pred.shape[1] != 1:
         raise ValueError(f"edge maps are [N, 1, H, W], got shape {list(edge_pred.shape)}")
+    n = edge_pred.shape[0]
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -n <= index < n:
+        raise IndexError(f"index must be an int picking one of the {n} images (0..{n - 1}), got {index!r}")
     pred, gt = (
         fw.host_view(fw.host_float(_normalised(m[index, 0], map_range))) for m in (edge_pred, edge_gt)
     )

@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Sequence
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 
 class Verdict(str, Enum):
@@ -35,11 +37,55 @@ class Thresholds:
     vanishing: float = 1e-6
 
     def __post_init__(self) -> None:
+        for key in ("exploding", "vanishing"):
+            value = getattr(self, key)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(
+                value, (int, float, np.integer, np.floating)
+            ):
+                raise TypeError(
+                    f"thresholds: {key} must be a number (a global gradient norm), got "
+                    f"{type(value).__name__} {value!r}: e.g. Thresholds(exploding=10.0, vanishing=1e-6)"
+                )
+            if not math.isfinite(value):
+                raise ValueError(
+                    f"thresholds: {key} must be finite, got {value!r}: a NaN or infinite bound never "
+                    "fires; pass a large number (exploding=1e9) to turn the check practically off"
+                )
+            object.__setattr__(self, key, float(value))
         if not 0 <= self.vanishing < self.exploding:
             raise ValueError(
                 f"thresholds need 0 <= vanishing < exploding, got vanishing={self.vanishing}, "
                 f"exploding={self.exploding}"
             )
+
+
+def thresholds_from(value: Thresholds | Mapping[str, Any] | None) -> Thresholds:
+    """``Thresholds`` from itself, a ``{"exploding": .., "vanishing": ..}`` mapping or None (defaults).
+
+    A mapping is what a config file gives; an unknown key in it would otherwise leave the
+    bound it meant at its default, so it raises with the valid keys and the closest one.
+    """
+    if value is None:
+        return Thresholds()
+    if isinstance(value, Thresholds):
+        return value
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"thresholds= takes dualwatch.Thresholds or a dict with keys 'exploding' and/or "
+            f"'vanishing', got {type(value).__name__}: e.g. thresholds={{'exploding': 5.0}}"
+        )
+    valid = ("exploding", "vanishing")
+    unknown = [key for key in value if key not in valid]
+    if unknown:
+        import difflib
+
+        hints = {str(key): difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5) for key in unknown}
+        meant = "; ".join(f"{k!r}: did you mean {h[0]!r}?" for k, h in hints.items() if h)
+        raise ValueError(
+            f"thresholds has unknown keys {[str(k) for k in unknown]}; the valid keys are "
+            f"{list(valid)}" + (f" ({meant})" if meant else "")
+        )
+    return Thresholds(**value)
 
 
 ADVICE = {

@@ -67,7 +67,10 @@ def compile_include(include: Pattern | Sequence[Pattern] | None) -> list[re.Patt
     """Turn globs (``"backbone.*"``), ``"re:<regex>"`` strings and compiled regexes into regexes."""
     if include is None:
         return []
-    items = [include] if isinstance(include, (str, re.Pattern)) else list(include)
+    try:
+        items = [include] if isinstance(include, (str, re.Pattern)) else list(include)
+    except TypeError:
+        items = [include]  # one item of a type no list holds: refused below with the forms taken
     compiled = []
     for item in items:
         if isinstance(item, re.Pattern):

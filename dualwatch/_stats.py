@@ -9,6 +9,9 @@ Conventions: ``*_std`` is the population standard deviation (ddof=0, as numpy),
 so a 1-element tensor has std 0; a NaN anywhere in a tensor makes its mean, std,
 min, max and norm NaN (as numpy), and ``*_nonfinite`` says how many values are
 NaN/Inf; ``weight_change`` is the mean absolute change since the previous check.
+An empty parameter (``nn.Linear(0, 3)``'s weight) adds 0 to every norm and total and gets no
+per-parameter tags: a mean, std, min or max of no values is undefined, and a NaN logged for
+it would read as a broken run (the monitor alerts on any NaN tag) while nothing is wrong.
 """
 
 from __future__ import annotations
@@ -87,7 +90,8 @@ class StatsEngine:
                 scalars[f"{GRADIENT}/{group}/norm"] = math.sqrt(group_sq)
                 scalars[f"{GRADIENT}/{group}/share"] = group_sq / total_sq if total_sq > 0 else 0.0
             scalars[f"{MODEL}/Gradient_Norm"] = global_norm
-            scalars[f"{MODEL}/Parameter_Norm"] = math.sqrt(float(table[:, Col.W_SUMSQ].sum()))
+            weight_sq = np.where(n > 0, table[:, Col.W_SUMSQ], 0.0)
+            scalars[f"{MODEL}/Parameter_Norm"] = math.sqrt(float(weight_sq.sum()))
             scalars[f"{MODEL}/Total_Parameters"] = float(n.sum())
             scalars[f"{MODEL}/Trainable_Parameters"] = float(n[self.trainable].sum())
             scalars[f"{MODEL}/Nonfinite_Weights"] = float(table[:, Col.W_NONFINITE].sum())
@@ -114,10 +118,12 @@ class StatsEngine:
             ]
         )
         keep = np.zeros(values.shape, dtype=bool)
-        keep[:, :4] = self.log_weights
+        keep[:, :4] = self.log_weights & (n > 0)[:, None]
         # weight_change exists from the second check on; a NaN weight makes it NaN, not absent.
-        keep[:, 4] = self.log_weights & (
-            ~np.isnan(t[:, Col.W_ABSDIFF]) | (t[:, Col.W_NONFINITE] > 0) & self.seen
+        keep[:, 4] = (
+            self.log_weights
+            & (n > 0)
+            & (~np.isnan(t[:, Col.W_ABSDIFF]) | (t[:, Col.W_NONFINITE] > 0) & self.seen)
         )
         keep[:, 5:] = (self.log_gradients & has_grad[self.rows])[:, None]
         self.seen = True
@@ -129,7 +135,7 @@ class StatsEngine:
         first_bad = names[int(np.argmax(bad))] if bad.any() else None
         zero = has_grad & (table[:, Col.G_MIN] == 0.0) & (table[:, Col.G_MAX] == 0.0)
         unchanged = has_grad & ~zero & (table[:, Col.W_ABSDIFF] == 0.0)
-        no_grad = ~has_grad & self.trainable
+        no_grad = ~has_grad & self.trainable & (table[:, Col.NUMEL] > 0)  # an empty one has nothing to get
         pick = self.selected
         return judge(
             global_norm,

@@ -15,8 +15,10 @@ import re
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+
 from dualwatch import _log
-from dualwatch._health import Health, Thresholds, Verdict
+from dualwatch._health import Health, Thresholds, Verdict, listing, thresholds_from
 from dualwatch._reducer import Reducer
 from dualwatch._rules import ESAM_RULES, Rule
 from dualwatch._selection import (
@@ -55,7 +57,8 @@ class Watcher:
             group ``"other"``, so shares sum to 1.
         log_weights / log_gradients: per-parameter weight and gradient statistics.
         prefix: head of per-parameter tags; defaults to ``module`` or ``"model"``.
-        thresholds: global-norm bounds of the health verdict.
+        thresholds: global-norm bounds of the health verdict: :class:`Thresholds` or a dict
+            ``{"exploding": 10.0, "vanishing": 1e-6}`` (either key may be left out).
         logdir / run / resume / formats: where and how the run is written, see
             :class:`~dualwatch._writer.Writer`; ``logdir=None`` writes no file.
         writer: write into this open :class:`~dualwatch.Writer` instead (a Lightning logger's
@@ -82,7 +85,7 @@ class Watcher:
         log_weights: bool = True,
         log_gradients: bool = True,
         prefix: str | None = None,
-        thresholds: Thresholds | None = None,
+        thresholds: Thresholds | Mapping[str, float] | None = None,
         logdir: str | os.PathLike[str] | None = "runs",
         run: str | None = None,
         resume: bool | int = False,
@@ -95,6 +98,26 @@ class Watcher:
             raise TypeError(f"every= must be an int number of steps, got {type(every).__name__}")
         if every < 1:
             raise ValueError(f"every= must be >= 1 (check every N steps), got {every}")
+        thresholds = thresholds_from(thresholds)
+        for name, flag in (
+            ("log_weights", log_weights),
+            ("log_gradients", log_gradients),
+            ("console", console),
+        ):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name}= must be True or False, got {type(flag).__name__} {flag!r}")
+        if prefix is not None and (
+            not isinstance(prefix, str) or not prefix.strip("/") or prefix != prefix.strip("/")
+        ):
+            raise ValueError(
+                f"prefix= must be a non-empty string without a leading or trailing '/' (tags are "
+                f"<prefix>/<parameter>/<stat>), got {prefix!r}: e.g. prefix='edge_processor'"
+            )
+        if writer is not None and not isinstance(writer, Writer):
+            raise TypeError(
+                f"writer= takes an open dualwatch.Writer, got {type(writer).__name__}: leave it unset "
+                "(the Watcher opens one under logdir) or pass e.g. a DualwatchLogger's writer"
+            )
         self.backend = backend_for(model)
         self._reducer = Reducer(self.backend)
         self.every = every
@@ -122,8 +145,9 @@ class Watcher:
         self._full = chosen
         self.log_weights = log_weights
         self.log_gradients = log_gradients
+        infos = [self.backend.info(name, p) for name, p in params]
         self.engine = StatsEngine(
-            [self.backend.info(name, p) for name, p in params],
+            infos,
             selected=chosen,
             local_names=local_names,
             groups=group_of,
@@ -131,8 +155,19 @@ class Watcher:
             prefix=prefix or module or "model",
             log_weights=log_weights,
             log_gradients=log_gradients,
-            thresholds=thresholds or Thresholds(),
+            thresholds=thresholds,
         )
+        # a split parameter's part on this rank may be empty: only whole ones are worth a word
+        empty = [
+            i.name for i, (_, p) in zip(infos, params) if i.numel == 0 and self.backend.shard_key(p) is None
+        ]
+        if empty:
+            warn(
+                f"{len(empty)} parameter(s) hold no values ({listing(empty)}): they add 0 to the norms "
+                "and get no per-parameter statistics (a mean of nothing is undefined); check the "
+                "layer sizes if that is not meant",
+                UserWarning,
+            )
         self._own_writer = writer is None
         self.writer = writer if writer is not None else Writer(logdir, run, resume=resume, formats=formats)
         self._console = FanOut([ConsoleSink(_title(prefix or module or "model"))] if console else [])
@@ -153,12 +188,14 @@ class Watcher:
 
     def step(self, step: int) -> dict[str, float]:
         """Check on every ``every``-th step; returns the scalars (``{}`` on skipped steps)."""
+        step = _step(step)
         if step % self.every:
             return {}
         return self.check(step)
 
     def check(self, step: int) -> dict[str, float]:
         """Check now, whatever the step; a failure warns and returns ``{}``."""
+        step = _step(step)
         try:
             table = self._reducer.reduce(
                 self._params, self._full, grads=self.log_gradients, track_change=self.log_weights
@@ -297,6 +334,16 @@ class Watcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _step(step: Any) -> int:
+    """``step`` as an int, or a TypeError that says so (a string step would fail at every check)."""
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
+        raise TypeError(
+            f"step must be an int (the training step), got {type(step).__name__} {step!r}: "
+            "pass the loop counter, e.g. w.step(step) or w.step(int(step))"
+        )
+    return int(step)
 
 
 def _model_stats(model: Any) -> Mapping[str, Mapping[str, Any]] | None:

@@ -35,9 +35,12 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
 
 from dualwatch._capture.outputs import leaves, map_tensors, shape
 from dualwatch._capture.spec import (
@@ -134,12 +137,15 @@ class ActivationCapture:
         self.batch_indices = set(batch_indices or ())
         if file_format not in FILE_FORMATS:
             raise ValueError(f"file_format must be one of {list(FILE_FORMATS)}, got {file_format!r}")
-        if max_bytes is not None and max_bytes < 0:
-            raise ValueError(f"max_bytes must be >= 0 or None (no cap), got {max_bytes}")
+        max_bytes = _check_max_bytes(max_bytes)
+        if writer is not None and not callable(getattr(writer, "log", None)):
+            raise TypeError(
+                f"writer= takes a dualwatch.Writer (anything with its log(step, scalars) method), "
+                f"got {type(writer).__name__}: pass watcher.writer or dualwatch.Writer(logdir)"
+            )
         self.file_format, self.max_bytes, self.writer = file_format, max_bytes, writer
         self.autosave = bool(autosave)
-        self.output_dir = Path(output_dir).resolve()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.output_dir = _output_dir(output_dir, [entry.alias for entry in self.layers])
 
         self.single_data: dict[str, dict[str, Any]] = {}
         self.epoch_data: dict[str, dict[str, Any]] = {}
@@ -382,7 +388,12 @@ class ActivationCapture:
 
     def save_custom_output(self, obj: Any, filename: str) -> Path | None:
         """Saves your own result under ``output_dir``: ``.npz`` (a dict of arrays or tensors),
-        ``.npy``, ``.json``, or the framework's ``.pt`` / ``.pdtensor`` / ``.pdparams``."""
+        ``.npy`` (one array), ``.json``, or the framework's ``.pt`` / ``.pdtensor`` / ``.pdparams``.
+
+        Only the framework's own files may hold pickles: data that is not an array goes to
+        ``.json`` (asked as ``.npy``, it is written to the ``.json`` file of the same name, with a
+        warning; the path returned says which), and data neither numpy nor JSON can hold raises
+        ``TypeError`` here. A failing write warns and returns None."""
         return save_custom(self._framework, self.output_dir, obj, filename)
 
     # -- callbacks and clean-up -------------------------------------------------------------------
@@ -429,6 +440,43 @@ class ActivationCapture:
 
     def __exit__(self, *exc: object) -> None:
         self.remove_hooks()
+
+
+def _check_max_bytes(max_bytes: Any) -> int | None:
+    """``max_bytes`` as an int >= 0, or None: a NaN cap would never be reached (nothing spilled)."""
+    if max_bytes is None:
+        return None
+    number = isinstance(max_bytes, (int, float, np.integer, np.floating)) and not isinstance(max_bytes, bool)
+    if not number or not math.isfinite(max_bytes) or max_bytes < 0 or max_bytes != int(max_bytes):
+        raise ValueError(
+            f"max_bytes must be a whole number of bytes >= 0, or None (no cap), got {max_bytes!r}: "
+            "e.g. max_bytes=2 << 30 for 2 GiB"
+        )
+    return int(max_bytes)
+
+
+def _output_dir(output_dir: Any, aliases: list[str]) -> Path:
+    """``output_dir`` resolved and created, and each alias's folder in it usable: checked now, as every
+    save would fail (or, through a link, write elsewhere) later."""
+    if not isinstance(output_dir, (str, os.PathLike)):
+        raise TypeError(f"output_dir must be a path, got {type(output_dir).__name__} {output_dir!r}")
+    path = Path(output_dir).resolve()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(
+            f"output_dir {str(output_dir)!r} cannot be a folder: {existing} is a file; "
+            "pass the path of a folder (it is created if missing)"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    for alias in aliases:
+        place = path / alias
+        if place.is_symlink() or (place.exists() and not place.is_dir()):
+            what = "a symbolic link" if place.is_symlink() else "a file"
+            raise ValueError(
+                f"{place} is {what}, where alias {alias!r} keeps its captures; they are never written "
+                "through links or over files: remove it or choose another alias / output_dir"
+            )
+    return path
 
 
 #: The name the layer-output Monitor script uses; the same class.

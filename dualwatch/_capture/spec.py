@@ -20,14 +20,38 @@ FILE_FORMATS = ("npz", "native")
 LayerSpec = Union[Sequence[str], Mapping[str, Union[Mapping[str, Any], None]]]
 
 
+#: the longest file or folder name (in bytes) Linux, macOS and Windows file systems all take
+NAME_MAX = 255
+
+
 def check_file_name(name: str, what: str) -> str:
-    """``name`` if it is one plain path component (it becomes a file or folder name)."""
+    """``name`` if it is one plain path component that every save can create (it becomes a file or
+    folder name): checked here so that a name the file system refuses fails before training, not
+    at every save."""
     bad = [sep for sep in ("/", "\\", os.sep, os.altsep, "\0") if sep and sep in name]
     if not name or name in (".", "..") or bad:
         raise ValueError(
             f"{what} {name!r} cannot be used as a file name inside output_dir "
             f"(it is empty, '.', '..' or contains {bad or 'nothing usable'}): "
             "choose a name without path separators"
+        )
+    control = sorted({c for c in name if ord(c) < 32 or ord(c) == 127})
+    if control:
+        raise ValueError(
+            f"{what} {name!r} holds control characters {control}, which make file names that listings "
+            "and shells garble: choose a name of printable characters"
+        )
+    try:
+        size = len(os.fsencode(name))
+    except UnicodeError:
+        raise ValueError(
+            f"{what} {name!r} cannot be encoded as a file name (it holds a lone surrogate or a "
+            "character the file system's encoding lacks): choose a name of plain characters"
+        ) from None
+    if size > NAME_MAX:
+        raise ValueError(
+            f"{what} is {size} bytes long ({name[:40]!r}...); file systems take names of at most "
+            f"{NAME_MAX} bytes, so every save would fail: choose a shorter name"
         )
     return name
 

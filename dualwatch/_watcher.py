@@ -234,7 +234,7 @@ class Watcher:
 
     def log_losses(self, step: int, losses: Mapping[str, Any]) -> None:
         """The ESAM guide's loss breakdown: ``train/detailed_loss/<name>`` per named loss."""
-        breakdown = {f"{DETAILED_LOSS}/{name}": number(value) for name, value in losses.items()}
+        breakdown = {f"{DETAILED_LOSS}/{name}": value for name, value in _losses(losses).items()}
         self.writer.log(step, breakdown)
 
     def log_stats(self, step: int, group: str, values: Mapping[str, Any]) -> None:
@@ -252,15 +252,7 @@ class Watcher:
                 f"stat group {group!r} takes a mapping of name to number, got {type(values).__name__}: "
                 "pass e.g. {'gate_mean': 0.62}"
             )
-        numbers = {}
-        for name, value in values.items():
-            try:
-                numbers[name] = number(value)
-            except (TypeError, ValueError, RuntimeError):
-                raise TypeError(
-                    f"stat {group}/{name} must be a number or a one-element tensor, got {_describe(value)}: "
-                    "reduce it first, e.g. gate.mean()"
-                ) from None
+        numbers = _numbers(values, f"stat {group}/", "reduce it first, e.g. gate.mean()")
         if self._stats_step != step:
             self._stats, self._stats_step = {}, step
         self._stats[group] = numbers
@@ -282,7 +274,7 @@ class Watcher:
         step, and ``rules`` (the guide's normal ranges by default) applied to all of them.
         With ``console=True`` rank 0 logs it through ``log`` (the ``dualwatch`` logger by default).
         """
-        numbers = {name: number(value) for name, value in (losses or {}).items()}
+        numbers = _losses(losses or {})
         if numbers:
             self.log_losses(step, numbers)
         if self._stats_step != step:
@@ -334,6 +326,29 @@ class Watcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _numbers(values: Mapping[str, Any], what: str, fix: str) -> dict[str, Number]:
+    """Each value as a number, or a TypeError naming the one that is not (``what`` heads its name)."""
+    numbers = {}
+    for name, value in values.items():
+        try:
+            numbers[name] = number(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"{what}{name} must be a number or a one-element tensor, got {_describe(value)}: {fix}"
+            ) from None
+    return numbers
+
+
+def _losses(losses: Any) -> dict[str, Number]:
+    """The loss breakdown ``{name: loss}`` as numbers, or a TypeError saying what is expected."""
+    if not isinstance(losses, Mapping):
+        raise TypeError(
+            f"losses must map loss names to numbers, got {type(losses).__name__}: "
+            "e.g. {'total': loss.item(), 'edge': edge_loss.item()}"
+        )
+    return _numbers(losses, "loss named ", "pass loss.item() or the loss tensor itself")
 
 
 def _step(step: Any) -> int:

@@ -453,3 +453,32 @@ def test_demo_refuses_a_logdir_that_is_a_file_before_training(tmp_path: Path) ->
         assert "epoch" not in result.output and "Traceback" not in result.output
         assert time.perf_counter() - started < 5  # nothing trained
     assert afile.read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "losses, message",
+    [
+        ({"edge": "x"}, r"loss named edge must be a number or a one-element tensor, got str 'x'"),
+        ([1.0, 2.0], r"losses must map loss names to numbers, got list"),
+    ],
+)
+def test_watcher_loss_breakdown_of_non_numbers_is_refused_naming_the_loss(
+    framework: str, losses: Any, message: str
+) -> None:
+    w = Watcher(_small(framework), logdir=None, console=False)
+    with pytest.raises(TypeError, match=message):
+        w.report(0, losses)
+    with pytest.raises(TypeError, match=message):
+        w.log_losses(0, losses)
+
+
+def test_edge_map_logging_index_and_sobel_eps_are_checked(framework: str) -> None:
+    maps = _tensor(framework, np.zeros((2, 1, 4, 4), np.float32))
+    w = Watcher(_small(framework), logdir=None, console=False)
+    with pytest.raises(
+        IndexError, match=r"index must be an int picking one of the 2 images \(0\.\.1\), got 5"
+    ):
+        dualwatch.log_edge_maps(w, maps, maps, 0, index=5)
+    for eps, error in ((0.0, ValueError), (float("nan"), ValueError), ("1e-6", TypeError)):
+        with pytest.raises(error, match="eps must be"):
+            dualwatch.sobel_edge_l1(maps, maps, eps=eps)

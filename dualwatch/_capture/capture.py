@@ -18,7 +18,8 @@ asked for. What it does differently from the layer-output Monitor script, and wh
   mirrors the structure (a list for tuples and lists, a dict for dicts, ``None`` for ``None``).
 * **Files both frameworks read without pickle**: ``.npz`` per layer and epoch plus
   ``manifest.json``; ``file_format="native"`` writes the script's ``.pt`` / ``.pdtensor`` items.
-  Writes are atomic (temp file + rename); aliases can never name a path outside ``output_dir``.
+  Writes are atomic (temp file + rename); aliases can never name a path outside ``output_dir``,
+  and files are created without following links, so a link planted there cannot lead elsewhere.
 * **Bounded memory**: ``epoch_full`` data past ``max_bytes`` is spilled to disk with a warning; an
   ``epoch_full`` layer's statistics are running totals (:mod:`dualwatch._capture.stats`), not the
   epoch's data.

@@ -21,7 +21,7 @@ them. A framework outside this package registers its pair with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Hashable
+from typing import Any, BinaryIO, Callable, Hashable
 
 import numpy as np
 
@@ -105,8 +105,10 @@ class Framework(ABC):
         """``"float32"``, ``"bfloat16"``...: the dtype without the framework's prefix."""
         return str(x.dtype).rsplit(".", 1)[-1]
 
-    def save(self, obj: Any, path: str) -> None:
-        """Writes ``obj`` (tensors, nested in lists and dicts) with the framework's own serialiser."""
+    def save(self, obj: Any, path: str | BinaryIO) -> None:
+        """Writes ``obj`` (tensors, nested in lists and dicts) with the framework's own serialiser, to
+        a file name or an ``io.BytesIO`` (capture files are written through a buffer, so that they are
+        created without following links)."""
         raise _lacking(self, "save", "native capture files")
 
     # -- tensors: edge maps --------------------------------------------------------------------

@@ -20,7 +20,7 @@ tensors. Half-precision tensors are reduced in float32.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Callable, Hashable
+from typing import Any, BinaryIO, Callable, Hashable
 
 import numpy as np
 import paddle
@@ -104,7 +104,7 @@ class PaddleFramework(Framework):
     def nbytes(self, x: Any) -> int:
         return int(x.size) * x.element_size()
 
-    def save(self, obj: Any, path: str) -> None:
+    def save(self, obj: Any, path: str | BinaryIO) -> None:
         paddle.save(obj, path)
 
     def is_float(self, x: Any) -> bool:

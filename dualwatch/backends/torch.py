@@ -11,7 +11,7 @@ large tensors. Half-precision tensors are reduced in float32.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Hashable
+from typing import Any, BinaryIO, Callable, Hashable
 
 import numpy as np
 import torch
@@ -113,7 +113,7 @@ class TorchFramework(Framework):
     def nbytes(self, x: Any) -> int:
         return x.nbytes
 
-    def save(self, obj: Any, path: str) -> None:
+    def save(self, obj: Any, path: str | BinaryIO) -> None:
         torch.save(obj, path)
 
     def is_float(self, x: Any) -> bool:

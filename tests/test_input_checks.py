@@ -482,3 +482,20 @@ def test_edge_map_logging_index_and_sobel_eps_are_checked(framework: str) -> Non
     for eps, error in ((0.0, ValueError), (float("nan"), ValueError), ("1e-6", TypeError)):
         with pytest.raises(error, match="eps must be"):
             dualwatch.sobel_edge_l1(maps, maps, eps=eps)
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"every": "10"}, TypeError, "every= must be an int number of steps, got str '10'"),
+        ({"check_frequency": 2.5}, TypeError, "check_frequency= must be an int number of steps"),
+        ({"every": 0}, ValueError, r"every= must be >= 1 \(check every N steps\), got 0"),
+    ],
+)
+def test_integration_check_frequency_is_checked_where_the_callback_is_built(
+    options: dict[str, Any], error: type, message: str
+) -> None:
+    from dualwatch.integrations.lightning import EdgeMonitorCallback
+
+    with pytest.raises(error, match=message):
+        EdgeMonitorCallback(**options)

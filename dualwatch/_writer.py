@@ -63,13 +63,14 @@ class Writer:
             from the first step written; an int from that step. Records at or after it
             are dropped from the old files (TensorBoard also gets its purge marker), so
             the curves stay continuous and no step is shown twice.
-        formats: any of ``"visualdl"``, ``"tensorboard"``, ``"jsonl"``. A format whose
-            package is missing is skipped with one warning.
+        formats: one or more of ``"visualdl"``, ``"tensorboard"``, ``"jsonl"``. A format whose
+            package is missing is skipped with one warning; ``write_to_disk=False`` writes no file.
         console: a sink that prints the records logged with ``log(..., echo=True)`` at once,
             on the caller's thread.
         sinks: more sinks (``write(records)`` and ``close()``) fed by the writer thread beside
             the files, for example one that forwards to another tracker.
-        max_latency: seconds within which a logged record is on disk.
+        max_latency: seconds within which a logged record is on disk (finite: to write only on
+            demand, pass a long one and call ``flush()`` or ``close()``).
         max_queue: records queued before the writer thread is woken to write them (the peers'
             "forced flush"; the caller never waits for it). By default only ``max_latency`` and
             a quarter of ``max_pending`` wake it.
@@ -83,6 +84,13 @@ class Writer:
     run in VisualDL, ``file_name`` picks the VisualDL file (appended to when it exists) and
     ``write_to_disk=False`` writes no file. The two peers' constructors disagree on positions
     after the second, so :mod:`dualwatch.compat` keeps each one's positional order.
+
+    Every call checks its arguments before anything is queued (a tag is non-empty UTF-8 text, a
+    step an int64, a ``walltime`` a number of seconds from 1970 to the year 9999, an image real
+    numbers with at least one pixel) and raises there, naming the argument: found later, on the
+    writer thread, a bad record would cost the records written with it. A record logged after
+    ``close()`` is dropped and counted in ``stats()["dropped"]``, with one warning per writer: a
+    late callback must not end a finished training with a traceback.
 
     In a multi-process job only global rank 0 (:func:`dualwatch._distributed.global_rank`)
     creates the run and writes; on other ranks every call returns at once and
@@ -988,7 +996,10 @@ def _unit_name(unit: float) -> str:
 
 def _shown(value: Any) -> str:
     """``repr(value)`` cut to a readable length (a 400-digit int, a long list)."""
-    shown = repr(value)
+    try:
+        shown = repr(value)
+    except ValueError:  # an int past Python's 4300-digit str limit
+        return f"an int of {value.bit_length()} bits"
     return shown if len(shown) <= 80 else f"{shown[:60]}...({len(shown)} characters)"
 
 

@@ -394,6 +394,11 @@ BAD_CALLS: dict[str, tuple[Callable[[Writer], None], type[Exception], str]] = {
         ValueError,
         r"the value of scalar 'big' is too large for a float .*got 1000.*\(401 characters\)",
     ),
+    "value-10**5000": (
+        lambda w: w.add_scalar("big", 10**5000, 1),
+        ValueError,
+        r"the value of scalar 'big' is too large for a float .*got an int of 16610 bits",
+    ),
     "value-str": (lambda w: w.add_scalar("s", "1.0", 1), TypeError, r"the value of scalar 's' is a number"),
     "log-value-10**400": (lambda w: w.log(1, {"big": 10**400}), ValueError, r"scalar 'big' is too large"),
     "step-2**63": (

@@ -53,6 +53,11 @@ def to_uint8_hwc(image: Any, dataformats: str = "HWC") -> np.ndarray:
         array = array.transpose(1, 2, 0)
     if array.shape[2] not in _CHANNELS:
         raise ValueError(f"an image has 1, 3 or 4 channels, got shape {array.shape} in {dataformats} layout")
+    if array.size == 0:
+        raise ValueError(
+            f"an image has at least one pixel, got {array.shape[0]}x{array.shape[1]} pixels "
+            f"(shape {_shape(image)} in {dataformats} layout); skip the call for an empty image"
+        )
     return _uint8(array)
 
 
@@ -78,6 +83,11 @@ def grid(images: Any, dataformats: str | None, columns: int) -> np.ndarray:
     count, height, width, channels = array.shape
     if channels not in _CHANNELS:
         raise ValueError(f"images have 1, 3 or 4 channels, got shape {array.shape} in NHWC order")
+    if array.size == 0:
+        raise ValueError(
+            f"images have at least one pixel, got {height}x{width} pixels (shape {array.shape} in NHWC "
+            "order); skip the call for empty images"
+        )
     columns = min(count, columns)
     rows = math.ceil(count / columns)
     canvas = np.zeros((rows * height, columns * width, channels), np.uint8)
@@ -110,8 +120,17 @@ def _shape(image: Any) -> tuple[int, ...]:
 
 
 def _numpy(image: Any) -> np.ndarray:
+    """The pixels as a numpy array of real numbers, checked on the caller's thread: complex or
+    object pixels would otherwise fail (or lose their imaginary part) on the writer thread."""
     framework = framework_of(image)
-    return framework.to_numpy(image) if framework is not None else np.asarray(image)
+    array = framework.to_numpy(image) if framework is not None else np.asarray(image)
+    if array.dtype.kind not in "biuf":
+        hint = "np.abs(img) or img.real" if array.dtype.kind == "c" else "np.asarray(img, dtype=np.float32)"
+        raise TypeError(
+            f"an image is an array of real numbers (floats in [0, 1] or integers in [0, 255]), got dtype "
+            f"{array.dtype} of shape {array.shape}; pass {hint}"
+        )
+    return array
 
 
 def _uint8(array: np.ndarray) -> np.ndarray:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
+import numbers
 import os
 import signal
 import threading
@@ -38,6 +40,13 @@ CLOSE_TIMEOUT = 10.0  # seconds close() waits for a sink stuck in a write
 HParamValue = Union[bool, int, float, str]
 
 _time = time.time
+#: the int64 steps both formats store: ``-2**63 <= step < 2**63``
+STEP_RANGE = (-(1 << 63), 1 << 63)
+#: wall times the formats and their readers all take, in seconds: 1970 up to the end of year 9999
+#: (VisualDL stores int64 ms, TensorBoard float64 s, readers make ``datetime``\s of them)
+WALLTIME_RANGE = (0.0, 253402300800.0)  # also written out in _seconds
+#: the longest the writer thread sleeps: a longer wait overflows ``Event.wait`` on some platforms
+_LONGEST_WAIT = 3600.0
 #: ``_one_of``'s default for an argument that must be given (None means "not given" everywhere)
 _REQUIRED: Any = object()
 _live: weakref.WeakSet[Writer] = weakref.WeakSet()
@@ -54,13 +63,14 @@ class Writer:
             from the first step written; an int from that step. Records at or after it
             are dropped from the old files (TensorBoard also gets its purge marker), so
             the curves stay continuous and no step is shown twice.
-        formats: any of ``"visualdl"``, ``"tensorboard"``, ``"jsonl"``. A format whose
-            package is missing is skipped with one warning.
+        formats: one or more of ``"visualdl"``, ``"tensorboard"``, ``"jsonl"``. A format whose
+            package is missing is skipped with one warning; ``write_to_disk=False`` writes no file.
         console: a sink that prints the records logged with ``log(..., echo=True)`` at once,
             on the caller's thread.
         sinks: more sinks (``write(records)`` and ``close()``) fed by the writer thread beside
             the files, for example one that forwards to another tracker.
-        max_latency: seconds within which a logged record is on disk.
+        max_latency: seconds within which a logged record is on disk (finite: to write only on
+            demand, pass a long one and call ``flush()`` or ``close()``).
         max_queue: records queued before the writer thread is woken to write them (the peers'
             "forced flush"; the caller never waits for it). By default only ``max_latency`` and
             a quarter of ``max_pending`` wake it.
@@ -74,6 +84,13 @@ class Writer:
     run in VisualDL, ``file_name`` picks the VisualDL file (appended to when it exists) and
     ``write_to_disk=False`` writes no file. The two peers' constructors disagree on positions
     after the second, so :mod:`dualwatch.compat` keeps each one's positional order.
+
+    Every call checks its arguments before anything is queued (a tag is non-empty UTF-8 text, a
+    step an int64, a ``walltime`` a number of seconds from 1970 to the year 9999, an image real
+    numbers with at least one pixel) and raises there, naming the argument: found later, on the
+    writer thread, a bad record would cost the records written with it. A record logged after
+    ``close()`` is dropped and counted in ``stats()["dropped"]``, with one warning per writer: a
+    late callback must not end a finished training with a traceback.
 
     In a multi-process job only global rank 0 (:func:`dualwatch._distributed.global_rank`)
     creates the run and writes; on other ranks every call returns at once and
@@ -110,15 +127,31 @@ class Writer:
         write_to_disk: bool = True,
     ) -> None:
         known = formats_by_name()
-        unknown = [name for name in formats if name not in known]
-        if isinstance(formats, str) or unknown:
+        names = (
+            None if isinstance(formats, (str, bytes)) or not hasattr(formats, "__iter__") else list(formats)
+        )
+        if names is None or not all(isinstance(name, str) and name in known for name in names):
             raise ValueError(f"formats= takes a list of {sorted(known)}, got {formats!r}")
+        if not names and write_to_disk:
+            raise ValueError(
+                f"formats= names at least one of {sorted(known)}, got {formats!r}; "
+                "to write no file at all, pass write_to_disk=False"
+            )
+        formats = names
+        for name, path in (("logdir=", logdir), ("log_dir= (LogWriter's logdir=)", log_dir)):
+            if path is not None and not isinstance(path, (str, os.PathLike)):
+                raise TypeError(
+                    f"{name} is a directory path, a str or pathlib.Path such as 'runs', got {_shown(path)} "
+                    f"({type(path).__name__})"
+                )
+        if run is not None:
+            _check_run_name(run)
         if not isinstance(resume, (bool, int)):
             raise TypeError(f"resume= is True, False or the step to resume from, got {resume!r}")
         if flush_secs is not None:
             max_latency = flush_secs
-        if not max_latency > 0:
-            raise ValueError(f"max_latency= (flush_secs=) must be > 0 seconds, got {max_latency!r}")
+        _check_latency(max_latency)
+        sinks = _checked_sinks(sinks, console)
         for name, value in (("max_queue", max_queue), ("max_pending", max_pending)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}= must be a positive int, got {value!r}")
@@ -140,6 +173,11 @@ class Writer:
             if resume is not False:
                 raise TypeError("purge_step= and resume= say the same thing; pass one")
             resume = _step(purge_step)
+        if not isinstance(resume, bool) and resume < 0:
+            raise ValueError(
+                f"resume= (purge_step=) is the step to resume from, an int >= 0, got {resume}; "
+                "pass resume=True to continue the run where it ended, or resume=0 to start it over"
+            )
         if not write_to_disk:
             formats = ()
         # Only global rank 0 writes: other ranks keep the same calls but create and print nothing.
@@ -179,6 +217,7 @@ class Writer:
         self._wake_from = (max_queue if max_queue is not None else max(1, self.max_pending // 4)) - 1
         self._tags: dict[str, str] = {}
         self._dropped = 0
+        self._closed_drops = 0  # logged after close(): counted apart from the full queue's drops
         self._reported_drops = 0
         self._written = 0
         self._last_step = 0
@@ -237,14 +276,20 @@ class Writer:
             scalar_value = _one_of("add_scalar", "scalar_value", scalar_value, "value", value)
             global_step = self._step_of("add_scalar", global_step, step, value is not None)
         queue = self._queue
-        if len(queue) >= self._wake_from and self._crowded():
+        if len(queue) >= self._wake_from and self._crowded():  # also where a closed writer drops
             return
+        try:
+            clean = self._tags[tag]
+        except (KeyError, TypeError):  # a new tag, or no str at all: checked once, then cached
+            clean = self._tag(tag)
         queue.append(
             (
-                self._tags.get(tag) or self._tag(tag),
-                scalar_value if type(scalar_value) is float else _number(scalar_value),
-                global_step if type(global_step) is int else _step(global_step),
-                _time() if walltime is None else float(walltime) * self.walltime_unit,
+                clean,
+                scalar_value if type(scalar_value) is float else _number(scalar_value, clean),
+                global_step
+                if type(global_step) is int and -(1 << 63) <= global_step < 1 << 63
+                else _step(global_step),
+                _time() if walltime is None else _seconds(walltime, self.walltime_unit),
             )
         )
 
@@ -255,14 +300,23 @@ class Writer:
 
         ``echo=True`` also prints it on the console sink, if there is one.
         """
-        step = step if type(step) is int else _step(step)
-        wall = _time() if walltime is None else float(walltime)
+        step = step if type(step) is int and -(1 << 63) <= step < 1 << 63 else _step(step)
+        wall = _time() if walltime is None else _seconds(walltime, 1.0)
         tags = self._tags
+        try:
+            pairs = scalars.items()
+        except AttributeError:
+            raise TypeError(
+                f"log(step, scalars) takes a dict of tag to value such as {{'loss': 0.5}}, got {scalars!r}"
+            ) from None
         items = [
-            (tags.get(t) or self._tag(t), v if type(v) is float else _number(v), step, wall)
-            for t, v in scalars.items()
+            (tags.get(t) or self._tag(t), v if type(v) is float else _number(v, t), step, wall)
+            for t, v in pairs
         ]
         queue = self._queue
+        if self._closed:
+            self._drop_after_close(len(items))
+            return
         if len(queue) + len(items) > self.max_pending:
             self._dropped += len(items)
         else:
@@ -285,7 +339,12 @@ class Writer:
         """Flat ``main_tag/sub`` tags in this run, one record (torch makes one run per sub-tag,
         VisualDL one chart per main tag)."""
         step = self._step_of("add_scalars", global_step, step)
-        wall = None if walltime is None else walltime * self.walltime_unit
+        wall = None if walltime is None else _seconds(walltime, self.walltime_unit)
+        if not isinstance(main_tag, str) or not isinstance(tag_scalar_dict, Mapping):
+            raise TypeError(
+                "add_scalars(main_tag, tag_scalar_dict) takes a str and a dict of sub-tag to value, such as "
+                f"add_scalars('loss', {{'train': 0.5}}), got {main_tag!r} and {tag_scalar_dict!r}"
+            )
         self.log(step, {f"{main_tag}/{sub}": value for sub, value in tag_scalar_dict.items()}, wall)
 
     def add_histogram(
@@ -411,6 +470,7 @@ class Writer:
         text = _one_of("add_text", "text_string", text_string, "text", text)
         if not isinstance(text, str):
             raise TypeError(f"add_text takes a str, got {type(text).__name__}")
+        _check_text("the text", text)
         step = self._step_of("add_text", global_step, step, visualdl_names=False)
         ms = self._wall_ms(walltime)
         self._put(Text(self._tag(tag), step, ms, text))
@@ -467,6 +527,14 @@ class Writer:
                     f"hparam {name!r} is a {type(value).__name__}; pass a bool, int, float or str "
                     f"(for example str(value))"
                 )
+            _check_text("a hparam name", str(name))
+            if isinstance(value, str):
+                _check_text(f"the value of hparam {name!r}", value)
+            elif isinstance(value, int) and not -(2**1023) < value < 2**1023:  # both store a float64
+                raise ValueError(
+                    f"hparam {name!r} is too large for the float both viewers store, got {_shown(value)}; "
+                    "pass str(value)"
+                )
             clean[str(name)] = value
         tags = [self._tag(t) for t in (listed if not isinstance(listed, str) else [listed])]
         ms = self._wall_ms(walltime)
@@ -489,11 +557,11 @@ class Writer:
                     "(torch's SummaryWriter writes a missing step as 0)"
                 )
             return 0
-        return given if type(given) is int else _step(given)
+        return given if type(given) is int and -(1 << 63) <= given < 1 << 63 else _step(given)
 
     def _wall_ms(self, walltime: float | None) -> int:
         """A call's ``walltime`` (now if None), in ``walltime_unit``, as a record's milliseconds."""
-        return wall_ms(_time() if walltime is None else walltime * self.walltime_unit)
+        return wall_ms(_time() if walltime is None else _seconds(walltime, self.walltime_unit))
 
     def _chw_first(self, torch_names: bool) -> bool:
         """Whether an image shape that fits CHW and HWC is read as CHW (torch's default)."""
@@ -646,7 +714,11 @@ class Writer:
 
     def _crowded(self) -> bool:
         """Wakes the writer thread (``max_queue`` records wait); True, and the record is counted as
-        dropped, when ``max_pending`` records wait."""
+        dropped, when ``max_pending`` records wait or the writer is closed (``close()`` makes
+        ``add_scalar`` call this each time, so the open writer's fast path checks nothing more)."""
+        if self._closed:
+            self._drop_after_close(1)
+            return True
         self._wake.set()
         if len(self._queue) < self.max_pending:
             return False
@@ -665,17 +737,35 @@ class Writer:
     def _put(self, item: Record | Callable[[], Record]) -> None:
         if self._silent:
             return
-        if len(self._queue) >= self.max_pending:
+        if self._closed:
+            self._drop_after_close(1)
+        elif len(self._queue) >= self.max_pending:
             self._dropped += 1
         else:
             self._queue.append(item)
 
+    def _drop_after_close(self, count: int) -> None:
+        """Counts ``count`` records logged after ``close()`` as dropped; the first drop warns.
+
+        Never raises: a late log call (a callback after the loop, a second ``close()`` path) must not
+        end a finished training with a traceback."""
+        self._closed_drops += count
+        if self._closed_drops == count:
+            warn(
+                f"this Writer is closed; {count} record(s) logged after close() are dropped: log before "
+                "close() or open the run again with resume=True (stats()['dropped'] counts them)"
+            )
+
     def _tag(self, tag: str) -> str:
-        """Checks a tag once; ``%`` (VisualDL's server keys ``/`` as ``%``) becomes ``_pct``."""
+        """Checks a tag once; ``%`` (VisualDL's server keys ``/`` as ``%``) becomes ``_pct``.
+
+        A tag that is not UTF-8 text (a lone surrogate, from a bad decode) would make VisualDL's and
+        TensorBoard's encoders fail on the writer thread, taking the record's other values with it."""
+        if not isinstance(tag, str) or not tag:
+            raise TypeError(f"a tag is a non-empty str such as 'Loss/Train', got {_shown(tag)}")
         clean = self._tags.get(tag)
         if clean is None:
-            if not isinstance(tag, str) or not tag:
-                raise TypeError(f"a tag is a non-empty str such as 'Loss/Train', got {tag!r}")
+            _check_text("a tag", tag)
             clean = tag.replace("%", "_pct")
             if clean != tag:
                 warn(f"tag {tag!r} is written as {clean!r}: VisualDL cannot store '%' in tags", UserWarning)
@@ -685,7 +775,7 @@ class Writer:
     # -- the writer's side -------------------------------------------------------------------
 
     def _run(self) -> None:
-        period = self.max_latency / 2
+        period = min(self.max_latency / 2, _LONGEST_WAIT)
         while not self._closed:
             self._wake.wait(period)
             self._wake.clear()
@@ -725,9 +815,12 @@ class Writer:
                 raise TypeError
             queued, bad, last_step = _codec.codec.group(items, Scalars)
         except _codec.DECLINED:
-            queued, bad, last_step = _group(items)
+            try:
+                queued, bad, last_step = _group(items)
+            except Exception:  # one scalar that cannot be grouped must not take its batch with it
+                queued, bad, last_step = _group_each(items)
         for tag, step, err in bad:
-            warn(f"scalar {tag!r} at step {step} is not one number ({err}); it is skipped")
+            warn(f"scalar {tag!r} at step {step} is not written ({type(err).__name__}: {err}); it is skipped")
         if last_step is not None:
             self._last_step = last_step
         records: list[Record] = []
@@ -748,7 +841,7 @@ class Writer:
         return {
             "queued": len(self._queue),
             "written": self._written,
-            "dropped": self._dropped,
+            "dropped": self._dropped + self._closed_drops,
             "failed": self._files.failed + self._console.failed,
         }
 
@@ -757,6 +850,7 @@ class Writer:
         if self._closed:
             return
         self._closed = True
+        self._wake_from = -1  # add_scalar now always calls _crowded(), which drops after close
         _live.discard(self)
         self._wake.set()
         if self._thread is not threading.current_thread():
@@ -804,6 +898,21 @@ def _group(queued: list[Any]) -> tuple[list[Any], list[tuple[str, int, Exception
     return out, bad, last
 
 
+def _group_each(queued: list[Any]) -> tuple[list[Any], list[tuple[str, int, Exception]], int | None]:
+    """:func:`_group` of a batch it failed on: each scalar is tried alone, and one that cannot be
+    grouped (a wall time no format stores) is reported in the second list, costing only itself."""
+    kept: list[Any] = []
+    failed: list[tuple[str, int, Exception]] = []
+    for item in queued:
+        try:
+            _group([item])
+            kept.append(item)
+        except Exception as err:  # only a (tag, value, step, wall) scalar can fail
+            failed.append((item[0], item[2], err))
+    out, bad, last = _group(kept)
+    return out, failed + bad, last
+
+
 def _one_of(method: str, *names_and_values: Any, default: Any = _REQUIRED) -> Any:
     """The one argument given among the peers' names for it (``"scalar_value", v1, "value", v2``)."""
     given = [(n, v) for n, v in zip(names_and_values[::2], names_and_values[1::2]) if v is not None]
@@ -816,25 +925,135 @@ def _one_of(method: str, *names_and_values: Any, default: Any = _REQUIRED) -> An
     return default
 
 
-def _number(value: Any) -> float | Any:
+def _number(value: Any, tag: str = "") -> float | Any:
     """A float, or a detached copy of an accelerator tensor (read on the writer thread)."""
     if value is None:
         raise TypeError("a scalar needs a value: scalar_value= (torch's name) or value= (VisualDL's)")
     if isinstance(value, (str, bytes)):
-        raise TypeError(f"a scalar value is a number or a one-element tensor, got {value!r}")
+        raise TypeError(
+            f"the value of scalar {tag!r} is a number or a one-element tensor, got {_shown(value)}"
+        )
     try:
         framework = framework_of(value)
         if framework is not None:  # never hold the graph, never wait for a device here
             return framework.scalar(value)
         return float(value.item() if hasattr(value, "item") else value)
+    except OverflowError as err:
+        raise ValueError(
+            f"the value of scalar {tag!r} is too large for a float (over 1.8e308), got {_shown(value)}; "
+            "log it scaled, or its logarithm (math.log10 takes big ints)"
+        ) from err
     except (TypeError, ValueError) as err:
-        raise TypeError(f"a scalar value is a number or a one-element tensor, got {value!r}") from err
+        raise TypeError(
+            f"the value of scalar {tag!r} is a number or a one-element tensor, got {_shown(value)}"
+        ) from err
 
 
 def _step(step: Any) -> int:
+    """A step checked: an int both formats can store (int64); a float or str step is refused
+    rather than rounded, so no two records share a step by accident."""
     if isinstance(step, bool) or not hasattr(step, "__index__"):
-        raise TypeError(f"step must be an int, got {step!r}")
-    return int(step)
+        raise TypeError(
+            f"a step is an int (the training step or iteration), got {_shown(step)} "
+            f"({type(step).__name__}); pass int(step)"
+        )
+    step = int(step)
+    if not STEP_RANGE[0] <= step < STEP_RANGE[1]:
+        raise ValueError(
+            f"a step is stored as a 64-bit int by VisualDL and TensorBoard (-2**63 <= step < 2**63), "
+            f"got {_shown(step)}; log a smaller step, such as the iteration count"
+        )
+    return step
+
+
+def _seconds(walltime: Any, unit: float) -> float:
+    """A caller's ``walltime`` (in ``unit`` seconds) as seconds since the epoch, checked here:
+    a NaN or a year past 9999 cannot be stored, and found on the writer thread it would cost
+    the records queued beside it."""
+    if type(walltime) is float and 0.0 <= walltime * unit < 253402300800.0:
+        return walltime * unit
+    try:
+        if isinstance(walltime, (bool, str, bytes)):
+            raise TypeError
+        seconds = float(walltime) * unit
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(
+            f"walltime= is a number of {_unit_name(unit)} since 1970 as time.time() gives, got "
+            f"{_shown(walltime)} ({type(walltime).__name__}); leave it out to use the current time"
+        ) from None
+    if not WALLTIME_RANGE[0] <= seconds < WALLTIME_RANGE[1]:  # NaN fails too
+        low, high = (limit / unit for limit in WALLTIME_RANGE)
+        raise ValueError(
+            f"walltime= is {_unit_name(unit)} since 1970, from {low:.0f} to {high:.0f} (the year 9999), "
+            f"which every format can store; got {_shown(walltime)}. Leave it out to use the current time"
+        )
+    return seconds
+
+
+def _unit_name(unit: float) -> str:
+    return "seconds" if unit == 1.0 else "milliseconds (VisualDL's unit)"
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to a readable length (a 400-digit int, a long list)."""
+    try:
+        shown = repr(value)
+    except ValueError:  # an int past Python's 4300-digit str limit
+        return f"an int of {value.bit_length()} bits"
+    return shown if len(shown) <= 80 else f"{shown[:60]}...({len(shown)} characters)"
+
+
+def _check_text(what: str, text: str) -> None:
+    """Raises for a str that is not UTF-8 text (a lone surrogate): every format stores UTF-8, and
+    the encoder would fail on the writer thread with the whole record."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{what} is not UTF-8 text ({_shown(text)}): {_shown(err.object[err.start : err.end])} at "
+            f"position {err.start} is a lone surrogate (often from bytes decoded with "
+            "errors='surrogateescape'); pass text.encode('utf-8', 'replace').decode('utf-8')"
+        ) from None
+
+
+def _check_run_name(run: Any) -> None:
+    """``run=`` is one directory name: no separator, no NUL (which the OS cannot take)."""
+    separators = [sep for sep in (os.sep, os.altsep, "\0") if sep]
+    if not isinstance(run, str):
+        raise TypeError(f"run= is the run's directory name, a str such as 'baseline', got {_shown(run)}")
+    if not run or run in (".", "..") or any(sep in run for sep in separators):
+        raise ValueError(
+            f"run= is one directory name inside logdir, without {' or '.join(map(repr, separators))}, "
+            f"got {_shown(run)}; put the parent directories in logdir="
+        )
+    _check_text("run=", run)
+
+
+def _check_latency(max_latency: Any) -> None:
+    if isinstance(max_latency, bool) or not isinstance(max_latency, numbers.Real):
+        raise TypeError(f"max_latency= (flush_secs=) is a number of seconds, got {_shown(max_latency)}")
+    if not (math.isfinite(max_latency) and max_latency > 0):
+        raise ValueError(
+            f"max_latency= (flush_secs=) must be > 0 seconds, got {max_latency!r}: it is the longest a "
+            "record waits before it is written, a finite number; to write only when you choose, pass a "
+            "long one (3600) and call flush() or close()"
+        )
+
+
+def _checked_sinks(sinks: Any, console: Any) -> list[Sink]:
+    """``sinks`` as a list, each with ``write(records)`` and ``close()``: a sink without them would
+    only fail on the writer thread, after training started."""
+    if isinstance(sinks, (str, bytes)) or not hasattr(sinks, "__iter__"):
+        raise TypeError(f"sinks= is a list of sinks, got {_shown(sinks)}; pass sinks=[my_sink]")
+    sinks = list(sinks)
+    named = [("sinks=", sink) for sink in sinks] + [("console=", console)] * (console is not None)
+    for name, sink in named:
+        if not (callable(getattr(sink, "write", None)) and callable(getattr(sink, "close", None))):
+            raise TypeError(
+                f"{name} takes sinks with a write(records) and a close() method (see dualwatch.sinks.Sink), "
+                f"got {_shown(sink)}"
+            )
+    return sinks
 
 
 def _run_directory(

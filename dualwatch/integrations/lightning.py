@@ -314,7 +314,7 @@ class _EdgeMonitor:
               ``tensorboard --logdir lightning_logs`` list it under the trainer's run);
             * a trainer without a logger: a new ``logs_%m%d%H%M`` run (or ``run``) in
               ``<default_root_dir>/lightning_logs``.
-        run / formats: that run's name and file formats (``formats=[]``: no files).
+        run / formats: that run's name and file formats, see :class:`dualwatch.Writer`.
         resume: continue the run (``True``, or the step to continue from), see
             :class:`dualwatch.Writer`: with a fixed run (a pinned logger ``version``, or ``run``),
             re-running ``fit(ckpt_path=...)`` continues the curves. With a :class:`DualwatchLogger`

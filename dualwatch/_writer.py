@@ -153,7 +153,6 @@ class Writer:
         if self._silent:
             logdir, console, sinks = None, None, ()
         self.run_dir = _run_directory(logdir, run, resume, comment, exist_ok) if logdir is not None else None
-        self._run_lock = lock_run(self.run_dir) if self.run_dir is not None else None
         files: list[FileSink] = []
         if self.run_dir is not None:
             for name in formats:
@@ -174,6 +173,8 @@ class Writer:
                         f"Install it with: pip install 'dualwatch[{name}]'",
                         UserWarning,
                     )
+        # one writer per run: taken once nothing more can raise, released by close() (or the OS)
+        self._run_lock = lock_run(self.run_dir) if self.run_dir is not None else None
         self.max_latency = max_latency
         self.max_queue = max_queue
         self.max_pending = max(max_pending, max_queue or 0)

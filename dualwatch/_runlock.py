@@ -4,8 +4,8 @@ Two writers on one run would each cut the other's records when they resume, and 
 steps when they do not. ``fcntl.flock`` is held by the open file, so the operating system
 drops it when the process ends however it ends (``SIGKILL`` included): a crashed run never
 stays locked. The file says who holds it (pid, host, start time) for the error message; its
-hidden name keeps it out of every viewer's and reader's listing. Without ``fcntl`` (Windows)
-nothing is locked.
+hidden name keeps it out of every viewer's and reader's listing, and ``close()`` removes it
+(a crash leaves it, unlocked). Without ``fcntl`` (Windows) nothing is locked.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ except ImportError:  # Windows: no advisory locks, one writer per run is up to t
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".dualwatch.lock"
-_held: dict[int, str] = {}  # fd -> run directory, for a forked child to let go of
+_held: dict[int, str] = {}  # fd -> lock file, for close() to remove and a forked child to let go of
 
 
 class RunInUseError(RuntimeError):
@@ -37,9 +37,26 @@ def lock_run(run_dir: str) -> int | None:
     if fcntl is None:
         return None
     path = os.path.join(run_dir, LOCK_NAME)
+    while True:
+        fd = _locked(path, run_dir)
+        if fd is not None:
+            break
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    _held[fd] = path
+    return fd
+
+
+def _locked(path: str, run_dir: str) -> int | None:
+    """The locked lock file's fd; None when the holder removed the file meanwhile (try again)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not _same_file(fd, path):  # locked a file its holder's close() had just removed
+            os.close(fd)
+            return None
+        return fd
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)
@@ -54,17 +71,24 @@ def lock_run(run_dir: str) -> int | None:
     except BaseException:
         os.close(fd)
         raise
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(info).encode(), 0)
-    _held[fd] = run_dir
-    return fd
 
 
 def unlock_run(fd: int | None) -> None:
-    """Lets go of the lock (closing the file releases it)."""
-    if fd is not None and _held.pop(fd, None) is not None:
+    """Removes the lock file and lets go of the lock (closing the file releases it)."""
+    path = _held.pop(fd, None) if fd is not None else None
+    if path is not None:
+        with contextlib.suppress(OSError):
+            if _same_file(fd, path):
+                os.unlink(path)
         os.close(fd)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        now, mine = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def forget_in_child() -> None:

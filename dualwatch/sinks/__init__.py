@@ -50,7 +50,8 @@ class FanOut:
         self.dropped: dict[str, int] = {}
         self._feeds = {id(sink): _Feed(sink, backlog, self._failure) for sink in sinks} if backlog else {}
         self._failures: list[tuple[str, str]] = []  # (what, "sink (error)") not yet warned about
-        self._failures_lock = threading.Lock()
+        # re-entrant: the SIGTERM handler may close the writers while the main thread is in here
+        self._failures_lock = threading.RLock()
 
     def write(self, records: Sequence[Record]) -> None:
         if not self._feeds:
@@ -154,7 +155,7 @@ class _Feed:
         self._late = False  # missed a wait's deadline: not waited for until it writes again
         self._broken = False
         self._finishing = False
-        self._ready = threading.Condition()
+        self._ready = threading.Condition(threading.RLock())  # re-entrant, as for _failures_lock
         self._thread = threading.Thread(target=self._work, name=f"dualwatch-sink {sink!r}", daemon=True)
         self._thread.start()
 

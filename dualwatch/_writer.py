@@ -63,13 +63,15 @@ class Writer:
             package is missing is skipped with one warning.
         console: a sink that prints the records logged with ``log(..., echo=True)`` at once,
             on the caller's thread.
-        sinks: more sinks (``write(records)`` and ``close()``) fed by the writer thread beside
-            the files, for example one that forwards to another tracker.
+        sinks: more sinks (``write(records)`` and ``close()``) beside the files, for example one
+            that forwards to another tracker. Each sink (and each file) is fed by a thread of its
+            own, so one stuck in ``write()`` never holds up the others.
         max_latency: seconds within which a logged record is on disk.
         max_queue: records queued before the writer thread is woken to write them (the peers'
             "forced flush"; the caller never waits for it). By default only ``max_latency`` and
             a quarter of ``max_pending`` wake it.
-        max_pending: records held before new ones are dropped (and counted) instead of blocking.
+        max_pending: records held before new ones are dropped (and counted) instead of blocking;
+            also the most records waiting for any one sink.
 
     The arguments of torch's ``SummaryWriter`` and VisualDL's ``LogWriter`` are taken by keyword,
     with their meaning: ``log_dir`` is the run directory itself (``runs/exp1``; an existing one

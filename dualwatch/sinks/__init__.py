@@ -71,13 +71,13 @@ class FanOut:
             self.dropped[name] = self.dropped.get(name, 0) + len(records)
         self.report()
 
-    def wait(self, timeout: float) -> list[Sink]:
-        """Waits up to ``timeout`` seconds in all for every sink to write what it was handed; returns
-        the sinks still writing then. A sink found stuck is not waited for again until it returns."""
+    def wait(self, timeout: float) -> None:
+        """Waits up to ``timeout`` seconds in all for every sink to write what it was handed. A sink
+        found stuck is not waited for again until a write of it returns."""
         deadline = time.monotonic() + timeout
-        late = [feed.sink for feed in self._feeds.values() if not feed.done_by(deadline)]
+        for feed in self._feeds.values():
+            feed.done_by(deadline)
         self.report()
-        return late
 
     def close(self, timeout: float = 0.0) -> list[tuple[Sink, int]]:
         """Writes what each sink was handed and closes it, waiting at most ``timeout`` seconds in all.

@@ -158,7 +158,7 @@ def test_a_stuck_sink_starves_no_file_and_close_abandons_it_within_close_timeout
         w.close()
         took = time.monotonic() - start
     stuck.gate.set()
-    assert took <= 1.0 + 0.5, f"close() took {took:.2f} s with CLOSE_TIMEOUT=1"
+    assert 1.0 <= took <= 1.0 + 1.0, f"close() took {took:.2f} s with CLOSE_TIMEOUT=1"
     assert steps_by_format(w.run_dir, "train/loss") == every_format(11)
     assert tracker.steps == list(range(11)) and tracker.closed
     assert len(caught) == 1, caught

@@ -11,7 +11,8 @@ The public API, each name with one import path:
   ``PaddleEdgeLoss`` (a ``paddle.nn.Layer``);
 * capturing layer outputs: ``ActivationCapture`` (``Monitor`` is the same class, under the name
   the layer-output Monitor script gives it) and ``MonitoredTrainer``;
-* ``DualwatchError``: why a command could not do what was asked;
+* ``DualwatchError``: why a command could not do what was asked; ``RunInUseError``: the run is
+  being written by another open ``Writer`` (one writer per run);
 * the packages to extend or read with: ``dualwatch.backends`` (a framework),
   ``dualwatch.sinks`` and ``dualwatch.records`` (a sink), ``dualwatch.readers`` (reading runs),
   ``dualwatch.integrations.lightning``, ``.paddle``, ``.mmengine`` (trainers).
@@ -26,6 +27,7 @@ The edge tools, activation capture and ``DualwatchError`` (a click exception) lo
 from typing import Any
 
 from dualwatch._health import Health, Thresholds, Verdict
+from dualwatch._runlock import RunInUseError
 from dualwatch._stats import Report, StatsEngine
 from dualwatch._version import __version__
 from dualwatch._watcher import Watcher
@@ -54,6 +56,7 @@ __all__ = [
     "Monitor",
     "MonitoredTrainer",
     "Report",
+    "RunInUseError",
     "StatsEngine",
     "Thresholds",
     "Verdict",

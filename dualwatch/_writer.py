@@ -1,11 +1,13 @@
 """``Writer``: one call, every viewer — VisualDL, TensorBoard, JSON lines and the console.
 
 The training thread only validates, timestamps and appends to a bounded queue (about a
-microsecond per scalar); a background thread groups what is queued into records, encodes
-each format once per batch and appends it with one write per file. Records are on disk
-within ``max_latency`` seconds; ``flush()``, ``close()``, interpreter exit and SIGTERM
-write everything still queued. A full queue drops and counts instead of blocking
-training; a failing file is switched off with one warning and the others go on.
+microsecond per scalar); a background thread groups what is queued into records and hands
+each batch to every sink's own thread, which encodes its format once per batch and appends
+it with one write per file. Records are on disk within ``max_latency`` seconds;
+``flush()``, ``close()``, interpreter exit and SIGTERM write everything still queued,
+waiting at most ``CLOSE_TIMEOUT`` seconds in all for a stuck sink. A full queue (or a full
+sink backlog) drops and counts instead of blocking training; a failing file is switched off
+with one warning and the others go on. One Writer at a time holds a run (:mod:`dualwatch._runlock`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from dualwatch import _curves, _embeddings, _histogram, _images
 from dualwatch._distributed import global_rank
 from dualwatch._formats import _codec, formats_by_name
+from dualwatch._runlock import forget_in_child, lock_run, unlock_run
 from dualwatch._warn import warn
 from dualwatch.backends import backend_for, framework_of
 from dualwatch.records import Graph, Histogram, HParams, Image, Record, Scalars, Text, grouped, wall_ms
@@ -36,7 +39,9 @@ from dualwatch.sinks._files import FileSink
 
 DEFAULT_FORMATS = ("visualdl", "tensorboard", "jsonl")
 DROPPED_TAG = "dualwatch/dropped_records"
-CLOSE_TIMEOUT = 10.0  # seconds close() waits for a sink stuck in a write
+#: seconds ``close()``, interpreter exit and SIGTERM wait in all for sinks still writing; a sink
+#: stuck longer is abandoned with one warning (the others have written everything by then)
+CLOSE_TIMEOUT = 5.0
 HParamValue = Union[bool, int, float, str]
 
 _time = time.time
@@ -67,14 +72,16 @@ class Writer:
             package is missing is skipped with one warning; ``write_to_disk=False`` writes no file.
         console: a sink that prints the records logged with ``log(..., echo=True)`` at once,
             on the caller's thread.
-        sinks: more sinks (``write(records)`` and ``close()``) fed by the writer thread beside
-            the files, for example one that forwards to another tracker.
+        sinks: more sinks (``write(records)`` and ``close()``) beside the files, for example one
+            that forwards to another tracker. Each sink (and each file) is fed by a thread of its
+            own, so one stuck in ``write()`` never holds up the others.
         max_latency: seconds within which a logged record is on disk (finite: to write only on
             demand, pass a long one and call ``flush()`` or ``close()``).
         max_queue: records queued before the writer thread is woken to write them (the peers'
             "forced flush"; the caller never waits for it). By default only ``max_latency`` and
             a quarter of ``max_pending`` wake it.
-        max_pending: records held before new ones are dropped (and counted) instead of blocking.
+        max_pending: records held before new ones are dropped (and counted) instead of blocking;
+            also the most records waiting for any one sink.
 
     The arguments of torch's ``SummaryWriter`` and VisualDL's ``LogWriter`` are taken by keyword,
     with their meaning: ``log_dir`` is the run directory itself (``runs/exp1``; an existing one
@@ -206,11 +213,13 @@ class Writer:
                         f"Install it with: pip install 'dualwatch[{name}]'",
                         UserWarning,
                     )
+        # one writer per run: taken once nothing more can raise, released by close() (or the OS)
+        self._run_lock = lock_run(self.run_dir) if self.run_dir is not None else None
         self.max_latency = max_latency
         self.max_queue = max_queue
         self.max_pending = max(max_pending, max_queue or 0)
         self._file_sinks = files
-        self._files = FanOut([*files, *sinks])
+        self._files = FanOut([*files, *sinks], backlog=self.max_pending)
         self._console = FanOut([console] if console is not None else [])
         self._queue: deque[Any] = deque()
         # records already queued when a new one wakes the writer thread (it makes max_queue)
@@ -775,25 +784,39 @@ class Writer:
     # -- the writer's side -------------------------------------------------------------------
 
     def _run(self) -> None:
+        """The writer thread: hands what is queued to the sinks' threads; it never waits for a sink."""
         period = min(self.max_latency / 2, _LONGEST_WAIT)
         while not self._closed:
             self._wake.wait(period)
             self._wake.clear()
-            with contextlib.suppress(Exception):  # a warning turned into an error must not stop writing
-                self.flush()
+            with contextlib.suppress(Exception), self._lock:  # a warning turned error must not stop it
+                self._hand_out()
 
     def flush(self) -> None:
-        """Writes everything queued so far, on the calling thread."""
-        with self._lock:
-            try:
-                self._drain()
-            except Exception as err:  # a bug here must not kill the thread or reach training
-                warn(f"writing failed ({type(err).__name__}: {err}); training goes on")
+        """Writes everything queued so far: returns when every sink has written it, or when one has
+        been stuck in ``write()`` for ``CLOSE_TIMEOUT`` seconds (the others have written it then)."""
+        self._flush(time.monotonic() + CLOSE_TIMEOUT)
+
+    def _flush(self, deadline: float) -> None:
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return  # the writer thread is still preparing a batch (encoding images): it hands it out
+        try:
+            self._hand_out()
+        finally:
+            self._lock.release()
+        with contextlib.suppress(Exception):
+            self._files.wait(max(0.0, deadline - time.monotonic()))
+
+    def _hand_out(self) -> None:
+        try:
+            self._drain()
+        except Exception as err:  # a bug here must not kill the thread or reach training
+            warn(f"writing failed ({type(err).__name__}: {err}); training goes on")
 
     def _drain(self) -> None:
-        queue = (
-            self._queue
-        )  # taken item by item (in C): a call appending meanwhile is kept for the next drain
+        """Groups what is queued into records and gives the batch to every sink's thread."""
+        # taken item by item (in C): a call appending meanwhile is kept for the next drain
+        queue = self._queue
         items = list(starmap(queue.popleft, repeat((), len(queue))))
         records = self._records(items)
         if self._dropped != self._reported_drops:
@@ -807,6 +830,8 @@ class Writer:
         if records:
             self._files.write(records)
             self._written += len(items)
+        else:
+            self._files.report()
 
     def _records(self, items: list[Any]) -> list[Record]:
         """Scalars of one step and millisecond become one record; deferred work runs here."""
@@ -837,33 +862,53 @@ class Writer:
         return records
 
     def stats(self) -> dict[str, Any]:
-        """``queued``, ``written`` and ``dropped`` record counts and the sinks that failed."""
+        """``queued``, ``written`` (handed to the sinks) and ``dropped`` record counts, the records
+        each sink missed because its backlog was full (``backlog_dropped``) and the sinks that failed."""
         return {
             "queued": len(self._queue),
             "written": self._written,
             "dropped": self._dropped + self._closed_drops,
+            "backlog_dropped": dict(self._files.dropped),
             "failed": self._files.failed + self._console.failed,
         }
 
     def close(self) -> None:
-        """Writes what is queued, closes the files and stops the thread; safe to call twice."""
+        """Writes what is queued, closes the files and the run's lock and stops the threads; safe to
+        call twice. Waits at most ``CLOSE_TIMEOUT`` seconds: a sink stuck longer is abandoned with
+        one warning naming it."""
+        self._close(time.monotonic() + CLOSE_TIMEOUT)
+
+    def _close(self, deadline: float) -> None:
         if self._closed:
             return
         self._closed = True
         self._wake_from = -1  # add_scalar now always calls _crowded(), which drops after close
         _live.discard(self)
         self._wake.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=CLOSE_TIMEOUT)
-        if not self._lock.acquire(timeout=CLOSE_TIMEOUT):
-            warn(f"a sink has been stuck for {CLOSE_TIMEOUT:g} s; closing without writing what is queued")
-            return
         try:
-            self.flush()
-            self._files.close()
-            self._console.close()
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                warn(
+                    f"the writer thread did not finish a batch within {CLOSE_TIMEOUT:g} s; "
+                    f"closing without writing the {len(self._queue)} record(s) still queued"
+                )
+                return
+            try:
+                self._hand_out()
+                abandoned = self._files.close(max(0.0, deadline - time.monotonic()))
+                self._console.close()
+            finally:
+                self._lock.release()
+            if abandoned:
+                names = ", ".join(f"{sink!r} ({held} record(s))" for sink, held in abandoned)
+                warn(
+                    f"{names} still stuck in write() after close() waited CLOSE_TIMEOUT={CLOSE_TIMEOUT:g} s: "
+                    "abandoned with what it had not written. Every other sink has written everything"
+                )
         finally:
-            self._lock.release()
+            unlock_run(self._run_lock)
+            self._run_lock = None
 
     def __enter__(self) -> Writer:
         return self
@@ -1066,7 +1111,8 @@ def _run_directory(
     """``<logdir>/<run>``; a new run gets ``logs_%m%d%H%M`` + ``comment`` (the VisualDL guide's
     name), unique per minute. ``exist_ok``: an existing ``run`` gets new files beside the old.
 
-    Wrong use raises before training; a directory that cannot be made warns and returns None.
+    Wrong use raises before training (:class:`RunInUseError` when another open Writer holds the
+    run); a directory that cannot be made warns and returns None.
     """
     logdir = os.fspath(logdir)
     if not isinstance(comment, str) or os.sep in comment:
@@ -1076,6 +1122,8 @@ def _run_directory(
     if run is not None and (not run or os.sep in run or run in (".", "..")):
         raise ValueError(f"run= is one directory name inside logdir, got {run!r}")
     if run is not None and resume is False and not exist_ok and os.path.exists(os.path.join(logdir, run)):
+        with contextlib.suppress(OSError):  # a run another writer holds: say who (RunInUseError)
+            unlock_run(lock_run(os.path.join(logdir, run)))
         raise ValueError(
             f"run {run!r} already exists in {logdir!r}: pass resume=True to continue it, or another run name"
         )
@@ -1105,35 +1153,54 @@ _exit_handlers_installed = False
 
 
 def _install_exit_handlers() -> None:
-    """``atexit`` closes and SIGTERM flushes every open writer (the thread is a daemon, cut off at exit).
+    """``atexit`` closes every open writer (the threads are daemons, cut off at exit); SIGTERM
+    writes what they hold, then terminates as SIGTERM would have. Both wait at most
+    ``CLOSE_TIMEOUT`` seconds in all, however many writers and stuck sinks there are.
 
-    SIGTERM then goes on to the handler that was there before (by default: terminate).
+    After SIGTERM the handler that was there before runs (a trainer's own, which may go on
+    training: the writers are flushed, not closed); without one the writers are closed and the
+    process ends by SIGTERM, or with status 143 (128 + SIGTERM, what ``docker stop`` expects)
+    when it is PID 1, where the kernel ignores SIGTERM's default action.
     """
     global _exit_handlers_installed
     if _exit_handlers_installed:
         return
     _exit_handlers_installed = True
     atexit.register(_close_all)
-    if hasattr(
-        os, "register_at_fork"
-    ):  # a forked child (a DataLoader worker) must not write the parent's run
-        os.register_at_fork(after_in_child=_live.clear)
+    if hasattr(os, "register_at_fork"):  # a forked child (a DataLoader worker) must not write our run
+
+        def forget() -> None:
+            _live.clear()
+            forget_in_child()
+
+        os.register_at_fork(after_in_child=forget)
     if threading.current_thread() is not threading.main_thread():
         return
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:
-        for writer in list(_live):
-            writer.flush()
         if callable(previous):
+            _flush_all()
             previous(signum, frame)
         elif previous == signal.SIG_DFL:
+            _close_all()
+            if os.getpid() == 1:
+                os._exit(128 + signum)
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
+        else:  # SIG_IGN: the process goes on
+            _flush_all()
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def _close_all() -> None:
+def _flush_all() -> None:
+    deadline = time.monotonic() + CLOSE_TIMEOUT
     for writer in list(_live):
-        writer.close()
+        writer._flush(deadline)
+
+
+def _close_all() -> None:
+    deadline = time.monotonic() + CLOSE_TIMEOUT
+    for writer in list(_live):
+        writer._close(deadline)

@@ -10,6 +10,8 @@ Modes:
   (``max_latency=0.5``) with deterministic values and wall times, until killed.
 * ``term``: like ``kill`` but with ``max_latency=60``, so what is on disk after SIGTERM was written by
   the writer's SIGTERM flush, not by its thread.
+* ``blocked``: like ``term``, with a user sink whose ``write()`` never returns (a tracker's server that
+  stopped answering) beside the files: SIGTERM must still end the process within ``CLOSE_TIMEOUT``.
 * ``noclose``: 50,000 ``add_scalar`` calls, then the script ends without ``close()``.
 
 After each step is logged (the ``Writer`` call has returned), ``"<step> <time.time()>"`` is appended to
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 from dualwatch._writer import Writer
@@ -36,6 +39,19 @@ def kill_values(step: int) -> dict[str, float]:
 
 def kill_extra(step: int) -> float:
     return step * -2.0
+
+
+class BlockedSink:
+    """A sink stuck in its first ``write()`` for good."""
+
+    def __repr__(self) -> str:
+        return "blocked sink"
+
+    def write(self, records: object) -> None:
+        threading.Event().wait()
+
+    def close(self) -> None:
+        pass
 
 
 def main() -> None:
@@ -65,8 +81,9 @@ def main() -> None:
         time.sleep(3600)  # stay alive (and unclosed) until the parent stops it
         return
 
-    if mode in ("kill", "term"):
-        writer = Writer(logdir, run=run, max_latency=0.5 if mode == "kill" else 60.0)
+    if mode in ("kill", "term", "blocked"):
+        sinks = [BlockedSink()] if mode == "blocked" else []
+        writer = Writer(logdir, run=run, max_latency=0.5 if mode == "kill" else 60.0, sinks=sinks)
         step = 0
         while True:
             wall = time.time()

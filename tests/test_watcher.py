@@ -124,6 +124,7 @@ def test_watcher_is_a_context_manager_that_closes_its_files(framework: str, tmp_
         "queued": 0,
         "written": w.writer.stats()["written"],
         "dropped": 0,
+        "backlog_dropped": {},
         "failed": [],
     }
     assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 1

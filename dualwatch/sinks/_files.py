@@ -3,8 +3,10 @@
 Each batch is encoded first and appended with one ``write`` of whole records, so a
 reader polling the file (VisualDL's server has no tolerance for half records) sees
 either the whole batch or none of it. A write that fails half-way (disk full, a file-size
-limit) is cut back to the last whole record before the error is raised. Files a format keeps
-beside its log (TensorBoard's projector reads embeddings from them) are replaced whole, by rename.
+limit) keeps every whole record that fit and cuts back only the partial one before the error is
+raised. Files a format keeps beside its log (TensorBoard's projector reads embeddings from them)
+are replaced whole, by rename, and only inside the run directory. A symlink planted where a log
+file is looked for is never followed: the file is refused (the sink is switched off with a warning).
 
 Re-opening a run with ``resume`` repairs a tail left by a crash. TensorBoard, which reads
 every file of a run and honours a purge marker, continues in a new file that starts with
@@ -16,16 +18,16 @@ way no step is shown twice.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
-from dualwatch._files import atomic_write
+from dualwatch._files import atomic_write_bytes
 from dualwatch._formats.base import Format, Frame
 from dualwatch._warn import warn
 from dualwatch.records import Graph, Record
 
 #: a resume step after every record: nothing written before is dropped
 _KEEP_ALL = 1 << 62
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class FileSink:
@@ -40,6 +42,8 @@ class FileSink:
     def __init__(
         self, format: Format, run_dir: str, resume: bool | int = False, suffix: str = "", name: str = ""
     ) -> None:
+        if not isinstance(resume, bool) and resume < 0:  # it would cut every record of the old files
+            raise ValueError(f"resume= is True, False or a step >= 0 to resume from, got {resume!r}")
         self.format = format
         self.run_dir = run_dir
         self.resume = resume
@@ -73,15 +77,23 @@ class FileSink:
         whole. One that cannot be written costs only itself: the log goes on."""
         try:
             for name, data in self.format.side_files(records, self._read_beside):
-                path = os.path.join(self.run_dir, *name.split("/"))
+                path = self._beside(name)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                atomic_write(path, lambda tmp, data=data: Path(tmp).write_bytes(data))
+                atomic_write_bytes(self._beside(name), data)  # again: makedirs may meet a planted link
         except Exception as err:
             warn(f"{self!r}: the files beside it were not written ({type(err).__name__}: {err})")
 
     def _read_beside(self, name: str) -> bytes | None:
-        path = os.path.join(self.run_dir, *name.split("/"))
+        path = self._beside(name)
         return _read(path) if os.path.exists(path) else None
+
+    def _beside(self, name: str) -> str:
+        """``name`` in the run directory; refused when it resolves outside it (``..``, a planted symlink)."""
+        path = os.path.join(self.run_dir, *name.split("/"))
+        root = os.path.realpath(self.run_dir)
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            raise ValueError(f"{path!r} resolves outside the run directory {self.run_dir!r}: not written")
+        return path
 
     def _encode_each(self, records: Sequence[Record]):
         for record in records:
@@ -115,7 +127,7 @@ class FileSink:
             else:
                 self._keep_before(step)
             prefix = b""
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o644)
         self._size = os.fstat(self._fd).st_size
         return prefix
 
@@ -133,8 +145,7 @@ class FileSink:
         if keep == frames[: len(keep)]:  # only a tail goes: cut in place
             self._cut(self.path, keep[-1:])
             return
-        kept = b"".join(data[frame.start : frame.end] for frame in keep)
-        atomic_write(self.path, lambda tmp: Path(tmp).write_bytes(kept))
+        atomic_write_bytes(self.path, b"".join(data[frame.start : frame.end] for frame in keep))
 
     def _cut_crash_tail(self, path: str) -> None:
         """Cuts what follows the last whole record of ``path`` (half a record left by a crash)."""
@@ -144,8 +155,12 @@ class FileSink:
     def _cut(path: str, last: list[Frame]) -> None:
         """Truncates ``path`` after the frame ``last[0]`` (to nothing when ``last`` is empty)."""
         end = last[0].end if last else 0
-        if os.path.getsize(path) != end:
-            os.truncate(path, end)
+        fd = os.open(path, os.O_WRONLY | _NOFOLLOW)
+        try:
+            if os.fstat(fd).st_size != end:
+                os.ftruncate(fd, end)
+        finally:
+            os.close(fd)
 
     def _append(self, data: bytes) -> None:
         assert self._fd is not None
@@ -156,7 +171,9 @@ class FileSink:
             while done < len(data):
                 done += os.write(self._fd, view[done:])
         except OSError:
-            if done:
+            if done:  # keep the whole records that fit; only the one cut short goes
+                whole = self.format.scan(data[:done])
+                self._size += whole[-1].end if whole else 0
                 os.ftruncate(self._fd, self._size)
             raise
         self._size += len(data)
@@ -171,5 +188,6 @@ class FileSink:
 
 
 def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
+    """The file's bytes; a symlink is refused (``OSError``), never followed."""
+    with open(os.open(path, os.O_RDONLY | _NOFOLLOW), "rb") as f:
         return f.read()

@@ -226,6 +226,7 @@ def test_records_logged_after_close_are_dropped_counted_and_warned_about_once(tm
         "queued": 0,
         "written": 1,
         "dropped": sum(n for _, _, n in ENQUEUE_CALLS),
+        "backlog_dropped": {},
         "failed": [],
     }
     assert _file_bytes(w.run_dir) == before

@@ -349,6 +349,7 @@ def test_a_sink_that_raises_is_switched_off_with_one_warning_and_training_and_th
 
 
 def test_a_blocked_sink_starves_no_file_and_close_returns_within_the_shutdown_bound(spawn) -> None:
+    """A tracker whose server never answers must cost neither the files nor more than the bound at close."""
     child = spawn(sink="block", steps=STEPS, hold=True)
     child.event("trained")
     # the sink is stuck since the first batch; every file still gets every record within the bound
@@ -369,6 +370,8 @@ RECORD_MAX = 4096  # no record of this run is this big: a file cut record by rec
 
 
 def test_a_file_size_limit_keeps_what_fits_record_by_record_and_the_smaller_files_whole(spawn) -> None:
+    """A file that meets ``RLIMIT_FSIZE`` keeps every whole record that fits (not 0 bytes because
+    the batch did not fit); the files under the limit keep everything."""
     # max_latency 2 s (the default): the whole run is one or two batches, as in a long step
     child = spawn(fsize=FSIZE, steps=STEPS, max_latency=2.0)
     assert child.end() == 0
@@ -463,6 +466,8 @@ def test_sigint_raises_keyboard_interrupt_and_exit_writes_every_logged_step(spaw
 
 
 def test_after_sigkill_the_visible_steps_survive_and_resume_continues_with_no_step_twice(spawn) -> None:
+    """SIGKILL writes nothing more: what was older than the visibility bound is on disk, readable,
+    and a new process resuming from a checkpoint continues the curves (the OS released the run lock)."""
     first = spawn(steps=None)
     started = first.step_at_least(0)["t"]
     first.wait_for("a step old enough", lambda line: line.get("t", 0) > started + MAX_LATENCY + GRACE + 0.5)
@@ -484,6 +489,8 @@ def test_after_sigkill_the_visible_steps_survive_and_resume_continues_with_no_st
 
 
 def test_a_second_writer_on_a_live_run_raises_run_in_use_and_the_first_goes_on(spawn) -> None:
+    """Opening a run another process writes (resume=True, or log_dir= of a live run) would cut or
+    interleave its files: it raises before touching them, naming the holder and the fix."""
     from dualwatch import RunInUseError
 
     child = spawn(steps=STEPS, pause_at=10)
@@ -518,6 +525,8 @@ def test_a_second_writer_on_a_live_run_raises_run_in_use_and_the_first_goes_on(s
 
 
 def test_nan_and_inf_gradients_are_logged_as_the_framework_computed_them_and_training_goes_on(spawn) -> None:
+    """Non-finite values are data, not faults of the writer: every file keeps them as they were,
+    the Watcher's norm matches the framework's own, and the loop (skipping those updates) goes on."""
     child = spawn(steps=STEPS, nonfinite={"6": "nan", "12": "inf"})
     assert child.end() == 0
     steps = child.steps

@@ -7,7 +7,8 @@ is imported), a ``dualwatch.Watcher`` checking every ``every`` steps and a ``dua
 logging ``train/loss`` at every step, and reports on stdout, one JSON object per line, written
 with one unbuffered ``os.write`` each, so that the parent sees every line sent before a SIGKILL:
 
-* ``{"event": "ready", "pid", "host_pid", "host", "run_dir"}`` once the writer is open;
+* ``{"event": "ready", "pid", "host_pid", "host"}`` once the writer is open (``pid`` as the
+  process sees itself, 1 in a new PID namespace; ``host_pid`` as the parent sees it);
 * ``{"step", "loss", "grad_norm", "t"}`` after the step's records were handed to the writer
   (``grad_norm``: the framework's own global gradient norm on the Watcher's check steps, else
   null; ``t``: ``time.time()`` then, the parent's clock is the same);
@@ -16,7 +17,8 @@ with one unbuffered ``os.write`` each, so that the parent sees every line sent b
 * ``{"event": "readonly", "errno"}`` once the run directory is read-only (``errno`` of a probe);
 * ``{"event": "trained"}`` after the last step; with ``hold`` it then waits for a line on stdin
   before closing;
-* ``{"event": "closed", "close_s", "tracker", "stats"}`` after ``close()`` returned.
+* ``{"event": "closed", "close_s", "tracker"}`` after ``close()`` returned (``tracker``: the
+  steps a sink beside the files received).
 
 The step time is paced (``pace`` seconds of sleep per step), as real steps take time: runs
 that end by a signal would otherwise log thousands of steps per second.
@@ -45,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "max_latency": 0.2,
     "pace": 0.01,
     "sink": None,  # None, "raise" (every write raises) or "block" (write() never returns)
-    "fsize": None,  # RLIMIT_FSIZE in bytes, set before the writer opens anything
+    "fsize": None,  # RLIMIT_FSIZE in bytes, set after the framework's import, before the writer's
     "rmtree_at": None,  # the step after which the run directory is removed
     "readonly_at": None,  # the step after which the run directory is made read-only (bind mount)
     "nonfinite": {},  # {"step": "nan" | "inf"}: that step's loss (so its gradients) is scaled by it
@@ -183,14 +185,13 @@ class Trainer:
         """``p -= LR * grad``, skipped when a gradient is not finite (as a loss scaler does)."""
         params = list(self.model.parameters())
         finite = all(bool(self.fw.isfinite(p.grad).all()) for p in params)
-        with self.fw.no_grad():
-            for p in params:
-                if not finite:
-                    break
-                if self.framework == "torch":
-                    p -= LR * p.grad
-                else:
-                    p.set_value(p - LR * p.grad)
+        if finite:
+            with self.fw.no_grad():
+                for p in params:
+                    if self.framework == "torch":
+                        p -= LR * p.grad
+                    else:
+                        p.set_value(p - LR * p.grad)
         if self.framework == "torch":
             self.model.zero_grad()
         else:
@@ -219,9 +220,7 @@ def main() -> None:
         sinks=[tracker, *extra],
     )
     watcher = dualwatch.Watcher(trainer.model, every=cfg["every"], writer=writer, console=False)
-    emit(
-        event="ready", pid=os.getpid(), host_pid=host_pid(), host=socket.gethostname(), run_dir=writer.run_dir
-    )
+    emit(event="ready", pid=os.getpid(), host_pid=host_pid(), host=socket.gethostname())
 
     started = time.monotonic()
     step = cfg["start"]
@@ -256,7 +255,7 @@ def main() -> None:
     began = time.monotonic()
     watcher.close()
     writer.close()
-    emit(event="closed", close_s=time.monotonic() - began, tracker=tracker.steps, stats=writer.stats())
+    emit(event="closed", close_s=time.monotonic() - began, tracker=tracker.steps)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ the rename replaces ``path`` itself, never what a symlink there points to.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -20,28 +21,29 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any]) -> N
     On any failure the temporary file is removed and the error raised; ``path`` is then as it was.
     If ``tmp`` was swapped for another file (a symlink) while ``write`` ran, nothing is renamed.
     """
-    fd, tmp = _create_beside(path)
-    try:
+    with _replacing(path) as (fd, tmp):
         mine = os.fstat(fd)
         write(tmp)
         now = os.lstat(tmp)
         if (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
             raise OSError(f"{tmp} was replaced while it was written; {path} is left as it was")
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp, fd)
-        raise
-    finally:
-        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Replaces ``path`` by a file holding ``data``, written through the temporary file's own descriptor."""
-    fd, tmp = _create_beside(path)
-    try:
+    with _replacing(path) as (fd, _):
         view, done = memoryview(data), 0
         while done < len(data):
             done += os.write(fd, view[done:])
+
+
+@contextlib.contextmanager
+def _replacing(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
+    """A new temporary file beside ``path`` (its descriptor and name), renamed over ``path`` when the
+    block ends, removed when it raises."""
+    fd, tmp = _create_beside(path)
+    try:
+        yield fd, tmp
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp, fd)

@@ -73,6 +73,11 @@ class JsonlDecoder:
         self._extend(dated)
         return done
 
+    def skip(self, data: bytes, available: int) -> int:
+        """Passes over ``data``, the start of a line longer than a reader holds (no scalar line is
+        that long): its end is then read as a line of its own and counted as damaged."""
+        return len(data)
+
     def _records(self, data: bytes) -> Iterator[dict]:
         """The JSON objects of the lines of ``data``; damaged lines are counted."""
         loads = json.loads

@@ -17,12 +17,16 @@ from __future__ import annotations
 import os
 
 from dualwatch._formats import read_order
-from dualwatch._formats.base import Decoder, LogFormat
+from dualwatch._formats.base import Decoder, LogFormat, all_zeros
 from dualwatch.readers._discover import log_files
 from dualwatch.readers._series import Series, Table
 
 #: bytes read at once; a first read of a big file goes in blocks of this size
 BLOCK = 4 << 20
+#: the most bytes held at once: a record bigger than a block is read whole up to this size; past
+#: it (a huge image, or zeros and garbage that never end a record) the decoder passes over it
+#: unread, so memory stays bounded whatever the file holds
+MOST = 16 << 20
 
 
 class _File:
@@ -49,6 +53,9 @@ class RunReader:
         self._format: type[LogFormat] | None = None
         self._table = Table()
         self._files: dict[str, _File] = {}
+        #: ``{path: reason}`` of the log files the last poll could not read (permission denied,
+        #: an I/O error): a monitor says so rather than report a run with records missing
+        self.unreadable: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"RunReader({self.run_dir!r}, format={self.format!r}, {len(self.series)} tags)"
@@ -76,6 +83,7 @@ class RunReader:
         if fmt is not self._format or self._changed(files):
             self._restart(fmt)
         before = self._table.points
+        self.unreadable = {}
         for name in sorted(files):
             self._read(name, files[name])
         return self._table.points - before
@@ -102,9 +110,13 @@ class RunReader:
             file = self._files[name] = _File(stat.st_ino, self._format.Decoder(self._table))
         if stat.st_size <= file.offset:
             return
+        path = os.path.join(self.run_dir, name)
         try:
-            fd = os.open(os.path.join(self.run_dir, name), os.O_RDONLY)
-        except OSError:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # gone since the listing: the next poll starts over
+            return
+        except OSError as err:
+            self.unreadable[path] = err.strerror or str(err)
             return
         try:
             if os.fstat(fd).st_ino != file.inode:
@@ -116,11 +128,16 @@ class RunReader:
                 want = end - file.offset
                 data = os.pread(fd, min(want, BLOCK), file.offset)
                 done = decode(data)
-                if done == 0 and want > BLOCK:  # one record bigger than a block: read it whole
-                    data = os.pread(fd, want, file.offset)
-                    done = decode(data)
+                if done == 0 and want > len(data):  # waits on more than a block holds
+                    if not all_zeros(data):  # one record bigger than a block: read it whole
+                        data = os.pread(fd, min(want, MOST), file.offset)
+                        done = decode(data)
+                    if done == 0 and want > len(data):  # zeros, or more than the reader holds
+                        done = file.decoder.skip(data, want)
                 file.offset += done
                 if done == 0 or len(data) >= want:
                     break
+        except OSError as err:  # an I/O error mid-file: said, like a file that cannot be opened
+            self.unreadable[path] = err.strerror or str(err)
         finally:
             os.close(fd)

@@ -55,6 +55,14 @@ def to_json(value: Any) -> Any:
     return value
 
 
+def _float(number: int | float) -> float:
+    """``number`` as a float; an int beyond every float (JSON has no bound) is infinite."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf
+
+
 class JsonlDecoder:
     """Turns one file's bytes into points."""
 
@@ -69,7 +77,7 @@ class JsonlDecoder:
             step, wall = record.get("step"), record.get("wall_time", 0.0)
             if "kind" in record or type(step) is not int or type(wall) not in (int, float):
                 continue
-            dated.append((step, float(wall), record))
+            dated.append((step, _float(wall), record))
         self._extend(dated)
         return done
 
@@ -100,8 +108,10 @@ class JsonlDecoder:
         for step, wall, record in dated:
             for tag, value in record.items():
                 kind = type(value)
-                if kind is float or kind is int:
-                    value = float(value)
+                if kind is float:
+                    pass
+                elif kind is int:
+                    value = _float(value)
                 elif kind is str and value in NON_FINITE:
                     value = NON_FINITE[value]
                 else:

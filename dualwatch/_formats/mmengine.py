@@ -14,7 +14,7 @@ import math
 import os
 
 from dualwatch._formats.base import LogFormat, Points
-from dualwatch._formats.jsonl import JsonlDecoder
+from dualwatch._formats.jsonl import JsonlDecoder, _float
 
 #: the directory MMEngine's Visualizer puts its backends' files in
 DIRECTORY = "vis_data"
@@ -54,8 +54,10 @@ class MMEngineDecoder(JsonlDecoder):
             if type(step) is not int:
                 continue
             spent = record.get("time")
-            if top is not None and step > top and type(spent) in (int, float) and math.isfinite(spent):
-                elapsed += (step - top) * max(0.0, float(spent))
+            if top is not None and step > top and type(spent) in (int, float):
+                took = _float(step - top) * max(0.0, _float(spent))
+                if math.isfinite(took):  # NaN, or numbers too large to date anything by
+                    elapsed += took
             top = step if top is None else max(top, step)
             timed.append((step, elapsed, record))
         self._top = top

@@ -18,7 +18,10 @@ mean and standard deviation are estimated from the bucket midpoints.
 
 from __future__ import annotations
 
+import mmap
 import os
+from contextlib import contextmanager
+from typing import BinaryIO, Iterator
 
 from dualwatch._errors import DualwatchError
 from dualwatch._formats import formats_by_name
@@ -58,11 +61,11 @@ def convert_run(run_dir: str, to: str, out: str | None = None) -> str:
     for name in names:
         path = os.path.join(run_dir, name)
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            with open(path, "rb") as f, _mapped(f) as data:  # pages are read as records are
+                items = list(source.read_records(data))
         except OSError as err:
             raise DualwatchError(f"cannot read log file: {path} ({err.strerror})") from None
-        for item in source.read_records(data):
+        for item in items:
             if item is None:
                 skipped += 1
             elif isinstance(item, int):  # a restart marker: what was read before it at its step or later goes
@@ -81,3 +84,14 @@ def convert_run(run_dir: str, to: str, out: str | None = None) -> str:
     finally:
         sink.close()
     return out
+
+
+@contextmanager
+def _mapped(f: BinaryIO) -> Iterator[bytes | mmap.mmap]:
+    """The file's bytes, mapped: reading stops at the first damaged record, so a file that is
+    mostly zeros or garbage (a crash, 2 GiB of it) costs only the pages read up to there."""
+    if os.fstat(f.fileno()).st_size == 0:
+        yield b""
+        return
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        yield data

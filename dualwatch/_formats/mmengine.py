@@ -14,7 +14,7 @@ import math
 import os
 
 from dualwatch._formats.base import LogFormat, Points
-from dualwatch._formats.jsonl import JsonlDecoder, _float
+from dualwatch._formats.jsonl import STEPS, JsonlDecoder, _float
 
 #: the directory MMEngine's Visualizer puts its backends' files in
 DIRECTORY = "vis_data"
@@ -52,6 +52,9 @@ class MMEngineDecoder(JsonlDecoder):
         for record in self._records(data[:done]):
             step = record.get("step")
             if type(step) is not int:
+                continue
+            if not -STEPS <= step < STEPS:  # every format's steps are int64s
+                self.points.corrupt += 1
                 continue
             spent = record.get("time")
             if top is not None and step > top and type(spent) in (int, float):

@@ -14,6 +14,7 @@ history changed under the reader: everything is read again from the start.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from dualwatch._formats import read_order
@@ -129,11 +130,14 @@ class RunReader:
                 data = os.pread(fd, min(want, BLOCK), file.offset)
                 done = decode(data)
                 if done == 0 and want > len(data):  # waits on more than a block holds
-                    if not all_zeros(data):  # one record bigger than a block: read it whole
+                    zeros = all_zeros(data)
+                    if not zeros:  # one record bigger than a block: read it whole
                         data = os.pread(fd, min(want, MOST), file.offset)
                         done = decode(data)
                     if done == 0 and want > len(data):  # zeros, or more than the reader holds
                         done = file.decoder.skip(data, want)
+                        if zeros and done:  # a hole of a sparse file is zeros: not read at all
+                            done = max(done, _data_from(fd, file.offset + done, end) - file.offset)
                 file.offset += done
                 if done == 0 or len(data) >= want:
                     break
@@ -141,3 +145,11 @@ class RunReader:
             self.unreadable[path] = err.strerror or str(err)
         finally:
             os.close(fd)
+
+
+def _data_from(fd: int, offset: int, end: int) -> int:
+    """The first offset from ``offset`` that is not in a hole of the file (``end`` if none is)."""
+    try:
+        return min(os.lseek(fd, offset, os.SEEK_DATA), end)
+    except OSError as err:  # ENXIO: only a hole from there on; else no SEEK_DATA here
+        return end if err.errno == errno.ENXIO else offset

@@ -76,6 +76,16 @@ CONVERT_TO = {"tensorboard": "visualdl", "visualdl": "tensorboard", "jsonl": "te
 #: exit statuses the commands may end with
 EXITS = {"monitor": {0, 1, 2}, "convert": {0, 2}}
 WALL = 1_700_000_000.0
+#: runs ``python ARGS...`` and writes its peak RSS (KiB) to the file named first. A child's
+#: ``ru_maxrss`` starts at its parent's when it is forked (Linux keeps the high-water mark across
+#: ``exec``), so the command is started from this small process, not from the big one measuring.
+LAUNCH = (
+    "import os, sys\n"
+    "pid = os.posix_spawn(sys.executable, [sys.executable, *sys.argv[2:]], os.environ)\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
 
 
 # -- seeds: real files ------------------------------------------------------------------------------
@@ -519,18 +529,16 @@ def cli_child(tally: Tally, run: str, out: str, fmt: str, case: str) -> None:
     ):
 
         def once(name: str = name, args: list[str] = args) -> None:
-            with tempfile.TemporaryFile() as err:
-                proc = subprocess.Popen(
-                    [sys.executable, "-c", code, name, *args],
+            with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile("r") as peak:
+                proc = subprocess.run(
+                    [sys.executable, "-c", LAUNCH, peak.name, "-c", code, name, *args],
                     stdout=subprocess.DEVNULL,
                     stderr=err,
                     env=env,
                 )
-                _, status, usage = os.wait4(proc.pid, 0)
-                proc.returncode = os.waitstatus_to_exitcode(status)
                 err.seek(0)
                 stderr = err.read().decode("utf-8", "replace")
-            rss = usage.ru_maxrss / 1024
+                rss = int(peak.read()) / 1024
             tally.child_rss_mb = max(tally.child_rss_mb, rss)
             if rss > CHILD_RSS_MB:
                 tally.child_over.append(f"{name} on {case}: {rss:.0f} MB")

@@ -10,6 +10,12 @@ inode and the offset up to which records are done with; a poll stats each file a
 reads only the bytes after that offset. A record not yet complete is read again, whole,
 at a later poll. A file that shrank, was replaced (new inode) or disappeared means the
 history changed under the reader: everything is read again from the start.
+
+Memory is bounded whatever a file holds: it is read a block (4 MiB) at a time, a record bigger
+than a block is read whole only up to 16 MiB, and past that (a huge image, or zeros and garbage
+that never end a record) the format's decoder passes over it unread; holes of a sparse file are
+not read at all. A file that cannot be read (permission denied, an I/O error) is listed in
+``unreadable`` rather than silently missing.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ class RunReader:
     """The scalar series of the run in ``run_dir``, brought up to date by :meth:`poll`.
 
     Nothing is opened until the first poll. Damaged records never raise: they are
-    skipped and counted in ``corrupt``.
+    skipped and counted in ``corrupt``; files that cannot be read are in ``unreadable``.
     """
 
     def __init__(self, run_dir: str) -> None:

@@ -191,6 +191,31 @@ def test_unreadable_log_file_says_permission_denied_with_its_path() -> None:
         subprocess.run(["rm", "-rf", str(base)], check=True)
 
 
+def test_unreadable_run_directory_under_logdir_is_named_not_no_logs() -> None:
+    base = Path(tempfile.mkdtemp())
+    try:
+        base.chmod(0o755)
+        run = healthy_run(base / "runs")
+        (base / "runs").chmod(0o755)
+        run.chmod(0o000)
+        code = (
+            "import os, sys\n"
+            "import dualwatch._cli, dualwatch._report, dualwatch._view, dualwatch.readers\n"
+            "if os.geteuid() == 0: os.setgid(65534); os.setuid(65534)\n"
+            "dualwatch._cli.main()"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "monitor", str(base / "runs"), "--once"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert proc.stderr == f"dualwatch monitor: cannot read directory: {run} (Permission denied)\n"
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=True)
+
+
 # -- 18: bounded memory -----------------------------------------------------------------------------
 
 

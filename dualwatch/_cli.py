@@ -70,19 +70,50 @@ def _run_choice(verb: str) -> Callable[[Any], Any]:
     return decorate
 
 
-def _seconds(name: str, default: float, help: str) -> Any:
-    return click.option(
-        name, type=click.FloatRange(min=0, min_open=True), default=default, show_default=True, help=help
-    )
+class Seconds(click.ParamType):
+    """A finite number of seconds above 0 and at most ``most``: ``nan`` or ``inf`` would pass a plain
+    range check (no comparison with NaN fails) and then make ``time.sleep`` raise after the first
+    report, or make ``--stall`` a bound that can never be crossed."""
+
+    name = "seconds"
+
+    def __init__(self, most: float) -> None:
+        self.most = most
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        import math
+
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if not (math.isfinite(seconds) and 0 < seconds <= self.most):
+            self.fail(
+                f"{value!r} is not a number of seconds above 0 and at most {self.most:.0f}: "
+                f"give one such as 30",
+                param,
+                ctx,
+            )
+        return seconds
+
+
+#: the longest --interval: a day (``time.sleep`` overflows past about 292 years)
+MAX_INTERVAL = 86400.0
+#: the longest --stall: a year, already longer than any training run is silent
+MAX_STALL = 365 * 86400.0
+
+
+def _seconds(name: str, default: float, most: float, help: str) -> Any:
+    return click.option(name, type=Seconds(most), default=default, show_default=True, help=help)
 
 
 @main.command()
 @_run_choice("show")
-@_seconds("--interval", 30.0, "Seconds between polls.")
+@_seconds("--interval", 30.0, MAX_INTERVAL, "Seconds between polls (at most a day).")
 @click.option("--once", is_flag=True, help="Print one report and exit: 0 healthy, 1 alert, 2 no logs/usage.")
 @click.option("--json", "as_json", is_flag=True, help="Print each report as one line of JSON.")
 @click.option("--tags", multiple=True, metavar="GLOB", help="Also show tags matching GLOB (repeatable).")
-@_seconds("--stall", 300.0, "Alert when no record came for this many seconds.")
+@_seconds("--stall", 300.0, MAX_STALL, "Alert when no record came for this many seconds.")
 @click.option("--total-steps", type=click.IntRange(min=1), help="Steps the run will take, for the ETA.")
 @click.option(
     "--rules",
@@ -131,9 +162,11 @@ def monitor(
                     run_dir = locate_run(logdir, run_name)
                     if reader is None or reader.run_dir != run_dir:
                         reader = RunReader(run_dir)
-                    reader.poll()
+                    _poll(reader)
                     if not reader.series:
-                        raise DualwatchError(f"no scalar records yet in {run_dir}", transient=True)
+                        raise DualwatchError(
+                            f"no scalar records yet in {run_dir}{_damage(reader)}", transient=True
+                        )
                 except DualwatchError as err:
                     if once or not err.transient:
                         raise
@@ -150,6 +183,18 @@ def monitor(
     except BrokenPipeError:  # whoever read the pipe (head, grep -m1) is gone: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         ctx.exit(code)
+
+
+def _poll(reader: Any) -> None:
+    """``reader.poll()``; a log file it could not read (permission denied) is an error that names
+    it, since a report without that file's records would be wrong."""
+    reader.poll()
+    for path, reason in reader.unreadable.items():
+        raise DualwatchError(f"cannot read log file: {path} ({reason})")
+
+
+def _damage(reader: Any) -> str:
+    return f" ({reader.corrupt} damaged records skipped)" if reader.corrupt else ""
 
 
 def _logdir(logdir: str | None, logdir_option: str | None) -> str:
@@ -199,9 +244,9 @@ def plot(
     logdir = _logdir(logdir, logdir_option)
     run_dir = locate_run(logdir, run_name)
     reader = RunReader(run_dir)
-    reader.poll()
+    _poll(reader)
     if not reader.series:
-        raise DualwatchError(f"no scalar records in {run_dir}")
+        raise DualwatchError(f"no scalar records in {run_dir}{_damage(reader)}")
     chosen, left_out = choose_tags(reader.series, tags, max_panels)
     if not chosen:
         known = ", ".join(sorted(reader.series)[:10])
@@ -228,14 +273,22 @@ def convert(run: str, to: str | None, out: str | None) -> None:
     Scalars, histograms, images and text keep their tags, steps and wall times; RUN is only
     read. Prints the new run directory.
     """
+    import warnings
+
     from dualwatch._convert import convert_run
 
     # --to is checked here and in convert_run, not by click, so that every error is one line
     if to is None:
         raise DualwatchError("say which format to write: --to tensorboard or --to visualdl")
     try:
-        click.echo(convert_run(run, to, out))
+        with warnings.catch_warnings(record=True) as caught:  # records left out: one line each
+            warnings.simplefilter("always")
+            done = convert_run(run, to, out)
     except ImportError as err:
         raise DualwatchError(f"{err}: pip install 'dualwatch[visualdl,tensorboard]'") from None
     except OSError as err:
         raise DualwatchError(str(err)) from None
+    finally:
+        for warning in caught:
+            click.echo(f"dualwatch convert: {str(warning.message).removeprefix('dualwatch: ')}", err=True)
+    click.echo(done)

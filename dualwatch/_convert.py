@@ -18,10 +18,14 @@ mean and standard deviation are estimated from the bucket midpoints.
 
 from __future__ import annotations
 
+import mmap
 import os
+from contextlib import contextmanager
+from typing import BinaryIO, Iterator
 
 from dualwatch._errors import DualwatchError
 from dualwatch._formats import formats_by_name
+from dualwatch._warn import warn
 from dualwatch.readers._discover import log_files
 from dualwatch.records import Record
 from dualwatch.sinks._files import FileSink
@@ -53,14 +57,23 @@ def convert_run(run_dir: str, to: str, out: str | None = None) -> str:
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise DualwatchError(f"{out} already exists and is not empty: pass another -o/--out")
     records: list[Record] = []
+    skipped = 0
     for name in names:
-        with open(os.path.join(run_dir, name), "rb") as f:
-            data = f.read()
-        for item in source.read_records(data):
-            if isinstance(item, int):  # a restart marker: what was read before it at its step or later goes
+        path = os.path.join(run_dir, name)
+        try:
+            with open(path, "rb") as f, _mapped(f) as data:  # pages are read as records are
+                items = list(source.read_records(data))
+        except OSError as err:
+            raise DualwatchError(f"cannot read log file: {path} ({err.strerror})") from None
+        for item in items:
+            if item is None:
+                skipped += 1
+            elif isinstance(item, int):  # a restart marker: what was read before it at its step or later goes
                 records = [record for record in records if record.step < item]
             else:
                 records.append(item)
+    if skipped:
+        warn(f"{skipped} record(s) of {run_dir} not converted: damaged, or of a kind convert leaves out")
     if not records:
         raise DualwatchError(f"{run_dir} has {source.label} logs but no scalars, histograms, images or text")
     os.makedirs(out, exist_ok=True)
@@ -71,3 +84,14 @@ def convert_run(run_dir: str, to: str, out: str | None = None) -> str:
     finally:
         sink.close()
     return out
+
+
+@contextmanager
+def _mapped(f: BinaryIO) -> Iterator[bytes | mmap.mmap]:
+    """The file's bytes, mapped: reading stops at the first damaged record, so a file that is
+    mostly zeros or garbage (a crash, 2 GiB of it) costs only the pages read up to there."""
+    if os.fstat(f.fileno()).st_size == 0:
+        yield b""
+        return
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        yield data

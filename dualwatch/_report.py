@@ -231,7 +231,10 @@ def build_report(
 
 
 def format_duration(seconds: float) -> str:
-    """``45s``, ``12m05s``, ``3h02m``, ``2d04h``: short enough for a table cell."""
+    """``45s``, ``12m05s``, ``3h02m``, ``2d04h``: short enough for a table cell (``?`` for a
+    duration that is not a number, from a damaged wall time)."""
+    if not math.isfinite(seconds):
+        return "?"
     s = round(seconds)
     if s < 60:
         return f"{s}s"

@@ -14,6 +14,7 @@ warning, or an alert when the rule gives neither ``above`` nor ``below``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,10 @@ def load_rules(path: str) -> tuple[Rule, ...]:
     try:
         data = _yaml(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
         return parse_rules(data)
+    except RecursionError:
+        raise DualwatchError(
+            f"bad rules file {path}: nested too deeply; a rule is {{glob: {{normal, above, below, label}}}}"
+        ) from None
     except ValueError as err:
         raise DualwatchError(f"bad rules file {path}: {err}") from None
 
@@ -64,28 +69,23 @@ def parse_rules(data: Any) -> tuple[Rule, ...]:
         raise ValueError("expected an object mapping tag globs to bounds")
     rules = []
     for glob, spec in data.items():
+        if not isinstance(glob, str):  # YAML reads an unquoted 1 or true as a number or a boolean
+            raise ValueError(
+                f'rule key {glob!r} is not a tag glob but a {type(glob).__name__}: quote it, "{glob}"'
+            )
         if not isinstance(spec, dict) or not spec.keys() <= {"normal", "above", "below", "label"}:
             raise ValueError(f"{glob!r}: expected an object with normal, above, below and/or label")
         normal = spec.get("normal")
         if normal is not None:
-            if not (isinstance(normal, list) and len(normal) == 2 and all(map(_is_number, normal))):
+            if not (isinstance(normal, list) and len(normal) == 2):
                 raise ValueError(f"{glob!r}: normal must be [low, high]")
+            normal = (_bound(glob, "normal's low", normal[0]), _bound(glob, "normal's high", normal[1]))
             if normal[0] > normal[1]:
-                raise ValueError(f"{glob!r}: normal's low {normal[0]} is above its high {normal[1]}")
-        for key in ("above", "below"):
-            if spec.get(key) is not None and not _is_number(spec[key]):
-                raise ValueError(f"{glob!r}: {key} must be a number")
-        if normal is None and spec.get("above") is None and spec.get("below") is None:
+                raise ValueError(f"{glob!r}: normal's low {normal[0]:g} is above its high {normal[1]:g}")
+        above, below = (_bound(glob, key, spec.get(key)) for key in ("above", "below"))
+        if normal is None and above is None and below is None:
             raise ValueError(f"{glob!r}: give normal, above or below")
-        rules.append(
-            Rule(
-                glob=glob,
-                normal=(float(normal[0]), float(normal[1])) if normal is not None else None,
-                above=_float_or_none(spec.get("above")),
-                below=_float_or_none(spec.get("below")),
-                label=str(spec.get("label", "")),
-            )
-        )
+        rules.append(Rule(glob, normal, above, below, str(spec.get("label", ""))))
     return tuple(rules)
 
 
@@ -98,12 +98,25 @@ def _yaml(text: str) -> Any:
         raise ValueError(str(err).replace("\n", " ")) from None
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+def _bound(glob: str, key: str, x: Any) -> float | None:
+    """``x`` as a finite float (None stays None). A NaN or infinite bound is refused: no value is
+    ever beyond it, so the rule could never fire; neither is an int too large for a float."""
+    if x is None and not key.startswith("normal"):
+        return None
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        raise ValueError(f"{glob!r}: {key} must be a number, got {_short(x)}")
+    try:
+        number = float(x)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{glob!r}: {key} must be a finite number, got {_short(x)}")
+    return number
 
 
-def _float_or_none(x: Any) -> float | None:
-    return None if x is None else float(x)
+def _short(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
 #: the guide's total-gradient-norm bounds, which both names of that norm get

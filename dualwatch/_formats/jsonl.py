@@ -42,6 +42,8 @@ _dumps = json.JSONEncoder(allow_nan=False, separators=(", ", ": ")).encode
 #: the strings non-finite numbers are written as, and their values
 NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 _NOT_TAGS = ("step", "wall_time")
+#: steps are int64s: from -STEPS to STEPS - 1
+STEPS = 1 << 63
 
 
 def to_json(value: Any) -> Any:
@@ -55,11 +57,21 @@ def to_json(value: Any) -> Any:
     return value
 
 
+def _float(number: int | float) -> float:
+    """``number`` as a float; an int beyond every float (JSON has no bound) is infinite."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf
+
+
 class JsonlDecoder:
     """Turns one file's bytes into points."""
 
     def __init__(self, points: Points) -> None:
         self.points = points
+        #: ``skip`` passed over the start of the line that comes next (and counted it)
+        self._skipped = False
 
     def decode(self, data: bytes) -> int:
         """Reads the whole lines of ``data``; returns how many bytes are done with."""
@@ -69,20 +81,35 @@ class JsonlDecoder:
             step, wall = record.get("step"), record.get("wall_time", 0.0)
             if "kind" in record or type(step) is not int or type(wall) not in (int, float):
                 continue
-            dated.append((step, float(wall), record))
+            if not -STEPS <= step < STEPS:  # every format's steps are int64s
+                self.points.corrupt += 1
+                continue
+            dated.append((step, _float(wall), record))
         self._extend(dated)
         return done
+
+    def skip(self, data: bytes, available: int) -> int:
+        """Passes over ``data``, the start of a line longer than a reader holds (no scalar line is
+        that long) or a zero-filled stretch, counted once as damaged; the end of that line is
+        then not counted again (a line after zeros is still read, as in :meth:`_damaged`)."""
+        if not self._skipped:
+            self.points.corrupt += 1
+            self._skipped = True
+        return len(data)
 
     def _records(self, data: bytes) -> Iterator[dict]:
         """The JSON objects of the lines of ``data``; damaged lines are counted."""
         loads = json.loads
+        skipped = self._skipped and bool(data)  # the first line ends what skip counted
+        self._skipped &= not data
         for line in data.split(b"\n"):
+            counted, skipped = skipped, False
             if not line.strip():
                 continue
             try:
                 record = loads(line)
             except (ValueError, RecursionError):
-                record = self._damaged(line)
+                record = self._damaged(line, counted)
             if type(record) is dict:
                 yield record
 
@@ -95,8 +122,10 @@ class JsonlDecoder:
         for step, wall, record in dated:
             for tag, value in record.items():
                 kind = type(value)
-                if kind is float or kind is int:
-                    value = float(value)
+                if kind is float:
+                    pass
+                elif kind is int:
+                    value = _float(value)
                 elif kind is str and value in NON_FINITE:
                     value = NON_FINITE[value]
                 else:
@@ -109,14 +138,14 @@ class JsonlDecoder:
                 values.append(value)
         self.points.extend(tags, steps, walls, values)
 
-    def _damaged(self, line: bytes) -> object:
+    def _damaged(self, line: bytes, counted: bool = False) -> object:
         """Counts a line that is not JSON as damaged; returns the record it still holds, or None.
 
         A zero-filled stretch (a crash before the file system wrote the blocks it had
         allotted, then a resumed writer appending) has no newline of its own, so the zeros
         end up at the head of the next whole line: that line is still read.
         """
-        self.points.corrupt += 1
+        self.points.corrupt += not counted
         rest = line.lstrip(b"\0")
         if rest is line or len(rest) == len(line) or not rest.strip():
             return None

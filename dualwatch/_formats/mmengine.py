@@ -14,7 +14,7 @@ import math
 import os
 
 from dualwatch._formats.base import LogFormat, Points
-from dualwatch._formats.jsonl import JsonlDecoder
+from dualwatch._formats.jsonl import STEPS, JsonlDecoder, _float
 
 #: the directory MMEngine's Visualizer puts its backends' files in
 DIRECTORY = "vis_data"
@@ -53,9 +53,14 @@ class MMEngineDecoder(JsonlDecoder):
             step = record.get("step")
             if type(step) is not int:
                 continue
+            if not -STEPS <= step < STEPS:  # every format's steps are int64s
+                self.points.corrupt += 1
+                continue
             spent = record.get("time")
-            if top is not None and step > top and type(spent) in (int, float) and math.isfinite(spent):
-                elapsed += (step - top) * max(0.0, float(spent))
+            if top is not None and step > top and type(spent) in (int, float):
+                took = _float(step - top) * max(0.0, _float(spent))
+                if math.isfinite(took):  # NaN, or numbers too large to date anything by
+                    elapsed += took
             top = step if top is None else max(top, step)
             timed.append((step, elapsed, record))
         self._top = top

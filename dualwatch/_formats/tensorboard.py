@@ -20,15 +20,17 @@ so far, as TensorBoard does when a run restarts.
 from __future__ import annotations
 
 import io
+import math
 import re
 import struct
 from functools import cache
+from itertools import repeat
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from dualwatch._formats import _codec, _columns, _graphs
-from dualwatch._formats.base import Format, Frame, Points
+from dualwatch._formats.base import Format, Frame, Points, all_zeros
 from dualwatch._images import png_shape
 from dualwatch.records import (
     Embedding,
@@ -60,6 +62,8 @@ _START = 1  # SessionLog.START
 PROJECTOR_CONFIG = "projector_config.pbtxt"
 #: tensor dtypes that hold a scalar, and how ``tensor_content`` packs them
 _CONTENT = {1: "<f", 2: "<d", 3: "<i", 9: "<q", 19: "<e"}
+#: wall times (seconds) whose milliseconds every format stores (VisualDL's are an int64)
+MAX_WALL_TIME = 9e15
 
 
 @cache
@@ -124,7 +128,10 @@ def split(
 
 
 def tensor_scalar(tensor: Any) -> float | None:
-    """The number in a scalar ``TensorProto``, or None when it holds anything else."""
+    """The number in a scalar ``TensorProto``, or None when it holds anything else (a shape of more
+    than one element, even one that a single value would fill, is not a scalar)."""
+    if _elements(tensor) != 1:
+        return None
     if tensor.tensor_content:
         layout = _CONTENT.get(tensor.dtype)
         if layout is None or len(tensor.tensor_content) != struct.calcsize(layout):
@@ -134,14 +141,49 @@ def tensor_scalar(tensor: Any) -> float | None:
         if len(field) == 1:
             return float(field[0])
     if len(tensor.half_val) == 1:
-        return struct.unpack("<e", struct.pack("<H", tensor.half_val[0]))[0]
+        return struct.unpack("<e", struct.pack("<H", tensor.half_val[0] & 0xFFFF))[0]
     return None
 
 
-def event_scalars(event: Any, plugins: dict[str, str]) -> list[tuple[str, float]]:
+def _elements(tensor: Any) -> int | None:
+    """The number of elements a tensor's shape claims, or None when a dimension is unknown."""
+    dims = [dim.size for dim in tensor.tensor_shape.dim]
+    return None if any(d < 0 for d in dims) else math.prod(dims)
+
+
+#: the ``TensorProto`` fields that hold values one by one (the others hold them packed)
+_VALUE_FIELDS = ("half_val", "float_val", "double_val", "int_val", "string_val", "int64_val", "bool_val")
+
+
+def tensor_array(tensor: Any) -> np.ndarray | None:
+    """A ``TensorProto`` as an array, or None when its shape does not match the values it holds.
+
+    TensorFlow fills a shape that claims more elements than are stored by repeating the last
+    value, so a 100-byte record claiming 4e9 elements would take 15 GiB: here the elements
+    claimed must all be present, which bounds every array by the bytes actually read.
+    """
+    from tensorboard.util import tensor_util
+
+    n = _elements(tensor)
+    if n is None:
+        return None
+    if tensor.tensor_content:
+        layout = _CONTENT.get(tensor.dtype)
+        if layout is None or len(tensor.tensor_content) != n * struct.calcsize(layout):
+            return None
+    elif n > max(len(getattr(tensor, name)) for name in _VALUE_FIELDS):
+        return None
+    try:
+        return tensor_util.make_ndarray(tensor)
+    except (TypeError, ValueError):  # a dtype TensorBoard has no array for
+        return None
+
+
+def event_scalars(event: Any, plugins: dict[str, str]) -> tuple[list[tuple[str, float]], int]:
     """``(tag, number)`` of each scalar in a summary event: ``simple_value`` and ``scalars``-plugin
-    tensors. ``plugins`` remembers each tensor tag's plugin, which only its first value names."""
-    out = []
+    tensors, and how many ``scalars``-plugin tensors held no single number (damaged). ``plugins``
+    remembers each tensor tag's plugin, which only its first value names."""
+    out, bad = [], 0
     for value in event.summary.value:
         kind = value.WhichOneof("value")
         if kind == "simple_value":  # the common case first: no metadata is read for it
@@ -151,17 +193,17 @@ def event_scalars(event: Any, plugins: dict[str, str]) -> list[tuple[str, float]
                 plugins[value.tag] = value.metadata.plugin_data.plugin_name
             if plugins.get(value.tag) == "scalars":
                 number = tensor_scalar(value.tensor)
-                if number is not None:
+                if number is None:
+                    bad += 1
+                else:
                     out.append((value.tag, number))
-    return out
+    return out, bad
 
 
-def event_records(event: Any, plugins: dict[str, str]) -> Iterator[Record]:
-    """The histograms, images, text and PR curves of a summary event (its scalars are
-    :func:`event_scalars`')."""
-    from tensorboard.util import tensor_util
-
-    step, ms = event.step, wall_ms(event.wall_time)
+def event_records(event: Any, plugins: dict[str, str], ms: int) -> Iterator[Record | None]:
+    """The histograms, images, text and PR curves of a summary event written at ``ms`` (its scalars
+    are :func:`event_scalars`'); None for a value whose data does not make such a record."""
+    step = event.step
     for value in event.summary.value:
         tag, kind = value.tag, value.WhichOneof("value")
         if kind == "histo":
@@ -169,29 +211,40 @@ def event_records(event: Any, plugins: dict[str, str]) -> Iterator[Record]:
         elif kind == "image":
             im = value.image
             yield Image(tag, step, ms, im.encoded_image_string, im.height, im.width, im.colorspace)
-        elif kind == "tensor" and plugins.get(tag) == "pr_curves":  # rows: tp, fp, tn, fn, precision, recall
-            yield PRCurve(tag, step, ms, *tensor_util.make_ndarray(value.tensor).astype(np.float64))
-        elif kind == "tensor" and plugins.get(tag) in ("histograms", "images", "text"):
-            array = tensor_util.make_ndarray(value.tensor)
-            plugin = plugins[tag]
-            if plugin == "histograms" and array.size:  # rows of (left, right, count)
-                yield binned(tag, step, ms, array[:, 2], np.append(array[:, 0], array[-1, 1]))
-            elif plugin == "images":  # width, height, then the encoded images
-                for png in array[2:]:
-                    yield Image(tag, step, ms, png, *png_shape(png))
-            elif plugin == "text":
-                yield Text(
-                    tag, step, ms, "\n".join(item.decode("utf-8", "replace") for item in array.reshape(-1))
-                )
+        elif kind == "tensor" and plugins.get(tag) in ("pr_curves", "histograms", "images", "text"):
+            yield from _tensor_records(tag, step, ms, plugins[tag], tensor_array(value.tensor))
 
 
-def _histo(tag: str, step: int, ms: int, histo: Any) -> Histogram:
-    """A legacy ``HistogramProto`` (bucket ``i`` ends at ``bucket_limit[i]``) as a record.
+def _tensor_records(
+    tag: str, step: int, ms: int, plugin: str, array: np.ndarray | None
+) -> list[Record | None]:
+    """The records a plugin's tensor holds, or ``[None]`` when its shape or type is not the plugin's."""
+    strings = array is not None and array.dtype == object
+    if array is None:
+        pass
+    elif plugin == "pr_curves" and array.ndim == 2 and array.shape[0] == 6 and not strings:
+        return [PRCurve(tag, step, ms, *array.astype(np.float64))]  # rows: tp, fp, tn, fn, precision, recall
+    elif plugin == "histograms" and array.ndim == 2 and array.shape[1] == 3 and array.size and not strings:
+        return [
+            binned(tag, step, ms, array[:, 2], np.append(array[:, 0], array[-1, 1]))
+        ]  # left, right, count
+    elif plugin == "images" and array.ndim == 1 and strings:  # width, height, then the encoded images
+        return [Image(tag, step, ms, png, *png_shape(png)) for png in array[2:]]
+    elif plugin == "text" and strings:
+        return [Text(tag, step, ms, "\n".join(item.decode("utf-8", "replace") for item in array.reshape(-1)))]
+    return [None]
+
+
+def _histo(tag: str, step: int, ms: int, histo: Any) -> Histogram | None:
+    """A legacy ``HistogramProto`` (bucket ``i`` ends at ``bucket_limit[i]``) as a record, or None
+    when it has not one limit per bucket.
 
     The first bucket starts at the minimum; limits beyond the data (TensorFlow's last one is
     DBL_MAX) are clipped to the minimum and maximum, which VisualDL draws as the x range.
     """
     limits = list(histo.bucket_limit)
+    if len(limits) != len(histo.bucket):
+        return None
     edges = np.array([min(histo.min, limits[0]) if limits else histo.min, *limits], dtype=np.float64)
     if histo.num > 0:
         edges = np.clip(edges, histo.min, histo.max)
@@ -239,11 +292,24 @@ class TensorBoardDecoder:
                 continue
             if at + 12 > size or header_length(data[at : at + 12], self._lengths) is not None:
                 return at  # a record still being written
-            if data.count(0, at) == size - at:
+            if all_zeros(data, at):
                 return at  # zeros a crash left: wait for what comes after them
             at = self._damaged(data, at)
             if at + 12 > size:
                 return at
+
+    def skip(self, data: bytes, available: int) -> int:
+        """Passes over what ``decode`` waited on at the start of ``data`` when that is more than a
+        reader holds (``data``, of the ``available`` bytes left in the file): a record whose header
+        checksum holds is passed over unread once it is all there (0 until then: no scalar event is
+        that big), and a zero-filled stretch is counted once as damage."""
+        length = header_length(data[:12], self._lengths)
+        if length is not None:
+            return 16 + length if 16 + length <= available else 0
+        if not self._lost:
+            self.points.corrupt += 1
+            self._lost = True
+        return max(1, len(data) - 11)  # a header may start in the last 11 bytes
 
     def _damaged(self, data: bytes, at: int) -> int:
         """Counts a bad header (once per stretch); returns the next offset with a good one."""
@@ -292,7 +358,9 @@ class TensorBoardDecoder:
                 continue
             if event.HasField("summary"):
                 step, wall = event.step, event.wall_time  # one object for all values of the event
-                for tag, number in event_scalars(event, self._plugins):
+                points, bad = event_scalars(event, self._plugins)
+                self.points.corrupt += bad
+                for tag, number in points:
                     tags.append(tag)
                     steps.append(step)
                     walls.append(wall)
@@ -505,7 +573,7 @@ class TensorBoardFormat(Format):
             at = end
 
     @classmethod
-    def read_records(cls, data: bytes) -> Iterator[Record | int]:
+    def read_records(cls, data: bytes) -> Iterator[Record | int | None]:
         parse = _columns.tensorboard_event().FromString
         plugins: dict[str, str] = {}
         for frame in cls.scan(data):
@@ -513,6 +581,10 @@ class TensorBoardFormat(Format):
             if _is_start(event):
                 yield event.step
             elif event.HasField("summary"):
-                points = event_scalars(event, plugins)  # first: it learns the tags' plugins
-                yield from event_records(event, plugins)
+                points, bad = event_scalars(event, plugins)  # first: it learns the tags' plugins
+                yield from repeat(None, bad)
+                if not abs(event.wall_time) < MAX_WALL_TIME:  # NaN, or no int64 millisecond
+                    yield None
+                    continue
+                yield from event_records(event, plugins, wall_ms(event.wall_time))
                 yield from grouped((tag, number, event.step, event.wall_time) for tag, number in points)

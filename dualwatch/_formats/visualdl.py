@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from dualwatch._formats import _codec, _columns, _graphs
-from dualwatch._formats.base import Format, Frame, Points, unique_name
+from dualwatch._formats.base import Format, Frame, Points, all_zeros, unique_name
 from dualwatch._images import png_shape
 from dualwatch.records import (
     Embedding,
@@ -105,7 +105,7 @@ class VisualDLDecoder:
                     continue
             if len(parts) == CHUNK:
                 continue
-            if at + 8 > size or _waits(data, at) or data.count(0, at) == size - at:
+            if at + 8 > size or _waits(data, at) or all_zeros(data, at):
                 return at
             at = self._damaged(data, at)
             if at + 8 > size or _waits(data, at):
@@ -166,6 +166,19 @@ class VisualDLDecoder:
             at += 8 + len(part)
         self.points.extend(tags, steps, walls, values)
         return bad
+
+    def skip(self, data: bytes, available: int) -> int:
+        """Passes over what ``decode`` waited on at the start of ``data`` when that is more than a
+        reader holds (``data``, of the ``available`` bytes left in the file): a record that starts as
+        a record does is passed over unread once it is all there (0 until then: no scalar record
+        is that big), and a zero-filled stretch is counted once as damage."""
+        if _waits(data, 0):
+            (length,) = _length_at(data, 0)
+            return 8 + length if 8 + length <= available else 0
+        if not self._lost:
+            self.points.corrupt += 1
+            self._lost = True
+        return max(1, len(data) - 7)  # a record may start in the last 7 bytes
 
     def _damaged(self, data: bytes, at: int) -> int:
         """Counts the damage at ``at`` (once per stretch); returns where a record may start again."""
@@ -294,37 +307,45 @@ class VisualDLFormat(Format):
         return frames
 
     @classmethod
-    def read_records(cls, data: bytes) -> Iterator[Record | int]:
+    def read_records(cls, data: bytes) -> Iterator[Record | int | None]:
         parse = _columns.visualdl_record().FromString
         points: list[tuple[str, float, int, float]] = []
         for frame in cls.scan(data):
             value = parse(data[frame.start + _LENGTH.size : frame.end]).values[0]
-            tag, step, wall_ms = value.tag, value.id, value.timestamp
             number = scalar(value)
             if number is not None:
-                points.append((number[0], number[1], step, wall_ms / 1000))
+                points.append((number[0], number[1], value.id, value.timestamp / 1000))
                 continue
             yield from grouped(points)
             points = []
             kind = value.WhichOneof("one_value")
-            if kind == "histogram":
-                yield binned(tag, step, wall_ms, value.histogram.hist, value.histogram.bin_edges)
-            elif kind == "image":
-                png = value.image.encoded_image_string
-                yield Image(tag, step, wall_ms, png, *png_shape(png))
-            elif kind == "text":
-                yield Text(tag, step, wall_ms, value.text.encoded_text_string)
-            elif kind == "pr_curve":
-                c = value.pr_curve
-                yield PRCurve(
-                    tag, step, wall_ms, *map(_floats, (c.TP, c.FP, c.TN, c.FN, c.precision, c.recall))
-                )
-            elif kind == "roc_curve":
-                c = value.roc_curve
-                yield ROCCurve(tag, step, wall_ms, *map(_floats, (c.TP, c.FP, c.TN, c.FN, c.tpr, c.fpr)))
-            elif kind == "embeddings":
-                yield _embedding(tag, step, wall_ms, value.embeddings)
+            if kind not in _STEPLESS:
+                yield _record(kind, value)
         yield from grouped(points)
+
+
+def _record(kind: str | None, value: Any) -> Record | None:
+    """The record of a value that is not a scalar, or None when its parts do not fit together."""
+    tag, step, wall_ms = value.tag, value.id, value.timestamp
+    if kind == "histogram":
+        h = value.histogram
+        if len(h.bin_edges) == len(h.hist) + 1:
+            return binned(tag, step, wall_ms, h.hist, h.bin_edges)
+    elif kind == "image":
+        png = value.image.encoded_image_string
+        return Image(tag, step, wall_ms, png, *png_shape(png))
+    elif kind == "text":
+        return Text(tag, step, wall_ms, value.text.encoded_text_string)
+    elif kind in ("pr_curve", "roc_curve"):
+        c = value.pr_curve if kind == "pr_curve" else value.roc_curve
+        rows = [c.TP, c.FP, c.TN, c.FN, *((c.precision, c.recall) if kind == "pr_curve" else (c.tpr, c.fpr))]
+        if len({len(row) for row in rows}) == 1:
+            return (PRCurve if kind == "pr_curve" else ROCCurve)(tag, step, wall_ms, *map(_floats, rows))
+    elif kind == "embeddings":
+        points = value.embeddings.embeddings
+        if len({len(point.vectors) for point in points}) == 1:
+            return _embedding(tag, step, wall_ms, value.embeddings)
+    return None
 
 
 # -- curves and embeddings -------------------------------------------------------------------------

@@ -46,8 +46,13 @@ def find_runs(logdir: str) -> list[str]:
     Hidden directories and symbolic links to directories are not entered. The most
     recently modified run (by its newest log file) comes last; ties go by path.
     """
+    return _walk(logdir, [])
+
+
+def _walk(logdir: str, unreadable: list[OSError]) -> list[str]:
+    """:func:`find_runs`, adding to ``unreadable`` the directories under ``logdir`` it could not list."""
     runs: list[tuple[float, str]] = []
-    for directory, subdirs, files in os.walk(logdir):
+    for directory, subdirs, files in os.walk(logdir, onerror=unreadable.append):
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
         newest = None
         for name in files:
@@ -81,7 +86,11 @@ def locate_run(logdir: str, name: str | None = None) -> str:
         raise DualwatchError(f"not a directory: {logdir}")
     if not os.access(logdir, os.R_OK | os.X_OK):  # listed, but its entries cannot be opened
         raise DualwatchError(f"cannot read directory: {logdir} (Permission denied)")
-    runs = find_runs(logdir)
+    unreadable: list[OSError] = []
+    runs = _walk(logdir, unreadable)
+    if not runs and unreadable:  # a run directory this user may not list: say so, not "no logs"
+        err = unreadable[0]
+        raise DualwatchError(f"cannot read directory: {err.filename} ({err.strerror})")
     if not runs:
         raise DualwatchError(
             f"no logs under {logdir} (no tfevents, vdlrecords, metrics.jsonl or vis_data/scalars.json file)",

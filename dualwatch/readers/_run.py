@@ -10,19 +10,30 @@ inode and the offset up to which records are done with; a poll stats each file a
 reads only the bytes after that offset. A record not yet complete is read again, whole,
 at a later poll. A file that shrank, was replaced (new inode) or disappeared means the
 history changed under the reader: everything is read again from the start.
+
+Memory is bounded whatever a file holds: it is read a block (4 MiB) at a time, a record bigger
+than a block is read whole only up to 16 MiB, and past that (a huge image, or zeros and garbage
+that never end a record) the format's decoder passes over it unread; holes of a sparse file are
+not read at all. A file that cannot be read (permission denied, an I/O error) is listed in
+``unreadable`` rather than silently missing.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 
 from dualwatch._formats import read_order
-from dualwatch._formats.base import Decoder, LogFormat
+from dualwatch._formats.base import Decoder, LogFormat, all_zeros
 from dualwatch.readers._discover import log_files
 from dualwatch.readers._series import Series, Table
 
 #: bytes read at once; a first read of a big file goes in blocks of this size
 BLOCK = 4 << 20
+#: the most bytes held at once: a record bigger than a block is read whole up to this size; past
+#: it (a huge image, or zeros and garbage that never end a record) the decoder passes over it
+#: unread, so memory stays bounded whatever the file holds
+MOST = 16 << 20
 
 
 class _File:
@@ -38,7 +49,7 @@ class RunReader:
     """The scalar series of the run in ``run_dir``, brought up to date by :meth:`poll`.
 
     Nothing is opened until the first poll. Damaged records never raise: they are
-    skipped and counted in ``corrupt``.
+    skipped and counted in ``corrupt``; files that cannot be read are in ``unreadable``.
     """
 
     def __init__(self, run_dir: str) -> None:
@@ -49,6 +60,9 @@ class RunReader:
         self._format: type[LogFormat] | None = None
         self._table = Table()
         self._files: dict[str, _File] = {}
+        #: ``{path: reason}`` of the log files the last poll could not read (permission denied,
+        #: an I/O error): a monitor says so rather than report a run with records missing
+        self.unreadable: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"RunReader({self.run_dir!r}, format={self.format!r}, {len(self.series)} tags)"
@@ -76,6 +90,7 @@ class RunReader:
         if fmt is not self._format or self._changed(files):
             self._restart(fmt)
         before = self._table.points
+        self.unreadable = {}
         for name in sorted(files):
             self._read(name, files[name])
         return self._table.points - before
@@ -102,9 +117,13 @@ class RunReader:
             file = self._files[name] = _File(stat.st_ino, self._format.Decoder(self._table))
         if stat.st_size <= file.offset:
             return
+        path = os.path.join(self.run_dir, name)
         try:
-            fd = os.open(os.path.join(self.run_dir, name), os.O_RDONLY)
-        except OSError:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # gone since the listing: the next poll starts over
+            return
+        except OSError as err:
+            self.unreadable[path] = err.strerror or str(err)
             return
         try:
             if os.fstat(fd).st_ino != file.inode:
@@ -116,11 +135,27 @@ class RunReader:
                 want = end - file.offset
                 data = os.pread(fd, min(want, BLOCK), file.offset)
                 done = decode(data)
-                if done == 0 and want > BLOCK:  # one record bigger than a block: read it whole
-                    data = os.pread(fd, want, file.offset)
-                    done = decode(data)
+                if done == 0 and want > len(data):  # waits on more than a block holds
+                    zeros = all_zeros(data)
+                    if not zeros:  # one record bigger than a block: read it whole
+                        data = os.pread(fd, min(want, MOST), file.offset)
+                        done = decode(data)
+                    if done == 0 and want > len(data):  # zeros, or more than the reader holds
+                        done = file.decoder.skip(data, want)
+                        if zeros and done:  # a hole of a sparse file is zeros: not read at all
+                            done = max(done, _data_from(fd, file.offset + done, end) - file.offset)
                 file.offset += done
                 if done == 0 or len(data) >= want:
                     break
+        except OSError as err:  # an I/O error mid-file: said, like a file that cannot be opened
+            self.unreadable[path] = err.strerror or str(err)
         finally:
             os.close(fd)
+
+
+def _data_from(fd: int, offset: int, end: int) -> int:
+    """The first offset from ``offset`` that is not in a hole of the file (``end`` if none is)."""
+    try:
+        return min(os.lseek(fd, offset, os.SEEK_DATA), end)
+    except OSError as err:  # ENXIO: only a hole from there on; else no SEEK_DATA here
+        return end if err.errno == errno.ENXIO else offset

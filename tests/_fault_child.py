@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -200,6 +201,9 @@ class Trainer:
 
 def main() -> None:
     cfg = {**DEFAULTS, **json.loads(sys.argv[1])}
+    # Ctrl-C in a terminal raises KeyboardInterrupt; a child of a job started in the background
+    # (a CI script run with `&`) inherits SIGINT ignored, and Python then installs no handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     warnings.simplefilter("always")
     warnings.showwarning = show_warning
     trainer = Trainer(cfg["framework"])

@@ -5,25 +5,31 @@ The verdict comes from the global gradient norm (thresholds from the ESAM traini
 names the first parameter (in model order) that holds one. Two per-parameter
 cases from the StableSR edge monitor's troubleshooting section are told apart too:
 
-- *no gradient to speak of* (information, not an alarm): a gradient that is exactly zero or
-  absent while others have one (the parameter is not used in the forward pass, or the loss does
-  not depend on it), or one that is negligible beside the weight it belongs to (below);
-- *not updating* (an alarm): the gradient is not negligible, yet the weight did not move at all
-  since the previous check: the optimizer does not step it (missing from its parameter groups,
-  learning rate 0, frozen by hand).
+- *no gradient* (information, not an alarm): a gradient that is exactly zero or absent while
+  others have one (the parameter is not used in the forward pass, or the loss does not depend
+  on it); one warning when first seen;
+- *held still by a negligible gradient* (information): the weight did not move at all since the
+  previous check, and its gradient is negligible beside it (below): rounding noise too small to
+  move it, which is what a conv bias right before a BatchNorm gets under plain SGD;
+- *not updating* (an alarm): the weight did not move at all since the previous check although
+  its gradient is not negligible: the optimizer does not step it (missing from its parameter
+  groups, learning rate 0, frozen by hand).
 
 The rule, shared by the ``Watcher`` and ``dualwatch monitor``: a gradient is *negligible* when its
 root mean square is at most :data:`NEGLIGIBLE_GRAD` (``sqrt(eps)`` of float32, 3.45e-4) times
 the root mean square of its weight. Why that bound: a plain SGD step ``lr * g`` leaves an element
 unchanged when it is below half a float32 unit of the weight (``eps / 2 * |w|``), so a weight
-whose relative gradient is ``r`` cannot move at any learning rate below ``eps / (2 r)``; below
-``r = sqrt(eps)`` that is every learning rate under ``sqrt(eps) / 2`` = 1.7e-4, i.e. the gradient
-is rounding noise for ordinary training (the conv bias before a BatchNorm has a gradient that is
-zero in exact arithmetic and 1e-9..1e-5 of its weight in float32). The bugs the alarm is for (a
-parameter the optimizer skips, learning rate 0) leave gradients of 1e-3..1 of the weights still;
-Adam-like optimizers normalise the step and move even a negligible gradient's weight, so they
-never trip it. A weight that is all zeros has any non-zero gradient above the bound (a step of
-any size moves it).
+whose relative gradient is ``r`` stands still at every learning rate below ``eps / (2 r)``: for
+``r`` at the bound that is every rate below 1.7e-4, and the smaller ``r`` the larger the rates
+(1e-2 at ``r`` = 6e-6). Float precision alone explains such a weight standing still; above the
+bound it takes a plain-SGD rate below 1.7e-4, or no step at all. Gradients that are zero in
+exact arithmetic come out at 1e-9..1e-5 of their weight in float32 (the conv bias before a
+BatchNorm), while the bugs the alarm is for (a parameter the optimizer skips, learning rate 0)
+leave gradients of 1e-3..1 of the weights. Adam-like optimizers normalise the step and move even
+a negligible gradient's weight, so there the weight moves and neither finding is reported.
+Beside a weight that is all zeros any non-zero gradient is above the bound (any step moves it).
+The bound is lr-free because the Watcher sees no optimizer; it is float32's for every dtype, as
+the monitor reading the logs knows no dtype.
 """
 
 from __future__ import annotations
@@ -129,9 +135,10 @@ ADVICE = {
     "the parameter is used in the forward pass, that the inputs (e.g. the edge map) are produced "
     "and passed to this layer, that the loss contains a term that depends on it, "
     "and that requires_grad is True.",
-    "negligible_grad": "Gradient negligible beside the weight (rounding noise): check that the "
-    "parameter is used in the forward pass and that the loss depends on it; a conv or linear bias "
-    "right before a BatchNorm has no effect (the norm removes it): build that layer with bias=False.",
+    "negligible_grad": "Weight held still by a gradient negligible beside it (rounding noise): "
+    "check that the parameter is used in the forward pass and that the loss depends on it; a conv "
+    "or linear bias right before a BatchNorm has no effect (the norm removes it): build that "
+    "layer with bias=False.",
     "not_updating": "Weights did not change although their gradients are not negligible: check "
     "the optimizer's parameter groups and configuration, the learning rate, and whether the layer is frozen.",
     "no_grad": "No gradient: the parameter is frozen, or w.step() ran before loss.backward() "

@@ -22,8 +22,9 @@ Alerts (``--once`` exits 1 while one is active):
 Warnings are shown but leave the exit code alone, because what is shown is still right:
 damaged records the reader skipped (it resumes after them), and a value outside a rule's
 normal range that has not reached its abnormal bounds; and information with advice, never an
-alert: parameters with no gradient (exactly zero) or a negligible one (rounding noise, such as a
-conv bias right before a BatchNorm).
+alert: parameters with no gradient (exactly zero, or none while others have one), and weights held
+still by a negligible gradient (rounding noise, such as a conv bias right before a BatchNorm
+under plain SGD).
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ def build_report(
         )
     for kind, (names, text), what in (
         ("zero_grad", zero, "no gradient"),
-        ("negligible_grad", small, "negligible gradient (rounding noise)"),
+        ("negligible_grad", small, "not moved by a negligible gradient (rounding noise)"),
     ):
         if text:
             warnings.append(Notice(kind, f"info: {what}: {text}", tuple(names), ADVICE[kind]))
@@ -330,7 +331,8 @@ def _health(series: Mapping[str, SeriesLike], grad_norm: Latest | None) -> tuple
 def _gradient_findings(
     lasts: Mapping[str, tuple[int, float, float]],
 ) -> tuple[tuple[list[str], str], ...]:
-    """Who is not updating (an alert), who has no gradient and who a negligible one (information),
+    """Who is not updating (an alert), who has no gradient, and whose weight a negligible gradient
+    held still (information),
     each as the parameters named and one line for people ("" when none), by the Watcher's rule
     read from the logged tags.
 
@@ -361,10 +363,8 @@ def _gradient_findings(
             continue
         if grad == 0 or stat["grad_norm"] == 0:
             zero.append(param)
-        elif negligible(grad, weight if weight is not None else 0.0):
-            small.append(param)
         elif stat["weight_change"] == 0:
-            frozen.append(param)
+            (small if negligible(grad, weight if weight is not None else 0.0) else frozen).append(param)
     return (
         _named(frozen, value.get(NOT_UPDATING_COUNT)),
         _named(zero, value.get(ZERO_GRAD_COUNT)),

@@ -163,8 +163,9 @@ class StatsEngine:
         return dict(zip(self.tags[keep].tolist(), values[keep].tolist()))
 
     def _judge(self, table: np.ndarray, global_norm: float, has_grad: np.ndarray) -> Health:
-        """Per parameter: no gradient to speak of (information) or not updating (an alarm); the
-        rule is :func:`~dualwatch._health.negligible`'s, as in the monitor."""
+        """Per parameter: no gradient (information), a weight held still by a negligible gradient
+        (information) or by a non-negligible one (not updating: an alarm); the rule is
+        :func:`~dualwatch._health.negligible`'s, as in the monitor."""
         names = [p.name for p in self.params]
         bad = (table[:, Col.W_NONFINITE] > 0) | (has_grad & (table[:, Col.G_NONFINITE] > 0))
         first_bad = names[int(np.argmax(bad))] if bad.any() else None
@@ -177,15 +178,15 @@ class StatsEngine:
         zero = has_grad & (table[:, Col.G_MIN] == 0.0) & (table[:, Col.G_MAX] == 0.0)
         # absent while others have one: not used in the forward pass (torch leaves such a grad None)
         zero |= no_grad & has_grad.any()
-        unchanged = has_grad & ~small & (table[:, Col.W_ABSDIFF] == 0.0)
+        still = has_grad & (table[:, Col.W_ABSDIFF] == 0.0)  # not one element moved since the last check
         pick = self.selected
         return judge(
             global_norm,
             self.thresholds,
             first_nonfinite=first_bad,
             zero_grad=[names[i] for i in np.flatnonzero(zero & pick)],
-            negligible_grad=[names[i] for i in np.flatnonzero(small & ~zero & pick)],
-            not_updating=[names[i] for i in np.flatnonzero(unchanged & pick)],
+            negligible_grad=[names[i] for i in np.flatnonzero(still & small & ~zero & pick)],
+            not_updating=[names[i] for i in np.flatnonzero(still & ~small & pick)],
             no_grad=[names[i] for i in np.flatnonzero(no_grad & pick)],
             any_grad=bool(has_grad.any()),
         )
@@ -203,17 +204,17 @@ def module_rows(table: np.ndarray, modules: Sequence[np.ndarray]) -> np.ndarray:
     """One table row per module (``modules[k]`` are its parameters' rows), combined exactly.
 
     The parameters of a module are the shards of one long vector, so the shard combine applies:
-    sums and counts add, extremes take the extreme, M2 combines by Chan's formula. Weights
-    combine over all the module's parameters, gradients over those that hold one.
+    sums and counts add, extremes take the extreme, M2 combines by Chan's formula. In a module
+    where some parameter has a gradient, one without counts as zeros, as PyTorch defines a
+    ``None`` gradient and as Paddle's ``clear_grad`` leaves it: both frameworks then log the
+    same module statistics for a parameter unused in the forward pass.
     """
     width = max(len(rows) for rows in modules)
     stacked = np.zeros((width, len(modules), table.shape[1]))  # padding rows have NUMEL 0: nothing
     for k, rows in enumerate(modules):
         stacked[: len(rows), k] = table[rows]
-    out = combine_shards(stacked)
-    with_grad = stacked.copy()
-    with_grad[:, :, Col.NUMEL] *= with_grad[:, :, Col.HAS_GRAD] == 1.0
-    grads = combine_shards(with_grad)
-    out[:, Col.G_SUM :] = grads[:, Col.G_SUM :]
-    out[:, Col.HAS_GRAD] = np.any(with_grad[:, :, Col.NUMEL] > 0, axis=0)
-    return out
+    graded = stacked[:, :, Col.HAS_GRAD].max(axis=0) == 1.0  # modules where some parameter has one
+    zeros = (stacked[:, :, Col.HAS_GRAD] == 0.0) & (stacked[:, :, Col.NUMEL] > 0) & graded
+    stacked[zeros, Col.HAS_GRAD :] = 0.0
+    stacked[zeros, Col.HAS_GRAD] = 1.0
+    return combine_shards(stacked)

@@ -156,3 +156,26 @@ def test_the_integrations_take_the_budget_and_check_it_when_built() -> None:
             build(stats=("norm",))
         with pytest.raises(ValueError, match="aggregate= must be >= 1"):
             build(aggregate=-1)
+
+
+def test_a_parameter_without_a_gradient_counts_as_zeros_in_its_module(framework: str) -> None:
+    """``enc.conv.bias`` gets no gradient: in ``enc`` it counts as zeros (torch's meaning of a
+    ``None`` gradient, and what Paddle's ``clear_grad`` leaves)."""
+    grads = {name: g for name, g in GRADS.items() if name != "enc.conv.bias"}
+    out = two_checks(framework, grads=grads, aggregate=1)
+    with_zeros = {**_float32(GRADS), "enc.conv.bias": np.zeros(WEIGHTS["enc.conv.bias"].size)}
+    g = joined(with_zeros, "enc")
+    for stat, value in {
+        "grad_norm": np.linalg.norm(g),
+        "grad_mean": g.mean(),
+        "grad_min": g.min(),
+        "grad_max": g.max(),
+    }.items():
+        assert out[f"m/enc/{stat}"] == pytest.approx(value, rel=1e-5), stat
+    single = two_checks(
+        framework,
+        {"enc": joined(WEIGHTS, "enc")},
+        {"enc": g},
+        {"enc": joined(DELTAS, "enc")},
+    )
+    assert out["m/enc/grad_std"] == pytest.approx(single["m/enc/grad_std"], rel=1e-5)

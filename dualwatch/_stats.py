@@ -105,7 +105,7 @@ class StatsEngine:
         """Every scalar of one check, plus the verdict."""
         has_grad = table[:, Col.HAS_GRAD] == 1.0
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            scalars = self._per_parameter(table, has_grad)
+            scalars = self._per_parameter(table)
             n = table[:, Col.NUMEL]
             grad_sq = np.where(has_grad, table[:, Col.G_SUMSQ], 0.0)
             total_sq = float(grad_sq.sum())
@@ -131,8 +131,9 @@ class StatsEngine:
         scalars[NOT_UPDATING_COUNT] = float(len(health.not_updating))
         return Report(step=step, scalars=scalars, health=health)
 
-    def _per_parameter(self, table: np.ndarray, has_grad: np.ndarray) -> dict[str, float]:
-        """``<prefix>/<name>/<stat>`` of the selected rows, a column at a time, in parameter order."""
+    def _per_parameter(self, table: np.ndarray) -> dict[str, float]:
+        """``<prefix>/<name>/<stat>`` of the selected rows (or of their modules), a column at a
+        time, in parameter order; only the chosen ``stats``."""
         t = table[self.rows] if self.modules is None else module_rows(table, self.modules)
         n = t[:, Col.NUMEL]
         values = np.column_stack(

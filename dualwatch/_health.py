@@ -3,8 +3,33 @@
 The verdict comes from the global gradient norm (thresholds from the ESAM training guide:
 > 10.0 exploding, < 1e-6 vanishing); any NaN/Inf gradient makes it ``nan`` and
 names the first parameter (in model order) that holds one. Two per-parameter
-cases from the StableSR edge monitor's troubleshooting section are flagged too: gradients that
-are exactly zero, and weights that did not change although they have gradients.
+cases from the StableSR edge monitor's troubleshooting section are told apart too:
+
+- *no gradient* (information, not an alarm): a gradient that is exactly zero or absent while
+  others have one (the parameter is not used in the forward pass, or the loss does not depend
+  on it); one warning when first seen;
+- *held still by a negligible gradient* (information): the weight did not move at all since the
+  previous check, and its gradient is negligible beside it (below): rounding noise too small to
+  move it, which is what a conv bias right before a BatchNorm gets under plain SGD;
+- *not updating* (an alarm): the weight did not move at all since the previous check although
+  its gradient is not negligible: the optimizer does not step it (missing from its parameter
+  groups, learning rate 0, frozen by hand).
+
+The rule, shared by the ``Watcher`` and ``dualwatch monitor``: a gradient is *negligible* when its
+root mean square is at most :data:`NEGLIGIBLE_GRAD` (``sqrt(eps)`` of float32, 3.45e-4) times
+the root mean square of its weight. Why that bound: a plain SGD step ``lr * g`` leaves an element
+unchanged when it is below half a float32 unit of the weight (``eps / 2 * |w|``), so a weight
+whose relative gradient is ``r`` stands still at every learning rate below ``eps / (2 r)``: for
+``r`` at the bound that is every rate below 1.7e-4, and the smaller ``r`` the larger the rates
+(1e-2 at ``r`` = 6e-6). Float precision alone explains such a weight standing still; above the
+bound it takes a plain-SGD rate below 1.7e-4, or no step at all. Gradients that are zero in
+exact arithmetic come out at 1e-9..1e-5 of their weight in float32 (the conv bias before a
+BatchNorm), while the bugs the alarm is for (a parameter the optimizer skips, learning rate 0)
+leave gradients of 1e-3..1 of the weights. Adam-like optimizers normalise the step and move even
+a negligible gradient's weight, so there the weight moves and neither finding is reported.
+Beside a weight that is all zeros any non-zero gradient is above the bound (any step moves it).
+The bound is lr-free because the Watcher sees no optimizer; it is float32's for every dtype, as
+the monitor reading the logs knows no dtype.
 """
 
 from __future__ import annotations
@@ -15,6 +40,17 @@ from enum import Enum
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+#: the relative gradient (rms of the gradient / rms of the weight) at or below which a gradient
+#: is rounding noise, not a signal: ``sqrt`` of float32's machine epsilon (see the module docstring)
+NEGLIGIBLE_GRAD = float(np.sqrt(np.finfo(np.float32).eps))
+
+
+def negligible(grad_rms: Any, weight_rms: Any) -> Any:
+    """Whether a gradient is negligible beside its weight (arrays or floats, elementwise).
+
+    An exactly zero gradient is negligible; beside an all-zero weight any other one is not."""
+    return np.asarray(grad_rms) <= NEGLIGIBLE_GRAD * np.asarray(weight_rms)
 
 
 class Verdict(str, Enum):
@@ -95,11 +131,16 @@ ADVICE = {
     "that inputs reach them, and that the learning-rate schedule has not decayed to zero.",
     Verdict.NAN: "NaN/Inf found: enable stricter gradient clipping (e.g. max_norm=0.5), "
     "lower the learning rate, check the loss for log(0) or division by zero and the inputs for NaN.",
-    "zero_grad": "Gradient is exactly zero: check that the inputs (e.g. the edge map) are produced "
+    "zero_grad": "No gradient (exactly zero, or none while other parameters have one): check that "
+    "the parameter is used in the forward pass, that the inputs (e.g. the edge map) are produced "
     "and passed to this layer, that the loss contains a term that depends on it, "
     "and that requires_grad is True.",
-    "not_updating": "Weights did not change although they have gradients: check the optimizer's "
-    "parameter groups and configuration, the learning rate, and whether the layer is frozen.",
+    "negligible_grad": "Weight held still by a gradient negligible beside it (rounding noise): "
+    "check that the parameter is used in the forward pass and that the loss depends on it; a conv "
+    "or linear bias right before a BatchNorm has no effect (the norm removes it): build that "
+    "layer with bias=False.",
+    "not_updating": "Weights did not change although their gradients are not negligible: check "
+    "the optimizer's parameter groups and configuration, the learning rate, and whether the layer is frozen.",
     "no_grad": "No gradient: the parameter is frozen, or w.step() ran before loss.backward() "
     "or after the gradients were cleared.",
 }
@@ -113,6 +154,7 @@ class Health:
     global_norm: float
     first_nonfinite: str | None = None
     zero_grad: tuple[str, ...] = ()
+    negligible_grad: tuple[str, ...] = ()
     not_updating: tuple[str, ...] = ()
     no_grad: tuple[str, ...] = ()
     advice: tuple[str, ...] = field(default=())
@@ -140,6 +182,7 @@ def judge(
     *,
     first_nonfinite: str | None,
     zero_grad: list[str],
+    negligible_grad: list[str],
     not_updating: list[str],
     no_grad: list[str],
     any_grad: bool,
@@ -151,7 +194,8 @@ def judge(
     advice = [] if verdict is Verdict.HEALTHY else [ADVICE[verdict]]
     if not any_grad:
         advice.append(ADVICE["no_grad"])
-    for key, names in (("zero_grad", zero_grad), ("not_updating", not_updating)):
+    findings = {"zero_grad": zero_grad, "negligible_grad": negligible_grad, "not_updating": not_updating}
+    for key, names in findings.items():
         if names:
             advice.append(f"{ADVICE[key]} ({listing(names)})")
     return Health(
@@ -159,6 +203,7 @@ def judge(
         global_norm=global_norm,
         first_nonfinite=first_nonfinite,
         zero_grad=tuple(zero_grad),
+        negligible_grad=tuple(negligible_grad),
         not_updating=tuple(not_updating),
         no_grad=tuple(no_grad),
         advice=tuple(advice),

@@ -14,12 +14,17 @@ Alerts (``--once`` exits 1 while one is active):
   ``train/gradient/health``; runs of other tools have no such tag, so it is judged from the
   global gradient norm by the same rule (:func:`~dualwatch._health.norm_verdict`);
 - ``stalled``: no new record for longer than ``Options.stall`` seconds;
-- ``not_updating``: a parameter's ``weight_change`` is exactly 0 although it has a gradient;
+- ``not_updating``: a parameter's ``weight_change`` is exactly 0 although its gradient is not
+  negligible (:func:`~dualwatch._health.negligible`, the Watcher's rule; a dualwatch run's own
+  count, ``train/gradient/not_updating_params``, decides when it is there);
 - ``rule``: a tag crossed a rule's abnormal bound (below).
 
 Warnings are shown but leave the exit code alone, because what is shown is still right:
 damaged records the reader skipped (it resumes after them), and a value outside a rule's
-normal range that has not reached its abnormal bounds.
+normal range that has not reached its abnormal bounds; and information with advice, never an
+alert: parameters with no gradient (exactly zero, or none while others have one), and weights held
+still by a negligible gradient (rounding noise, such as a conv bias right before a BatchNorm
+under plain SGD).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Mapping, Sequence
 
 from dualwatch._formats.jsonl import to_json
-from dualwatch._health import ADVICE, Verdict, listing, norm_verdict
+from dualwatch._health import ADVICE, Verdict, listing, negligible, norm_verdict
 from dualwatch._rules import Rule
 from dualwatch._tags import (
     EPOCH_TAGS,
@@ -39,7 +44,11 @@ from dualwatch._tags import (
     HEALTH,
     LOSS_TAGS,
     LR_TAGS,
+    MODEL,
+    NEGLIGIBLE_GRAD_COUNT,
+    NOT_UPDATING_COUNT,
     VAL_LOSS_TAGS,
+    ZERO_GRAD_COUNT,
     group_of_share,
 )
 from dualwatch.readers._series import RunLike, SeriesLike, smooth
@@ -179,16 +188,22 @@ def build_report(
                 f"(limit {format_duration(options.stall)})",
             )
         )
-    frozen = _not_updating(series, grad_norm)
-    if frozen:
+    (frozen, frozen_text), zero, small = _gradient_findings(lasts)
+    if frozen_text:
         alerts.append(
             Notice(
                 "not_updating",
-                f"weights not updating although they have gradients: {listing(frozen)}",
+                f"weights not updating although their gradients are not negligible: {frozen_text}",
                 tuple(frozen),
                 ADVICE["not_updating"],
             )
         )
+    for kind, (names, text), what in (
+        ("zero_grad", zero, "no gradient"),
+        ("negligible_grad", small, "not moved by a negligible gradient (rounding noise)"),
+    ):
+        if text:
+            warnings.append(Notice(kind, f"info: {what}: {text}", tuple(names), ADVICE[kind]))
     for rule in options.rules:
         for tag in sorted(t for t in lasts if fnmatchcase(t, rule.glob)):
             value = lasts[tag][2]
@@ -313,22 +328,74 @@ def _health(series: Mapping[str, SeriesLike], grad_norm: Latest | None) -> tuple
     return norm_verdict(grad_norm.value).value, grad_norm.tag
 
 
-def _not_updating(series: Mapping[str, SeriesLike], grad_norm: Latest | None) -> list[str]:
-    """Parameters whose latest ``weight_change`` is 0 while their gradient (or the global one) is not."""
-    names = []
-    for tag, s in series.items():
-        if not tag.endswith("/weight_change"):
+def _gradient_findings(
+    lasts: Mapping[str, tuple[int, float, float]],
+) -> tuple[tuple[list[str], str], ...]:
+    """Who is not updating (an alert), who has no gradient, and whose weight a negligible gradient
+    held still (information),
+    each as the parameters named and one line for people ("" when none), by the Watcher's rule
+    read from the logged tags.
+
+    A parameter is judged from its latest ``<param>/<stat>`` tags: the rms of its gradient is
+    ``sqrt(grad_mean^2 + grad_std^2)`` (else ``grad_norm``, which is no smaller), that of its
+    weight ``sqrt(weight_mean^2 + weight_std^2)`` (else the model's ``Parameter_Norm`` over the
+    root of ``Total_Parameters``) -- what a reduced ``stats=`` selection leaves; with no weight
+    scale at all (another tool's logs), any non-zero gradient counts as not negligible. A dualwatch run
+    also logs each count, computed exactly; where a count is logged it decides, and names the
+    parameters found here (or says how many when its tags do not show them).
+    """
+    value = {tag: point[2] for tag, point in lasts.items()}
+    ends = ("/weight_change", "/grad_norm")
+    params = sorted({tag.rsplit("/", 1)[0] for tag in value if tag.endswith(ends)})
+    model_rms = _rms_of(value.get(f"{MODEL}/Parameter_Norm"), value.get(f"{MODEL}/Total_Parameters"))
+    graded = {tag.rsplit("/", 1)[0] for tag in value if tag.endswith(_GRAD_STATS)}
+    frozen, zero, small = [], [], []
+    for param in params:
+        if graded and param not in graded:  # others have gradient tags, it has none: no gradient
+            zero.append(param)
             continue
-        point = s.last()
-        if point is None or point[2] != 0:
+        stat = {name: value.get(f"{param}/{name}") for name in _RULE_STATS}
+        grad = _hypot(stat["grad_mean"], stat["grad_std"])
+        grad = grad if grad is not None else stat["grad_norm"]
+        weight = _hypot(stat["weight_mean"], stat["weight_std"])
+        weight = weight if weight is not None else model_rms
+        if grad is None or not math.isfinite(grad):
             continue
-        param = tag[: -len("/weight_change")]
-        grad = series.get(f"{param}/grad_norm")
-        grad_point = grad.last() if grad is not None else None
-        norm = grad_point[2] if grad_point is not None else (grad_norm.value if grad_norm else None)
-        if norm is not None and math.isfinite(norm) and norm > 0:
-            names.append(param)
-    return sorted(names)
+        if grad == 0 or stat["grad_norm"] == 0:
+            zero.append(param)
+        elif stat["weight_change"] == 0:
+            (small if negligible(grad, weight if weight is not None else 0.0) else frozen).append(param)
+    return (
+        _named(frozen, value.get(NOT_UPDATING_COUNT)),
+        _named(zero, value.get(ZERO_GRAD_COUNT)),
+        _named(small, value.get(NEGLIGIBLE_GRAD_COUNT)),
+    )
+
+
+_GRAD_STATS = ("/grad_mean", "/grad_std", "/grad_min", "/grad_max", "/grad_norm")
+_RULE_STATS = ("grad_mean", "grad_std", "grad_norm", "weight_mean", "weight_std", "weight_change")
+
+
+def _hypot(mean: float | None, std: float | None) -> float | None:
+    """The rms ``sqrt(mean^2 + std^2)`` of a tensor (None without both); the sample or
+    population std makes no difference that matters to a bound of ``sqrt(eps)``."""
+    return math.hypot(mean, std) if mean is not None and std is not None else None
+
+
+def _rms_of(norm: float | None, count: float | None) -> float | None:
+    return norm / math.sqrt(count) if norm is not None and count else None
+
+
+def _named(names: list[str], count: float | None) -> tuple[list[str], str]:
+    """The names found, unless a logged count says otherwise: none at 0, how many when unnamed."""
+    if count is None or not math.isfinite(count):
+        return names, listing(names)
+    if count <= 0:
+        return [], ""
+    if len(names) == count:
+        return names, listing(names)
+    among = f" (among {listing(names)})" if names else ""
+    return names, f"{int(count)} parameter{'s' if count != 1 else ''}{among}"
 
 
 def _shares(lasts: Mapping[str, tuple[int, float, float]]) -> dict[str, float]:

@@ -144,3 +144,44 @@ def _compile(regex: str, where: str) -> re.Pattern[str]:
         raise ValueError(
             f"{where}: {regex!r} is not a valid regular expression ({err}); fix or escape it"
         ) from None
+
+
+def check_stats(stats: str | Sequence[str], valid: Sequence[str]) -> tuple[str, ...]:
+    """The per-parameter statistics chosen with ``stats=``, in the order given, checked by name.
+
+    A misspelt name would silently drop a curve the user counts on, so it raises with the
+    valid names (and the closest one) before training starts.
+    """
+    items = [stats] if isinstance(stats, str) else stats
+    try:
+        chosen = tuple(items)
+    except TypeError:
+        raise TypeError(
+            f"stats= takes names of per-parameter statistics, got {type(stats).__name__}: "
+            f"e.g. stats=('grad_norm', 'weight_change'); the names are {', '.join(valid)}"
+        ) from None
+    for name in chosen:
+        if not isinstance(name, str) or name not in valid:
+            near = close_matches(name, valid, n=1) if isinstance(name, str) else []
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(
+                f"stats= has unknown statistic {name!r}{hint}; the valid names are {', '.join(valid)}"
+            )
+    return chosen
+
+
+def check_aggregate(aggregate: int | None) -> int | None:
+    """``aggregate=`` as a module depth (>= 1), or None for one tag row per parameter."""
+    if aggregate is None:
+        return None
+    if isinstance(aggregate, bool) or not isinstance(aggregate, int):
+        raise TypeError(
+            f"aggregate= takes a module depth (an int >= 1) or None, got {type(aggregate).__name__} "
+            f"{aggregate!r}: e.g. aggregate=1 logs one set of statistics per top-level submodule"
+        )
+    if aggregate < 1:
+        raise ValueError(
+            f"aggregate= must be >= 1 (1: per top-level submodule, 2: one level below...), got "
+            f"{aggregate}; pass None for per-parameter statistics"
+        )
+    return aggregate

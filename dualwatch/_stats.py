@@ -12,6 +12,13 @@ NaN/Inf; ``weight_change`` is the mean absolute change since the previous check.
 An empty parameter (``nn.Linear(0, 3)``'s weight) adds 0 to every norm and total and gets no
 per-parameter tags: a mean, std, min or max of no values is undefined, and a NaN logged for
 it would read as a broken run (the monitor alerts on any NaN tag) while nothing is wrong.
+
+The tag budget: ``stats`` picks which of :data:`~dualwatch._tags.PARAMETER_STATS` are logged
+(all ten by default, as the StableSR edge monitor callback logs them), and ``aggregate=d`` logs
+them per module at depth ``d`` instead of per parameter (``<prefix>/<module>/<stat>``). A
+module's row is combined exactly from its parameters' rows (:func:`module_rows`), so its
+``grad_norm`` is the norm of all its gradients as one vector, its ``weight_mean`` the mean of all
+its weights, and so on. The health findings still name single parameters.
 """
 
 from __future__ import annotations
@@ -22,9 +29,18 @@ from typing import Sequence
 
 import numpy as np
 
-from dualwatch._health import Health, Thresholds, judge
-from dualwatch._table import Col, ParamInfo
-from dualwatch._tags import GRADIENT, HEALTH, MODEL, PARAMETER_STATS, TOTAL_NORM
+from dualwatch._health import Health, Thresholds, judge, negligible
+from dualwatch._table import Col, ParamInfo, combine_shards
+from dualwatch._tags import (
+    GRADIENT,
+    HEALTH,
+    MODEL,
+    NEGLIGIBLE_GRAD_COUNT,
+    NOT_UPDATING_COUNT,
+    PARAMETER_STATS,
+    TOTAL_NORM,
+    ZERO_GRAD_COUNT,
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +58,9 @@ class StatsEngine:
     ``prefix`` heads per-parameter tags (``<prefix>/<name>/<stat>``);
     ``local_names`` are the names shown in those tags (relative to the watched
     submodule), ``selected`` marks the parameters that get per-parameter tags,
-    and ``groups`` gives each parameter's group (or None).
+    and ``groups`` gives each parameter's group (or None). ``stats`` are the statistics
+    logged per tag row; ``aggregate=d`` makes a tag row per module at depth ``d`` (names from
+    :func:`module_of`) instead of per parameter.
     """
 
     def __init__(
@@ -57,6 +75,8 @@ class StatsEngine:
         log_weights: bool = True,
         log_gradients: bool = True,
         thresholds: Thresholds | None = None,
+        stats: Sequence[str] = PARAMETER_STATS,
+        aggregate: int | None = None,
     ) -> None:
         self.params = list(params)
         self.selected = np.asarray(selected, dtype=bool)
@@ -66,17 +86,26 @@ class StatsEngine:
         self.trainable = np.array([p.trainable for p in self.params], dtype=bool)
         self.group_rows = {g: [i for i, name in enumerate(groups) if name == g] for g in group_names}
         self.rows = np.flatnonzero(self.selected)
+        self.stat_mask = np.array([stat in stats for stat in PARAMETER_STATS], dtype=bool)
+        self.modules: list[np.ndarray] | None = None
+        row_names = [local_names[i] for i in self.rows]
+        if aggregate is not None:
+            by_module: dict[str, list[int]] = {}
+            for i in self.rows:
+                by_module.setdefault(module_of(local_names[i], aggregate), []).append(int(i))
+            row_names = list(by_module)
+            self.modules = [np.array(rows) for rows in by_module.values()]
         self.tags = np.array(
-            [[f"{prefix}/{local_names[i]}/{stat}" for stat in PARAMETER_STATS] for i in self.rows],
+            [[f"{prefix}/{name}/{stat}" for stat in PARAMETER_STATS] for name in row_names],
             dtype=object,
-        ).reshape(len(self.rows), len(PARAMETER_STATS))
+        ).reshape(len(row_names), len(PARAMETER_STATS))
         self.seen = False  # whether a check ran before (weight_change needs one)
 
     def report(self, table: np.ndarray, step: int) -> Report:
         """Every scalar of one check, plus the verdict."""
         has_grad = table[:, Col.HAS_GRAD] == 1.0
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            scalars = self._per_parameter(table, has_grad)
+            scalars = self._per_parameter(table)
             n = table[:, Col.NUMEL]
             grad_sq = np.where(has_grad, table[:, Col.G_SUMSQ], 0.0)
             total_sq = float(grad_sq.sum())
@@ -97,11 +126,15 @@ class StatsEngine:
             scalars[f"{MODEL}/Nonfinite_Weights"] = float(table[:, Col.W_NONFINITE].sum())
         health = self._judge(table, global_norm, has_grad)
         scalars[HEALTH] = float(health.verdict.code)
+        scalars[ZERO_GRAD_COUNT] = float(len(health.zero_grad))
+        scalars[NEGLIGIBLE_GRAD_COUNT] = float(len(health.negligible_grad))
+        scalars[NOT_UPDATING_COUNT] = float(len(health.not_updating))
         return Report(step=step, scalars=scalars, health=health)
 
-    def _per_parameter(self, table: np.ndarray, has_grad: np.ndarray) -> dict[str, float]:
-        """``<prefix>/<name>/<stat>`` of the selected rows, a column at a time, in parameter order."""
-        t = table[self.rows]
+    def _per_parameter(self, table: np.ndarray) -> dict[str, float]:
+        """``<prefix>/<name>/<stat>`` of the selected rows (or of their modules), a column at a
+        time, in parameter order; only the chosen ``stats``."""
+        t = table[self.rows] if self.modules is None else module_rows(table, self.modules)
         n = t[:, Col.NUMEL]
         values = np.column_stack(
             [
@@ -125,24 +158,64 @@ class StatsEngine:
             & (n > 0)
             & (~np.isnan(t[:, Col.W_ABSDIFF]) | (t[:, Col.W_NONFINITE] > 0) & self.seen)
         )
-        keep[:, 5:] = (self.log_gradients & has_grad[self.rows])[:, None]
+        keep[:, 5:] = (self.log_gradients & (t[:, Col.HAS_GRAD] == 1.0))[:, None]
+        keep &= self.stat_mask
         self.seen = True
         return dict(zip(self.tags[keep].tolist(), values[keep].tolist()))
 
     def _judge(self, table: np.ndarray, global_norm: float, has_grad: np.ndarray) -> Health:
+        """Per parameter: no gradient (information), a weight held still by a negligible gradient
+        (information) or by a non-negligible one (not updating: an alarm); the rule is
+        :func:`~dualwatch._health.negligible`'s, as in the monitor."""
         names = [p.name for p in self.params]
         bad = (table[:, Col.W_NONFINITE] > 0) | (has_grad & (table[:, Col.G_NONFINITE] > 0))
         first_bad = names[int(np.argmax(bad))] if bad.any() else None
+        n = table[:, Col.NUMEL]
+        no_grad = ~has_grad & self.trainable & (n > 0)  # an empty one has nothing to get
+        with np.errstate(invalid="ignore", divide="ignore"):
+            small = has_grad & negligible(
+                np.sqrt(table[:, Col.G_SUMSQ] / n), np.sqrt(table[:, Col.W_SUMSQ] / n)
+            )
         zero = has_grad & (table[:, Col.G_MIN] == 0.0) & (table[:, Col.G_MAX] == 0.0)
-        unchanged = has_grad & ~zero & (table[:, Col.W_ABSDIFF] == 0.0)
-        no_grad = ~has_grad & self.trainable & (table[:, Col.NUMEL] > 0)  # an empty one has nothing to get
+        # absent while others have one: not used in the forward pass (torch leaves such a grad None)
+        zero |= no_grad & has_grad.any()
+        still = has_grad & (table[:, Col.W_ABSDIFF] == 0.0)  # not one element moved since the last check
         pick = self.selected
         return judge(
             global_norm,
             self.thresholds,
             first_nonfinite=first_bad,
             zero_grad=[names[i] for i in np.flatnonzero(zero & pick)],
-            not_updating=[names[i] for i in np.flatnonzero(unchanged & pick)],
+            negligible_grad=[names[i] for i in np.flatnonzero(still & small & ~zero & pick)],
+            not_updating=[names[i] for i in np.flatnonzero(still & ~small & pick)],
             no_grad=[names[i] for i in np.flatnonzero(no_grad & pick)],
             any_grad=bool(has_grad.any()),
         )
+
+
+def module_of(name: str, depth: int) -> str:
+    """The module at ``depth`` that parameter ``name`` belongs to: ``backbone.0.weight`` is in
+    ``backbone`` at depth 1 and ``backbone.0`` at depth 2 (and deeper); a parameter held by the
+    watched module itself (``scale``) has no module below it and keeps its own name."""
+    path = name.split(".")[:-1]
+    return ".".join(path[:depth]) if path else name
+
+
+def module_rows(table: np.ndarray, modules: Sequence[np.ndarray]) -> np.ndarray:
+    """One table row per module (``modules[k]`` are its parameters' rows), combined exactly.
+
+    The parameters of a module are the shards of one long vector, so the shard combine applies:
+    sums and counts add, extremes take the extreme, M2 combines by Chan's formula. In a module
+    where some parameter has a gradient, one without counts as zeros, as PyTorch defines a
+    ``None`` gradient and as Paddle's ``clear_grad`` leaves it: both frameworks then log the
+    same module statistics for a parameter unused in the forward pass.
+    """
+    width = max(len(rows) for rows in modules)
+    stacked = np.zeros((width, len(modules), table.shape[1]))  # padding rows have NUMEL 0: nothing
+    for k, rows in enumerate(modules):
+        stacked[: len(rows), k] = table[rows]
+    graded = stacked[:, :, Col.HAS_GRAD].max(axis=0) == 1.0  # modules where some parameter has one
+    zeros = (stacked[:, :, Col.HAS_GRAD] == 0.0) & (stacked[:, :, Col.NUMEL] > 0) & graded
+    stacked[zeros, Col.HAS_GRAD :] = 0.0
+    stacked[zeros, Col.HAS_GRAD] = 1.0
+    return combine_shards(stacked)

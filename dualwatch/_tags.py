@@ -10,6 +10,12 @@ from __future__ import annotations
 GRADIENT = "train/gradient"
 HEALTH = f"{GRADIENT}/health"
 TOTAL_NORM = f"{GRADIENT}/total_norm"
+#: how many watched parameters have no gradient (exactly zero, or none while others have one), and
+#: how many did not move since the previous check with a negligible gradient, and with a
+#: non-negligible one (not updating): the health findings
+ZERO_GRAD_COUNT = f"{GRADIENT}/zero_grad_params"
+NEGLIGIBLE_GRAD_COUNT = f"{GRADIENT}/negligible_grad_params"
+NOT_UPDATING_COUNT = f"{GRADIENT}/not_updating_params"
 #: head of the model totals: ``Model/Gradient_Norm``, ``Model/Parameter_Norm``... (the VisualDL guide's)
 MODEL = "Model"
 #: the statistics of one parameter, tagged ``<prefix>/<parameter>/<stat>``

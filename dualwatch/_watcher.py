@@ -18,19 +18,21 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from dualwatch import _log
-from dualwatch._health import Health, Thresholds, Verdict, listing, thresholds_from
+from dualwatch._health import ADVICE, Health, Thresholds, Verdict, listing, thresholds_from
 from dualwatch._reducer import Reducer
 from dualwatch._rules import ESAM_RULES, Rule
 from dualwatch._selection import (
     Pattern,
     assign_groups,
+    check_aggregate,
+    check_stats,
     compile_groups,
     compile_include,
     module_prefix,
     select,
 )
 from dualwatch._stats import Report, StatsEngine
-from dualwatch._tags import DETAILED_LOSS, EPOCH_DURATION, LEARNING_RATE, LOSS, VAL_LOSS
+from dualwatch._tags import DETAILED_LOSS, EPOCH_DURATION, LEARNING_RATE, LOSS, PARAMETER_STATS, VAL_LOSS
 from dualwatch._training_report import Number, number, render, stat_tags
 from dualwatch._warn import warn
 from dualwatch._writer import DEFAULT_FORMATS, Writer
@@ -56,6 +58,15 @@ class Watcher:
             norm and share of the squared global norm are logged. Parameters in no group form the
             group ``"other"``, so shares sum to 1.
         log_weights / log_gradients: per-parameter weight and gradient statistics.
+        stats: which per-parameter statistics to log, by name (all ten by default, as the StableSR
+            edge monitor callback logs them): ``weight_mean``, ``weight_std``, ``weight_min``,
+            ``weight_max``, ``weight_change``, ``grad_mean``, ``grad_std``, ``grad_min``,
+            ``grad_max``, ``grad_norm``. ``stats=("grad_norm", "weight_change")`` keeps the two
+            that answer "is it learning?" and cuts the charts by five.
+        aggregate: log the statistics per module at this depth below ``module`` instead of per
+            parameter (``aggregate=1``: ``<prefix>/backbone/grad_norm`` over all of ``backbone``'s
+            parameters, combined exactly); None (default) logs each parameter. For big models,
+            where ten tags per tensor is thousands of charts.
         prefix: head of per-parameter tags; defaults to ``module`` or ``"model"``.
         thresholds: global-norm bounds of the health verdict: :class:`Thresholds` or a dict
             ``{"exploding": 10.0, "vanishing": 1e-6}`` (either key may be left out).
@@ -84,6 +95,8 @@ class Watcher:
         groups: Mapping[str, Pattern] | None = None,
         log_weights: bool = True,
         log_gradients: bool = True,
+        stats: str | Sequence[str] = PARAMETER_STATS,
+        aggregate: int | None = None,
         prefix: str | None = None,
         thresholds: Thresholds | Mapping[str, float] | None = None,
         logdir: str | os.PathLike[str] | None = "runs",
@@ -99,6 +112,8 @@ class Watcher:
         if every < 1:
             raise ValueError(f"every= must be >= 1 (check every N steps), got {every}")
         thresholds = thresholds_from(thresholds)
+        stats = check_stats(stats, PARAMETER_STATS)
+        aggregate = check_aggregate(aggregate)
         for name, flag in (
             ("log_weights", log_weights),
             ("log_gradients", log_gradients),
@@ -156,6 +171,8 @@ class Watcher:
             log_weights=log_weights,
             log_gradients=log_gradients,
             thresholds=thresholds,
+            stats=stats,
+            aggregate=aggregate,
         )
         # a split parameter's part on this rank may be empty: only whole ones are worth a word
         empty = [
@@ -179,6 +196,7 @@ class Watcher:
         if graph is not None:
             self.writer.add_graph(model, graph)
         self.last: Report | None = None
+        self._warned_zero: set[str] = set()
         self._epoch_started = time.perf_counter()
 
     @property
@@ -205,6 +223,7 @@ class Watcher:
             warn(f"check at step {step} failed ({type(err).__name__}: {err}); training goes on")
             return {}
         self._warn_on_change(report.health)
+        self._warn_on_missing_gradients(report.health)
         self.last = report
         self.writer.log(step, report.scalars)
         if self._console.sinks and self.writer.rank == 0:
@@ -314,6 +333,15 @@ class Watcher:
                 f"gradients are {health.verdict.value}{where}, global norm {health.global_norm:.4g}. "
                 + " ".join(health.advice)
             )
+
+    def _warn_on_missing_gradients(self, health: Health) -> None:
+        """One warning per parameter whose gradient is exactly zero (or absent while others have
+        one), when first seen: that is the StableSR edge monitor's "gradient is 0" case, worth a word
+        once; its tag (``train/gradient/zero_grad_params``) keeps counting at every check."""
+        new = [name for name in health.zero_grad if name not in self._warned_zero]
+        if new and health.global_norm > 0:  # when nothing has a gradient, the verdict says so
+            self._warned_zero.update(new)
+            warn(f"{ADVICE['zero_grad']} ({listing(new)})", UserWarning)
 
     def close(self) -> None:
         """Write what is queued, close the files (of a writer this Watcher opened) and drop the snapshots."""

@@ -53,8 +53,8 @@ except ImportError:  # only the pytorch_lightning package is installed
     from pytorch_lightning.core.saving import save_hparams_to_yaml
     from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
 
-from dualwatch._selection import find_module
-from dualwatch._tags import EPOCH_DURATION, GRADIENT, MODEL
+from dualwatch._selection import check_aggregate, check_stats, find_module
+from dualwatch._tags import EPOCH_DURATION, GRADIENT, MODEL, PARAMETER_STATS
 from dualwatch._warn import warn
 from dualwatch._watcher import Watcher
 from dualwatch._writer import DEFAULT_FORMATS, Writer
@@ -299,6 +299,10 @@ class _EdgeMonitor:
         every: check every this many optimizer steps, counting from step 0 (the first
             positional argument; ``check_frequency=``, the StableSR callback's name, is the same).
         log_gradients / log_weights: per-parameter gradient and weight statistics.
+        stats / aggregate: the tag budget, as for :class:`~dualwatch.Watcher`: which
+            per-parameter statistics (all ten by default, the StableSR callback's set), and
+            per module at a depth instead of per parameter (``stats=("grad_norm",
+            "weight_change"), aggregate=2`` for a big model).
         module: the watched submodule; a name matches a direct child or one unique nested
             submodule (``edge_processor`` finds ``model.edge_processor``), and tags keep the name
             given (``edge_processor/<param>/<stat>``). By default the model's ``edge_processor``
@@ -359,8 +363,12 @@ class _EdgeMonitor:
         resume: Union[bool, int] = False,
         report: bool = False,
         log_to_trainer: Union[bool, str] = "summary",
+        stats: Union[str, Sequence[str]] = PARAMETER_STATS,
+        aggregate: Optional[int] = None,
     ) -> None:
         super().__init__()
+        self.stats = check_stats(stats, PARAMETER_STATS)  # a misspelt name fails here, not in fit
+        self.aggregate = check_aggregate(aggregate)
         if log_to_trainer not in (True, False, "summary"):
             raise ValueError(f"log_to_trainer= is True, False or 'summary', got {log_to_trainer!r}")
         if not isinstance(resume, (bool, int)):
@@ -404,6 +412,8 @@ class _EdgeMonitor:
             groups=self.groups,
             log_weights=self.log_weights,
             log_gradients=self.log_gradients,
+            stats=self.stats,
+            aggregate=self.aggregate,
             logdir=logdir,
             run=run,
             resume=self.resume if writer is None else False,

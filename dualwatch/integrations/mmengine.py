@@ -55,7 +55,8 @@ from mmengine.visualization.vis_backend import BaseVisBackend, force_init_env
 
 from dualwatch._formats import formats_by_name
 from dualwatch._health import Thresholds
-from dualwatch._selection import Pattern
+from dualwatch._selection import Pattern, check_aggregate, check_stats
+from dualwatch._tags import PARAMETER_STATS
 from dualwatch._warn import warn
 from dualwatch._watcher import Watcher
 from dualwatch._writer import DEFAULT_FORMATS, Writer
@@ -221,7 +222,9 @@ class DualwatchHook(Hook):
             (the ESAM guide's) are the same option.
         groups: group name to regex or module prefix (``{"bifusion": "bi_encoder.fusion.*"}``);
             each group's gradient norm and share of the squared total are reported.
-        module / include / log_weights / log_gradients: as for :class:`~dualwatch.Watcher`.
+        module / include / log_weights / log_gradients / stats / aggregate: as for
+            :class:`~dualwatch.Watcher` (``stats`` and ``aggregate`` keep the tag count down on a
+            big model: ``stats=("grad_norm", "weight_change"), aggregate=2``).
         exploding / vanishing: total-gradient-norm bounds of the verdict (the ESAM guide's 10 and 1e-6).
         logdir / run: without ``logdir``, the hook writes into the run of the visualizer's
             :class:`DualwatchVisBackend`, or else into ``<runner.log_dir>/<run>``; with it, into
@@ -265,6 +268,8 @@ class DualwatchHook(Hook):
         *,
         interval: int | None = None,
         log_interval: int | None = None,
+        stats: str | Sequence[str] = PARAMETER_STATS,
+        aggregate: int | None = None,
     ) -> None:
         self.every = frequency(every, interval=interval, log_interval=log_interval)
         self.logdir = logdir
@@ -278,6 +283,8 @@ class DualwatchHook(Hook):
             groups=groups,
             log_weights=log_weights,
             log_gradients=log_gradients,
+            stats=check_stats(stats, PARAMETER_STATS),  # a misspelt name fails here, not in train
+            aggregate=check_aggregate(aggregate),
             thresholds=Thresholds(exploding=exploding, vanishing=vanishing),
             console=False,  # the hook logs the report itself, through runner.logger
         )

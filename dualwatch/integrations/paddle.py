@@ -54,7 +54,8 @@ import paddle
 from dualwatch import _log
 from dualwatch._distributed import global_rank
 from dualwatch._rules import ESAM_RULES, Rule, load_rules
-from dualwatch._tags import EPOCH_DURATION, LEARNING_RATE, LOSS, VAL_LOSS
+from dualwatch._selection import check_aggregate, check_stats
+from dualwatch._tags import EPOCH_DURATION, LEARNING_RATE, LOSS, PARAMETER_STATS, VAL_LOSS
 from dualwatch._watcher import Watcher
 from dualwatch.integrations._options import frequency
 from dualwatch.readers import RunReader
@@ -79,7 +80,8 @@ class WatchCallback(paddle.callbacks.Callback):
         rules: the report's normal ranges: a rules file (JSON or YAML, as
             ``examples/rules_esam.json``) or rules; by default the ESAM guide's table.
         watch: any other keyword of :class:`~dualwatch.Watcher` (``module``, ``include``,
-            ``groups``, ``log_weights``, ``log_gradients``, ``thresholds``...).
+            ``groups``, ``log_weights``, ``log_gradients``, ``thresholds``, and the tag budget's
+            ``stats`` and ``aggregate``...).
     """
 
     def __init__(
@@ -108,6 +110,10 @@ class WatchCallback(paddle.callbacks.Callback):
             every=self.every, logdir=logdir, run=run, console=console and not report, **watch
         )
         inspect.signature(Watcher).bind(None, **self._options)  # a misspelt keyword fails here, not in fit
+        if "stats" in watch:  # and so does a misspelt statistic, or a wrong depth
+            self._options["stats"] = check_stats(watch["stats"], PARAMETER_STATS)
+        if "aggregate" in watch:
+            self._options["aggregate"] = check_aggregate(watch["aggregate"])
         self._resume = resume
         self._console = console
         self._report = report

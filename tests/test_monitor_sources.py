@@ -274,7 +274,7 @@ def test_mmengine_lines_read_in_one_poll_end_at_the_file_mtime_and_go_back_by_th
 def test_mmengine_scalars_json_outside_vis_data_is_not_a_log(tmp_path) -> None:
     (tmp_path / "scalars.json").write_text('{"loss": 1.0, "step": 1}\n')
     result = CliRunner().invoke(main, ["monitor", str(tmp_path), "--once", "--json"])
-    assert result.exit_code == 2 and "no logs" in result.stderr
+    assert result.exit_code == 3 and "no logs" in result.stderr
 
 
 # -- a run written by another process while the monitor follows it --------------------------------

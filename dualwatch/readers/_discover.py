@@ -74,6 +74,25 @@ def locate_run(logdir: str, name: str | None = None) -> str:
     path (``torch``: its newest run) or a run directory's own name. Raises
     :class:`~dualwatch.DualwatchError` with a one-line reason when there is none.
     """
+    runs = list_runs(logdir)
+    if name is None:
+        return runs[-1]
+    wanted = os.path.normpath(name)
+    matching = [run for run in runs if _is_named(run, logdir, wanted)]
+    if not matching:
+        known = ", ".join(display_name(run, logdir) for run in reversed(runs[-10:]))
+        raise DualwatchError(f"no run {name!r} under {logdir} (runs: {known})", transient=True)
+    return matching[-1]
+
+
+def list_runs(logdir: str) -> list[str]:
+    """:func:`find_runs`, or a :class:`~dualwatch.DualwatchError` saying why there is none:
+    ``logdir`` missing, not a directory, not readable, or holding no log file.
+
+    Every run directory is one run, so an MMEngine launch with dualwatch's hook but not its vis
+    backend is two: ``<timestamp>/vis_data`` (MMEngine's scalars) and ``<timestamp>/dualwatch``
+    (the hook's, its loss as ``train/detailed_loss/loss``), each with its loss.
+    """
     try:
         is_dir = stat.S_ISDIR(os.stat(logdir).st_mode)
         if is_dir:
@@ -96,14 +115,7 @@ def locate_run(logdir: str, name: str | None = None) -> str:
             f"no logs under {logdir} (no tfevents, vdlrecords, metrics.jsonl or vis_data/scalars.json file)",
             transient=True,
         )
-    if name is None:
-        return runs[-1]
-    wanted = os.path.normpath(name)
-    matching = [run for run in runs if _is_named(run, logdir, wanted)]
-    if not matching:
-        known = ", ".join(display_name(run, logdir) for run in reversed(runs[-10:]))
-        raise DualwatchError(f"no run {name!r} under {logdir} (runs: {known})", transient=True)
-    return matching[-1]
+    return runs
 
 
 def display_name(run_dir: str, logdir: str) -> str:

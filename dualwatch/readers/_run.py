@@ -16,6 +16,11 @@ than a block is read whole only up to 16 MiB, and past that (a huge image, or ze
 that never end a record) the format's decoder passes over it unread; holes of a sparse file are
 not read at all. A file that cannot be read (permission denied, an I/O error) is listed in
 ``unreadable`` rather than silently missing.
+
+Following dozens of runs (``dualwatch monitor`` over a sweep) needs only each run's latest
+values: ``tail`` starts each file that many bytes before its end (at the first whole record
+there), and ``keep`` holds at most that many recent points per tag, so the first report of 200
+long runs takes seconds and memory stays flat however long they are followed.
 """
 
 from __future__ import annotations
@@ -52,8 +57,12 @@ class RunReader:
     skipped and counted in ``corrupt``; files that cannot be read are in ``unreadable``.
     """
 
-    def __init__(self, run_dir: str) -> None:
+    def __init__(self, run_dir: str, *, tail: int | None = None, keep: int | None = None) -> None:
         self.run_dir = run_dir
+        #: bytes before its end that a file is first read from (None: from its start)
+        self.tail = tail
+        #: the most points held per tag, the latest (None: all)
+        self.keep = keep
         #: the format this run is read from: "tensorboard", "visualdl", "jsonl", "mmengine",
         #: or None (no log yet)
         self.format: str | None = None
@@ -93,6 +102,8 @@ class RunReader:
         self.unreadable = {}
         for name in sorted(files):
             self._read(name, files[name])
+        if self.keep is not None:
+            self._table.trim(self.keep)
         return self._table.points - before
 
     def _changed(self, files: dict[str, os.stat_result]) -> bool:
@@ -128,6 +139,8 @@ class RunReader:
         try:
             if os.fstat(fd).st_ino != file.inode:
                 return  # replaced since the listing: the next poll starts over
+            if file.offset == 0 and self.tail is not None and stat.st_size > self.tail:
+                file.offset = _record_start(fd, self._format, stat.st_size - self.tail, stat.st_size)
             end, decode = stat.st_size, file.decoder.decode
             if hasattr(file.decoder, "mtime"):  # MMEngine's lines carry no wall time: dated by it
                 file.decoder.mtime = stat.st_mtime
@@ -151,6 +164,27 @@ class RunReader:
             self.unreadable[path] = err.strerror or str(err)
         finally:
             os.close(fd)
+
+
+#: bytes of whole records after a candidate start that must read as records for it to be one
+RESYNC = 4096
+
+
+def _record_start(fd: int, fmt: type[LogFormat] | None, start: int, end: int) -> int:
+    """The offset of the first whole record at or after ``start`` (0: none found, read it all).
+
+    A line-based format starts after the first newline; a binary one at the first offset from
+    which three records in a row read (TensorBoard's checksum the length of each).
+    """
+    data = os.pread(fd, end - start, start)
+    if fmt is None or not hasattr(fmt, "scan") or fmt.name == "jsonl":
+        newline = data.find(b"\n")
+        return start + newline + 1 if newline >= 0 else 0
+    for at in range(len(data)):
+        frames = fmt.scan(data[at : at + RESYNC])
+        if len(frames) >= 3 or (frames and at + frames[-1].end == len(data)):
+            return start + at
+    return 0
 
 
 def _data_from(fd: int, offset: int, end: int) -> int:

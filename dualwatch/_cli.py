@@ -107,9 +107,10 @@ def _seconds(name: str, default: float, most: float, help: str) -> Any:
     return click.option(name, type=Seconds(most), default=default, show_default=True, help=help)
 
 
-#: bytes from the end of each log file that a run of many is first read from (its last hundred
-#: steps or so): the first report of a sweep takes seconds, not a read of every run's history
-MANY_TAIL = 64 << 10
+#: bytes from the end of each log file that a run of many is first read from (the last fifty steps
+#: of 20 tags in TensorBoard's events): the first report of a sweep takes seconds, not a read of
+#: every run's history; tags logged less often show once they are logged again
+MANY_TAIL = 32 << 10
 #: points per tag held for each run of many: the report's windows (rate, trend) fit in it
 MANY_KEEP = 128
 
@@ -190,7 +191,7 @@ def monitor(
 
         hook = AlertHook(on_alert)
     reader = None
-    readers: dict[str, Any] = {}  # many runs: one reader per run, kept from poll to poll
+    many = Runs(logdir, options)
     code = 0
     try:
         with Display(as_json=as_json, follow=not once, tty=sys.stdout.isatty()) as display:
@@ -208,7 +209,7 @@ def monitor(
                             )
                         reports = [build_report(reader, time.time(), options, display_name(run_dir, logdir))]
                     else:
-                        reports = _poll_many(readers, run_dirs, logdir, options)
+                        reports = many.poll(run_dirs)
                         if not any(r.records for r in reports):
                             raise DualwatchError(
                                 f"no scalar records yet in any of {len(reports)} runs under {logdir}",
@@ -233,26 +234,43 @@ def monitor(
         ctx.exit(code)
 
 
-def _poll_many(readers: dict[str, Any], run_dirs: list[str], logdir: str, options: Any) -> list[Any]:
-    """One report per run in ``run_dirs``, each read incrementally by its own reader in ``readers``
-    (started near each file's end); readers of runs gone from ``logdir`` are dropped."""
-    import time
+class Runs:
+    """The runs of a logdir followed at once: one reader per run, kept from poll to poll and started
+    near each file's end, and each run's last report, rebuilt only when its reader read something."""
 
-    from dualwatch._report import build_report
-    from dualwatch.readers import RunReader
-    from dualwatch.readers._discover import display_name
+    def __init__(self, logdir: str, options: Any) -> None:
+        self.logdir = logdir
+        self.options = options
+        self.readers: dict[str, Any] = {}
+        self._reports: dict[str, tuple[Any, float]] = {}
 
-    for gone in readers.keys() - set(run_dirs):
-        del readers[gone]
-    now = time.time()
-    reports = []
-    for run_dir in run_dirs:
-        reader = readers.get(run_dir)
-        if reader is None:
-            reader = readers[run_dir] = RunReader(run_dir, tail=MANY_TAIL, keep=MANY_KEEP)
-        _poll(reader)
-        reports.append(build_report(reader, now, options, display_name(run_dir, logdir)))
-    return reports
+    def poll(self, run_dirs: list[str]) -> list[Any]:
+        """One report per run in ``run_dirs``; the readers of runs gone from the logdir go."""
+        import time
+
+        from dualwatch._report import aged, build_report
+        from dualwatch.readers import RunReader
+        from dualwatch.readers._discover import display_name
+
+        for gone in self.readers.keys() - set(run_dirs):
+            del self.readers[gone]
+            self._reports.pop(gone, None)
+        now = time.time()
+        reports = []
+        for run_dir in run_dirs:
+            reader = self.readers.get(run_dir)
+            if reader is None:
+                reader = self.readers[run_dir] = RunReader(run_dir, tail=MANY_TAIL, keep=MANY_KEEP)
+            _poll(reader)
+            known = self._reports.get(run_dir)
+            if known is None or reader.changed:
+                name = display_name(run_dir, self.logdir)
+                report = build_report(reader, now, self.options, name)
+            else:
+                report = aged(known[0], now - known[1], self.options)
+            self._reports[run_dir] = (report, now)
+            reports.append(report)
+        return reports
 
 
 def _poll(reader: Any) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Mapping, Sequence
 
@@ -171,14 +171,9 @@ def build_report(
         alerts.append(
             Notice(health, f"gradients {health}{norm}", (health_source or "",), ADVICE[Verdict(health)])
         )
-    if since is not None and since > options.stall:
-        alerts.append(
-            Notice(
-                "stalled",
-                f"stalled: no new record for {format_duration(since)} "
-                f"(limit {format_duration(options.stall)})",
-            )
-        )
+    stalled = _stalled(since, options)
+    if stalled is not None:
+        alerts.append(stalled)
     frozen = _not_updating(series, grad_norm)
     if frozen:
         alerts.append(
@@ -230,6 +225,25 @@ def build_report(
     )
 
 
+def aged(report: RunReport, seconds: float, options: Options) -> RunReport:
+    """``report`` as :func:`build_report` makes it ``seconds`` later when nothing new was read: only
+    the time since the last record, and with it the stall alert, change. A monitor of many runs
+    rebuilds only the reports of runs that logged since its last poll."""
+    if report.since_last_s is None:
+        return report
+    since = report.since_last_s + seconds
+    alerts = [notice for notice in report.alerts if notice.kind != "stalled"]
+    stalled = _stalled(since, options)
+    if stalled is not None:  # in build_report's order: after the value and gradient alerts
+        at = sum(notice.kind in _BEFORE_STALLED for notice in alerts)
+        alerts.insert(at, stalled)
+    return replace(report, since_last_s=since, alerts=tuple(alerts))
+
+
+#: the alerts build_report lists before ``stalled``
+_BEFORE_STALLED = ("nonfinite", Verdict.EXPLODING.value, Verdict.VANISHING.value, Verdict.NAN.value)
+
+
 def format_duration(seconds: float) -> str:
     """``45s``, ``12m05s``, ``3h02m``, ``2d04h``: short enough for a table cell (``?`` for a
     duration that is not a number, from a damaged wall time)."""
@@ -246,6 +260,15 @@ def format_duration(seconds: float) -> str:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _stalled(since: float | None, options: Options) -> Notice | None:
+    if since is None or not since > options.stall:
+        return None
+    return Notice(
+        "stalled",
+        f"stalled: no new record for {format_duration(since)} (limit {format_duration(options.stall)})",
+    )
 
 
 def _step_value(point: tuple[int, float, float]) -> tuple[int, float]:

@@ -379,7 +379,7 @@ def test_help_lists_the_options() -> None:
     out = monitor("--help").stdout
     for option in ("--logdir", "--log_dir", "--run", "--interval", "--once", "--json", "--tags", "--stall"):
         assert option in out
-    assert "--total-steps" in out and "--rules" in out
+    assert "--total-steps" in out and "--rules" in out and "--monitor" in out and "--on-alert" in out
 
 
 def test_yaml_rules_read_like_the_json_example(tmp_path: Path) -> None:

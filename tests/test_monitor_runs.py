@@ -16,8 +16,8 @@ from click.testing import CliRunner, Result
 
 from dualwatch import Writer
 from dualwatch._alerts import AlertHook
-from dualwatch._cli import MANY_KEEP, _poll_many, main
-from dualwatch._report import Options, build_report
+from dualwatch._cli import MANY_KEEP, Runs, main
+from dualwatch._report import Options, aged, build_report
 from dualwatch._rules import BUILT_IN, ESAM_RULES, load_rules
 from dualwatch.readers import RunReader
 
@@ -164,20 +164,34 @@ def test_many_runs_show_one_line_each_alerts_first_and_once_exits_1(tmp_path: Pa
 
 def test_many_runs_keep_one_reader_each_and_read_only_what_was_appended(tmp_path: Path) -> None:
     runs = [str(write_run(tmp_path, f"r{i}", n=10, formats=["jsonl"])) for i in range(3)]
-    readers: dict[str, Any] = {}
-    first = _poll_many(readers, runs, str(tmp_path), Options())
-    kept = dict(readers)
+    many = Runs(str(tmp_path), Options())
+    first = many.poll(runs)
+    kept = dict(many.readers)
     assert [r.step for r in first] == [9, 9, 9]
     with open(os.path.join(runs[1], "metrics.jsonl"), "a") as f:
         f.write(json.dumps({"step": 10, "wall_time": time.time(), "Loss/Train": 0.125}) + "\n")
-    second = _poll_many(readers, runs, str(tmp_path), Options())
-    assert readers == kept and all(readers[run] is kept[run] for run in runs)
+    second = many.poll(runs)
+    assert all(many.readers[run] is kept[run] for run in runs)
     assert [r.step for r in second] == [9, 10, 9] and second[1].loss.latest == 0.125
     assert second[1].records == first[1].records + 1  # the one point appended, nothing re-read
-    offsets = {run: readers[run]._files["metrics.jsonl"].offset for run in runs}
+    assert [many.readers[run].changed for run in runs] == [False, True, False]
+    offsets = {run: many.readers[run]._files["metrics.jsonl"].offset for run in runs}
     assert offsets == {run: os.path.getsize(os.path.join(run, "metrics.jsonl")) for run in runs}
-    _poll_many(readers, runs[:2], str(tmp_path), Options())  # a run gone: its reader goes
-    assert set(readers) == set(runs[:2])
+    many.poll(runs[:2])  # a run gone: its reader goes
+    assert set(many.readers) == set(runs[:2])
+
+
+def test_a_report_aged_without_new_records_equals_the_one_built_then(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "run", n=10, Loss__Train=math.nan)
+    reader = RunReader(str(run))
+    reader.poll()
+    now = time.time()
+    options = Options(stall=60.0)
+    report = build_report(reader, now, options, "run")
+    assert [a.kind for a in report.alerts] == ["nonfinite"]
+    for later in (30.0, 61.0, 3600.0):  # before the stall limit, just past it, long past it
+        assert aged(report, later, options) == build_report(reader, now + later, options, "run")
+    assert [a.kind for a in aged(report, 61.0, options).alerts] == ["nonfinite", "stalled"]
 
 
 @pytest.mark.parametrize("fmt", ["tensorboard", "visualdl", "jsonl"])

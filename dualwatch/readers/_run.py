@@ -63,6 +63,9 @@ class RunReader:
         self.tail = tail
         #: the most points held per tag, the latest (None: all)
         self.keep = keep
+        #: whether the last poll read anything (points, damage) or started over: a monitor of many
+        #: runs rebuilds only those reports
+        self.changed = False
         #: the format this run is read from: "tensorboard", "visualdl", "jsonl", "mmengine",
         #: or None (no log yet)
         self.format: str | None = None
@@ -93,6 +96,7 @@ class RunReader:
 
     def poll(self) -> int:
         """Reads what was appended since the last poll; returns the number of new scalar points."""
+        old = (self._table, self._table.points, self._table.corrupt)
         found = log_files(self.run_dir)
         fmt = next((f for f in read_order() if f.name in found), None)
         files = found[fmt.name] if fmt is not None else {}
@@ -104,6 +108,7 @@ class RunReader:
             self._read(name, files[name])
         if self.keep is not None:
             self._table.trim(self.keep)
+        self.changed = old != (self._table, self._table.points, self._table.corrupt)
         return self._table.points - before
 
     def _changed(self, files: dict[str, os.stat_result]) -> bool:
@@ -140,7 +145,9 @@ class RunReader:
             if os.fstat(fd).st_ino != file.inode:
                 return  # replaced since the listing: the next poll starts over
             if file.offset == 0 and self.tail is not None and stat.st_size > self.tail:
-                file.offset = _record_start(fd, self._format, stat.st_size - self.tail, stat.st_size)
+                file.offset = _record_start(
+                    fd, self._format, file.decoder, stat.st_size - self.tail, stat.st_size
+                )
             end, decode = stat.st_size, file.decoder.decode
             if hasattr(file.decoder, "mtime"):  # MMEngine's lines carry no wall time: dated by it
                 file.decoder.mtime = stat.st_mtime
@@ -166,25 +173,19 @@ class RunReader:
             os.close(fd)
 
 
-#: bytes of whole records after a candidate start that must read as records for it to be one
-RESYNC = 4096
+def _record_start(fd: int, fmt: type[LogFormat], decoder: Decoder, start: int, end: int) -> int:
+    """The offset of the first whole record at or after ``start`` (``start``: none found).
 
-
-def _record_start(fd: int, fmt: type[LogFormat] | None, start: int, end: int) -> int:
-    """The offset of the first whole record at or after ``start`` (0: none found, read it all).
-
-    A line-based format starts after the first newline; a binary one at the first offset from
-    which three records in a row read (TensorBoard's checksum the length of each).
+    A line-based format starts after the first newline; a binary one where its decoder would
+    resume after damage (TensorBoard: the first header whose checksum holds), without counting
+    the cut as damage.
     """
     data = os.pread(fd, end - start, start)
-    if fmt is None or not hasattr(fmt, "scan") or fmt.name == "jsonl":
+    if fmt.name in ("jsonl", "mmengine"):
         newline = data.find(b"\n")
-        return start + newline + 1 if newline >= 0 else 0
-    for at in range(len(data)):
-        frames = fmt.scan(data[at : at + RESYNC])
-        if len(frames) >= 3 or (frames and at + frames[-1].end == len(data)):
-            return start + at
-    return 0
+        return start + newline + 1 if newline >= 0 else start
+    decoder._lost = True  # type: ignore[attr-defined]  # a stretch already counted: not counted again
+    return start + decoder._damaged(data, -1)  # type: ignore[attr-defined]
 
 
 def _data_from(fd: int, offset: int, end: int) -> int:

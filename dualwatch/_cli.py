@@ -107,10 +107,10 @@ def _seconds(name: str, default: float, most: float, help: str) -> Any:
     return click.option(name, type=Seconds(most), default=default, show_default=True, help=help)
 
 
-#: bytes from the end of each log file that a run of many is first read from (the last fifty steps
-#: of 20 tags in TensorBoard's events): the first report of a sweep takes seconds, not a read of
-#: every run's history; tags logged less often show once they are logged again
-MANY_TAIL = 32 << 10
+#: bytes from the end of each log file that a run of many is first read from (the last 25 steps of
+#: 20 tags logged every step, hundreds of a loss logged alone): the first report of a sweep takes
+#: seconds, not a read of every run's history; a tag not logged in that stretch shows once it is
+MANY_TAIL = 16 << 10
 #: points per tag held for each run of many: the report's windows (rate, trend) fit in it
 MANY_KEEP = 128
 

@@ -28,9 +28,8 @@ from __future__ import annotations
 import errno
 import os
 
-from dualwatch._formats import read_order
 from dualwatch._formats.base import Decoder, LogFormat, all_zeros
-from dualwatch.readers._discover import log_files
+from dualwatch.readers._discover import _formats, log_files
 from dualwatch.readers._series import Series, Table
 
 #: bytes read at once; a first read of a big file goes in blocks of this size
@@ -98,7 +97,7 @@ class RunReader:
         """Reads what was appended since the last poll; returns the number of new scalar points."""
         old = (self._table, self._table.points, self._table.corrupt)
         found = log_files(self.run_dir)
-        fmt = next((f for f in read_order() if f.name in found), None)
+        fmt = next((f for f in _formats() if f.name in found), None)
         files = found[fmt.name] if fmt is not None else {}
         if fmt is not self._format or self._changed(files):
             self._restart(fmt)

@@ -52,11 +52,11 @@ def demo(backend: str, steps: int, every: int, logdir: str) -> None:
     run_all(frameworks, steps=steps, every=every, logdir=logdir)
 
 
-def _run_choice(verb: str) -> Callable[[Any], Any]:
+def _run_choice(verb: str, default: str = "the newest") -> Callable[[Any], Any]:
     """LOGDIR (also --logdir, and --log_dir as the VisualDL guide spells it) and --run."""
 
     def decorate(command: Any) -> Any:
-        run_help = f"Run to {verb} (path under LOGDIR); default the newest."
+        run_help = f"Run to {verb} (path under LOGDIR; a directory: its newest run); default {default}."
         command = click.option("--run", "run_name", metavar="NAME", help=run_help)(command)
         command = click.option(
             "--logdir",
@@ -116,7 +116,7 @@ MANY_KEEP = 128
 
 
 @main.command()
-@_run_choice("show")
+@_run_choice("show alone", "every run, one line each")
 @_seconds("--interval", 30.0, MAX_INTERVAL, "Seconds between polls (at most a day).")
 @click.option(
     "--once",

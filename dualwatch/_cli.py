@@ -111,6 +111,8 @@ def _seconds(name: str, default: float, most: float, help: str) -> Any:
 #: 20 tags logged every step, hundreds of a loss logged alone): the first report of a sweep takes
 #: seconds, not a read of every run's history; a tag not logged in that stretch shows once it is
 MANY_TAIL = 16 << 10
+#: advice on a log file the monitor of many runs cannot read
+UNREADABLE_HINT = "give the monitor's user read access to it (chmod a+r, or the run's group)"
 #: points per tag held for each run of many: the report's windows (rate, trend) fit in it
 MANY_KEEP = 128
 
@@ -210,7 +212,7 @@ def monitor(
                         reports = [build_report(reader, time.time(), options, display_name(run_dir, logdir))]
                     else:
                         reports = many.poll(run_dirs)
-                        if not any(r.records for r in reports):
+                        if not any(r.records or r.alerts for r in reports):
                             raise DualwatchError(
                                 f"no scalar records yet in any of {len(reports)} runs under {logdir}",
                                 transient=True,
@@ -248,7 +250,7 @@ class Runs:
         """One report per run in ``run_dirs``; the readers of runs gone from the logdir go."""
         import time
 
-        from dualwatch._report import aged, build_report
+        from dualwatch._report import Notice, aged, build_report, with_alert
         from dualwatch.readers import RunReader
         from dualwatch.readers._discover import display_name
 
@@ -261,11 +263,14 @@ class Runs:
             reader = self.readers.get(run_dir)
             if reader is None:
                 reader = self.readers[run_dir] = RunReader(run_dir, tail=MANY_TAIL, keep=MANY_KEEP)
-            _poll(reader)
+            reader.poll()
             known = self._reports.get(run_dir)
-            if known is None or reader.changed:
+            if known is None or reader.changed or reader.unreadable:
                 name = display_name(run_dir, self.logdir)
                 report = build_report(reader, now, self.options, name)
+                for path, reason in reader.unreadable.items():  # one run's bad file stops no other
+                    why = f"cannot read log file: {path} ({reason}); its records are missing"
+                    report = with_alert(report, Notice("unreadable", why, hint=UNREADABLE_HINT))
             else:
                 report = aged(known[0], now - known[1], self.options)
             self._reports[run_dir] = (report, now)

@@ -15,7 +15,9 @@ Alerts (``--once`` exits 1 while one is active):
   global gradient norm by the same rule (:func:`~dualwatch._health.norm_verdict`);
 - ``stalled``: no new record for longer than ``Options.stall`` seconds;
 - ``not_updating``: a parameter's ``weight_change`` is exactly 0 although it has a gradient;
-- ``rule``: a tag crossed a rule's abnormal bound (below).
+- ``rule``: a tag crossed a rule's abnormal bound (below);
+- ``unreadable``: with many runs, a log file of one this user may not read (the monitor of one
+  run exits 2 instead: a report without that file's records would be wrong).
 
 Warnings are shown but leave the exit code alone, because what is shown is still right:
 damaged records the reader skipped (it resumes after them), and a value outside a rule's
@@ -241,6 +243,13 @@ def aged(report: RunReport, seconds: float, options: Options) -> RunReport:
     # which a monitor of hundreds of runs pays every poll
     copy = object.__new__(RunReport)
     copy.__dict__.update(report.__dict__, since_last_s=since, alerts=tuple(alerts))
+    return copy
+
+
+def with_alert(report: RunReport, notice: Notice) -> RunReport:
+    """``report`` with one more alert (what the monitor of many runs adds for a file it cannot read)."""
+    copy = object.__new__(RunReport)
+    copy.__dict__.update(report.__dict__, alerts=(*report.alerts, notice))
     return copy
 
 

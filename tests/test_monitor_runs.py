@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,40 @@ def test_many_runs_show_one_line_each_alerts_first_and_once_exits_1(tmp_path: Pa
     assert data[1]["loss"]["latest"] == pytest.approx(loss_at(11), rel=1e-6)
     healthy = monitor(str(tmp_path / "sweep"), "--run", "lr_a", "--once")  # --run: the full report
     assert healthy.exit_code == 0 and healthy.stdout.startswith("run      lr_a")
+
+
+def test_with_many_runs_a_log_file_this_user_may_not_read_is_an_alert_of_its_run_only() -> None:
+    base = Path(tempfile.mkdtemp())  # not under pytest's 0700 tmp root: nobody must reach it
+    try:
+        base.chmod(0o755)
+        good = write_run(base / "logs", "good", formats=["jsonl"])
+        bad = write_run(base / "logs", "bad", formats=["jsonl"])
+        for directory in (base / "logs", good, bad):
+            directory.chmod(0o755)
+        (good / "metrics.jsonl").chmod(0o644)
+        (bad / "metrics.jsonl").chmod(0o000)
+        # root reads anything: the child imports what the command needs, then drops to nobody
+        code = (
+            "import os\n"
+            "import dualwatch._cli, dualwatch._report, dualwatch._view, dualwatch.readers\n"
+            "import dualwatch.readers._discover as d; d._formats()\n"
+            "if os.geteuid() == 0: os.setgid(65534); os.setuid(65534)\n"
+            "dualwatch._cli.main()"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "monitor", str(base / "logs"), "--once", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+        first, second = map(json.loads, proc.stdout.splitlines())
+        assert (first["run"], [a["kind"] for a in first["alerts"]]) == ("bad", ["unreadable"])
+        why = f"cannot read log file: {bad / 'metrics.jsonl'} (Permission denied); its records are missing"
+        assert first["alerts"][0]["message"] == why
+        assert (second["run"], second["ok"], second["step"]) == ("good", True, 29)
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=True)
 
 
 def test_many_runs_keep_one_reader_each_and_read_only_what_was_appended(tmp_path: Path) -> None:

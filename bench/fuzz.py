@@ -73,8 +73,8 @@ NAMES = {
 MMENGINE = "scalars.json"
 #: the format each one converts to
 CONVERT_TO = {"tensorboard": "visualdl", "visualdl": "tensorboard", "jsonl": "tensorboard"}
-#: exit statuses the commands may end with
-EXITS = {"monitor": {0, 1, 2}, "convert": {0, 2}}
+#: exit statuses the commands may end with (3: no readable records, what a damaged file may leave)
+EXITS = {"monitor": {0, 1, 2, 3}, "convert": {0, 2, 3}}
 WALL = 1_700_000_000.0
 #: runs ``python ARGS...`` and writes its peak RSS (KiB) to the file named first. A child's
 #: ``ru_maxrss`` starts at its parent's when it is forked (Linux keeps the high-water mark across

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import click
 
-from dualwatch._errors import DualwatchError
+from dualwatch._errors import NO_LOGS, DualwatchError
 from dualwatch._version import __version__
 from dualwatch.backends import FRAMEWORKS
 
@@ -52,11 +52,11 @@ def demo(backend: str, steps: int, every: int, logdir: str) -> None:
     run_all(frameworks, steps=steps, every=every, logdir=logdir)
 
 
-def _run_choice(verb: str) -> Callable[[Any], Any]:
+def _run_choice(verb: str, default: str = "the newest") -> Callable[[Any], Any]:
     """LOGDIR (also --logdir, and --log_dir as the VisualDL guide spells it) and --run."""
 
     def decorate(command: Any) -> Any:
-        run_help = f"Run to {verb} (path under LOGDIR); default the newest."
+        run_help = f"Run to {verb} (path under LOGDIR; a directory: its newest run); default {default}."
         command = click.option("--run", "run_name", metavar="NAME", help=run_help)(command)
         command = click.option(
             "--logdir",
@@ -107,18 +107,45 @@ def _seconds(name: str, default: float, most: float, help: str) -> Any:
     return click.option(name, type=Seconds(most), default=default, show_default=True, help=help)
 
 
+#: bytes from the end of each log file that a run of many is first read from (the last 25 steps of
+#: 20 tags logged every step, hundreds of a loss logged alone): the first report of a sweep takes
+#: seconds, not a read of every run's history; a tag not logged in that stretch shows once it is
+MANY_TAIL = 16 << 10
+#: advice on a log file the monitor of many runs cannot read
+UNREADABLE_HINT = "give the monitor's user read access to it (chmod a+r, or the run's group)"
+#: points per tag held for each run of many: the report's windows (rate, trend) fit in it
+MANY_KEEP = 128
+
+
 @main.command()
-@_run_choice("show")
+@_run_choice("show alone", "every run, one line each")
 @_seconds("--interval", 30.0, MAX_INTERVAL, "Seconds between polls (at most a day).")
-@click.option("--once", is_flag=True, help="Print one report and exit: 0 healthy, 1 alert, 2 no logs/usage.")
-@click.option("--json", "as_json", is_flag=True, help="Print each report as one line of JSON.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Print one report and exit: 0 healthy, 1 alert, 2 usage error, 3 no logs or no readable records.",
+)
+@click.option(
+    "--monitor",
+    "follow",
+    is_flag=True,
+    help="Follow the run(s), polling every --interval (the default; the VisualDL guide's spelling).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print each report as one line of JSON (one per run).")
 @click.option("--tags", multiple=True, metavar="GLOB", help="Also show tags matching GLOB (repeatable).")
 @_seconds("--stall", 300.0, MAX_STALL, "Alert when no record came for this many seconds.")
 @click.option("--total-steps", type=click.IntRange(min=1), help="Steps the run will take, for the ETA.")
 @click.option(
     "--rules",
-    metavar="FILE",
-    help="Normal ranges per tag glob, JSON or YAML (see examples/rules_esam.json).",
+    metavar="NAME|FILE",
+    help="Normal ranges per tag glob: a built-in set (esam: the ESAM BiFusion guide's table) or a "
+    "JSON or YAML file (./esam for a file named so).",
+)
+@click.option(
+    "--on-alert",
+    metavar="CMD",
+    help="Run CMD (a shell command) once per newly raised alert, the alert as JSON on stdin and in "
+    "DUALWATCH_ALERT_* variables; how a container pages someone.",
 )
 @click.pass_context
 def monitor(
@@ -128,53 +155,77 @@ def monitor(
     run_name: str | None,
     interval: float,
     once: bool,
+    follow: bool,
     as_json: bool,
     tags: tuple[str, ...],
     stall: float,
     total_steps: int | None,
     rules: str | None,
+    on_alert: str | None,
 ) -> None:
-    """Follow a run's logs (VisualDL, TensorBoard, metrics.jsonl, MMEngine) and report its health.
+    """Follow the runs under LOGDIR (VisualDL, TensorBoard, metrics.jsonl, MMEngine) and report their health.
 
-    Reads only what was appended since the last poll. Alerts: NaN/Inf values, exploding or
-    vanishing gradients, a stalled run, weights not updating, --rules violations.
+    One run (or --run NAME) gets the full report; many runs (a sweep) get one line each, alerts
+    first. Reads only what was appended since the last poll. Alerts: NaN/Inf values, exploding
+    or vanishing gradients, a stalled run, weights not updating, --rules violations.
+    Exit status (--once): 0 healthy, 1 an alert, 2 usage error (also a file or directory this
+    user may not read), 3 no logs or no readable records yet.
     """
     import os
     import sys
     import time
 
     from dualwatch._report import Options, build_report
-    from dualwatch._rules import load_rules
+    from dualwatch._rules import rules_named
     from dualwatch._view import Display
     from dualwatch.readers import RunReader
-    from dualwatch.readers._discover import display_name, locate_run
+    from dualwatch.readers._discover import display_name, list_runs, locate_run
 
+    if once and follow:
+        raise DualwatchError("--once and --monitor ask for opposite things: give one")
     logdir = _logdir(logdir, logdir_option)
     options = Options(
-        stall=stall, total_steps=total_steps, rules=load_rules(rules) if rules else (), tags=tags
+        stall=stall, total_steps=total_steps, rules=rules_named(rules) if rules else (), tags=tags
     )
+    hook = None
+    if on_alert:
+        from dualwatch._alerts import AlertHook
+
+        hook = AlertHook(on_alert)
     reader = None
+    many = Runs(logdir, options)
     code = 0
     try:
         with Display(as_json=as_json, follow=not once, tty=sys.stdout.isatty()) as display:
             while True:
                 try:
-                    run_dir = locate_run(logdir, run_name)
-                    if reader is None or reader.run_dir != run_dir:
-                        reader = RunReader(run_dir)
-                    _poll(reader)
-                    if not reader.series:
-                        raise DualwatchError(
-                            f"no scalar records yet in {run_dir}{_damage(reader)}", transient=True
-                        )
+                    run_dirs = [locate_run(logdir, run_name)] if run_name else list_runs(logdir)
+                    if len(run_dirs) == 1:
+                        run_dir = run_dirs[0]
+                        if reader is None or reader.run_dir != run_dir:
+                            reader = RunReader(run_dir)
+                        _poll(reader)
+                        if not reader.series:
+                            raise DualwatchError(
+                                f"no scalar records yet in {run_dir}{_damage(reader)}", transient=True
+                            )
+                        reports = [build_report(reader, time.time(), options, display_name(run_dir, logdir))]
+                    else:
+                        reports = many.poll(run_dirs)
+                        if not any(r.records or r.alerts for r in reports):
+                            raise DualwatchError(
+                                f"no scalar records yet in any of {len(reports)} runs under {logdir}",
+                                transient=True,
+                            )
                 except DualwatchError as err:
                     if once or not err.transient:
                         raise
                     display.waiting(err.message)
                 else:
-                    report = build_report(reader, time.time(), options, display_name(run_dir, logdir))
-                    code = 0 if report.ok else 1
-                    display.show(report)
+                    code = 1 if any(not r.ok for r in reports) else 0
+                    display.show_runs(reports)
+                    if hook is not None:
+                        hook.check(reports)
                     if once:
                         ctx.exit(code)
                 time.sleep(interval)
@@ -183,6 +234,48 @@ def monitor(
     except BrokenPipeError:  # whoever read the pipe (head, grep -m1) is gone: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         ctx.exit(code)
+
+
+class Runs:
+    """The runs of a logdir followed at once: one reader per run, kept from poll to poll and started
+    near each file's end, and each run's last report, rebuilt only when its reader read something."""
+
+    def __init__(self, logdir: str, options: Any) -> None:
+        self.logdir = logdir
+        self.options = options
+        self.readers: dict[str, Any] = {}
+        self._reports: dict[str, tuple[Any, float]] = {}
+
+    def poll(self, run_dirs: list[str]) -> list[Any]:
+        """One report per run in ``run_dirs``; the readers of runs gone from the logdir go."""
+        import time
+
+        from dualwatch._report import Notice, aged, build_report, with_alert
+        from dualwatch.readers import RunReader
+        from dualwatch.readers._discover import display_name
+
+        for gone in self.readers.keys() - set(run_dirs):
+            del self.readers[gone]
+            self._reports.pop(gone, None)
+        now = time.time()
+        reports = []
+        for run_dir in run_dirs:
+            reader = self.readers.get(run_dir)
+            if reader is None:
+                reader = self.readers[run_dir] = RunReader(run_dir, tail=MANY_TAIL, keep=MANY_KEEP)
+            reader.poll()
+            known = self._reports.get(run_dir)
+            if known is None or reader.changed or reader.unreadable:
+                name = display_name(run_dir, self.logdir)
+                report = build_report(reader, now, self.options, name)
+                for path, reason in reader.unreadable.items():  # one run's bad file stops no other
+                    why = f"cannot read log file: {path} ({reason}); its records are missing"
+                    report = with_alert(report, Notice("unreadable", why, hint=UNREADABLE_HINT))
+            else:
+                report = aged(known[0], now - known[1], self.options)
+            self._reports[run_dir] = (report, now)
+            reports.append(report)
+        return reports
 
 
 def _poll(reader: Any) -> None:
@@ -246,7 +339,7 @@ def plot(
     reader = RunReader(run_dir)
     _poll(reader)
     if not reader.series:
-        raise DualwatchError(f"no scalar records in {run_dir}{_damage(reader)}")
+        raise DualwatchError(f"no scalar records in {run_dir}{_damage(reader)}", exit_code=NO_LOGS)
     chosen, left_out = choose_tags(reader.series, tags, max_panels)
     if not chosen:
         known = ", ".join(sorted(reader.series)[:10])

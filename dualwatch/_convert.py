@@ -23,7 +23,7 @@ import os
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
 
-from dualwatch._errors import DualwatchError
+from dualwatch._errors import NO_LOGS, USAGE, DualwatchError
 from dualwatch._formats import formats_by_name
 from dualwatch._warn import warn
 from dualwatch.readers._discover import log_files
@@ -46,13 +46,16 @@ def convert_run(run_dir: str, to: str, out: str | None = None) -> str:
     if to not in SOURCE:
         raise DualwatchError(f"cannot convert to {to!r}: choose one of {sorted(SOURCE)}")
     run_dir = os.path.normpath(run_dir)
-    if not os.path.isdir(run_dir):
-        raise DualwatchError(f"{run_dir} is not a run directory")
+    if not os.path.isdir(run_dir):  # missing: nothing to read (3); a file: asked wrong (2)
+        missing = not os.path.exists(run_dir)
+        raise DualwatchError(f"{run_dir} is not a run directory", exit_code=NO_LOGS if missing else USAGE)
     formats = formats_by_name()
     source = formats[SOURCE[to]]
     names = sorted(log_files(run_dir).get(source.name, {}))
     if not names:
-        raise DualwatchError(f"{run_dir} has no {source.label} logs (*{source.mark}* files) to convert")
+        raise DualwatchError(
+            f"{run_dir} has no {source.label} logs (*{source.mark}* files) to convert", exit_code=NO_LOGS
+        )
     out = os.path.normpath(out or f"{os.path.abspath(run_dir)}_{to}")  # RUN "." has a name too
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise DualwatchError(f"{out} already exists and is not empty: pass another -o/--out")
@@ -75,7 +78,9 @@ def convert_run(run_dir: str, to: str, out: str | None = None) -> str:
     if skipped:
         warn(f"{skipped} record(s) of {run_dir} not converted: damaged, or of a kind convert leaves out")
     if not records:
-        raise DualwatchError(f"{run_dir} has {source.label} logs but no scalars, histograms, images or text")
+        raise DualwatchError(
+            f"{run_dir} has {source.label} logs but no scalars, histograms, images or text", exit_code=NO_LOGS
+        )
     os.makedirs(out, exist_ok=True)
     sink = FileSink(formats[to](), out)
     try:

@@ -17,7 +17,9 @@ Alerts (``--once`` exits 1 while one is active):
 - ``not_updating``: a parameter's ``weight_change`` is exactly 0 although its gradient is not
   negligible (:func:`~dualwatch._health.negligible`, the Watcher's rule; a dualwatch run's own
   count, ``train/gradient/not_updating_params``, decides when it is there);
-- ``rule``: a tag crossed a rule's abnormal bound (below).
+- ``rule``: a tag crossed a rule's abnormal bound (below);
+- ``unreadable``: with many runs, a log file of one this user may not read (the monitor of one
+  run exits 2 instead: a report without that file's records would be wrong).
 
 Warnings are shown but leave the exit code alone, because what is shown is still right:
 damaged records the reader skipped (it resumes after them), and a value outside a rule's
@@ -180,14 +182,9 @@ def build_report(
         alerts.append(
             Notice(health, f"gradients {health}{norm}", (health_source or "",), ADVICE[Verdict(health)])
         )
-    if since is not None and since > options.stall:
-        alerts.append(
-            Notice(
-                "stalled",
-                f"stalled: no new record for {format_duration(since)} "
-                f"(limit {format_duration(options.stall)})",
-            )
-        )
+    stalled = _stalled(since, options)
+    if stalled is not None:
+        alerts.append(stalled)
     (frozen, frozen_text), zero, small = _gradient_findings(lasts)
     if frozen_text:
         alerts.append(
@@ -245,6 +242,36 @@ def build_report(
     )
 
 
+def aged(report: RunReport, seconds: float, options: Options) -> RunReport:
+    """``report`` as :func:`build_report` makes it ``seconds`` later when nothing new was read: only
+    the time since the last record, and with it the stall alert, change. A monitor of many runs
+    rebuilds only the reports of runs that logged since its last poll."""
+    if report.since_last_s is None:
+        return report
+    since = report.since_last_s + seconds
+    alerts = [notice for notice in report.alerts if notice.kind != "stalled"]
+    stalled = _stalled(since, options)
+    if stalled is not None:  # in build_report's order: after the value and gradient alerts
+        at = sum(notice.kind in _BEFORE_STALLED for notice in alerts)
+        alerts.insert(at, stalled)
+    # a copy with two fields changed; dataclasses.replace runs __init__ and costs ten times more,
+    # which a monitor of hundreds of runs pays every poll
+    copy = object.__new__(RunReport)
+    copy.__dict__.update(report.__dict__, since_last_s=since, alerts=tuple(alerts))
+    return copy
+
+
+def with_alert(report: RunReport, notice: Notice) -> RunReport:
+    """``report`` with one more alert (what the monitor of many runs adds for a file it cannot read)."""
+    copy = object.__new__(RunReport)
+    copy.__dict__.update(report.__dict__, alerts=(*report.alerts, notice))
+    return copy
+
+
+#: the alerts build_report lists before ``stalled``
+_BEFORE_STALLED = ("nonfinite", Verdict.EXPLODING.value, Verdict.VANISHING.value, Verdict.NAN.value)
+
+
 def format_duration(seconds: float) -> str:
     """``45s``, ``12m05s``, ``3h02m``, ``2d04h``: short enough for a table cell (``?`` for a
     duration that is not a number, from a damaged wall time)."""
@@ -261,6 +288,15 @@ def format_duration(seconds: float) -> str:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _stalled(since: float | None, options: Options) -> Notice | None:
+    if since is None or not since > options.stall:
+        return None
+    return Notice(
+        "stalled",
+        f"stalled: no new record for {format_duration(since)} (limit {format_duration(options.stall)})",
+    )
 
 
 def _step_value(point: tuple[int, float, float]) -> tuple[int, float]:

@@ -9,12 +9,16 @@ guide's table of normal ranges (``examples/rules_esam.json``)::
 The latest value of every matching tag (``fnmatch``, case-sensitive; ``*`` also matches
 ``/``) is judged: above ``above`` or below ``below`` is an alert; outside ``normal`` is a
 warning, or an alert when the rule gives neither ``above`` nor ``below``.
+
+Rule sets installed with the package are named for what they check (:data:`BUILT_IN`):
+``dualwatch monitor --rules esam`` is the ESAM guide's table, with no file to find.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,3 +158,18 @@ ESAM_RULES = parse_rules(
         },
     }
 )
+
+#: rule sets installed with the package, by the name ``--rules`` takes (a file named so: ``./esam``)
+BUILT_IN = {"esam": ESAM_RULES}
+
+
+def rules_named(spec: str) -> tuple[Rule, ...]:
+    """The built-in rule set named ``spec``, else the rules file at path ``spec``."""
+    if spec in BUILT_IN:
+        return BUILT_IN[spec]
+    try:
+        return load_rules(spec)
+    except DualwatchError as err:
+        if os.path.exists(spec):
+            raise
+        raise DualwatchError(f"{err.message}; or name a built-in rule set: {', '.join(BUILT_IN)}") from None

@@ -39,7 +39,9 @@ DETAILED_LOSS = "train/detailed_loss"
 
 # What the monitor and the plot look for, in the order they are preferred: dualwatch's tags, then
 # those of the other tools whose logs they read (Lightning, MMEngine, Paddle's callbacks...).
-LOSS_TAGS = (LOSS, "train/loss", "loss", "TRAIN/loss", "train_loss")
+# The last: the total in the loss breakdown (MMEngine calls its total ``loss``), all that a run of
+# dualwatch's MMEngine hook writing beside MMEngine's own logs holds of the loss.
+LOSS_TAGS = (LOSS, "train/loss", "loss", "TRAIN/loss", "train_loss", f"{DETAILED_LOSS}/loss")
 VAL_LOSS_TAGS = (VAL_LOSS, "val/loss", "eval/loss", "valid/loss", "val_loss")
 LR_TAGS = (LEARNING_RATE, "train/learning_rate", "lr", "train/lr", "base_lr")
 GRAD_NORM_TAGS = (TOTAL_NORM, f"{MODEL}/Gradient_Norm", "grad_norm")

@@ -1,14 +1,16 @@
 """How a monitor report looks: a rich table on a terminal, plain lines in a pipe, JSON for scripts.
 
 The plain text and the table show the same rows, so what a log file captures from a
-container is what a person sees live. ``rich`` is imported only for the table.
+container is what a person sees live. ``rich`` is imported only for the table. One run gets
+its full report; many runs one line each (run, status, step, loss, last record age, alerts),
+alerting runs first, so the runs that need a look are on top of a sweep of dozens.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import click
 
@@ -49,17 +51,26 @@ class Display:
             self._live.stop()
 
     def show(self, report: RunReport) -> None:
+        """One run's full report."""
+        self.show_runs([report])
+
+    def show_runs(self, reports: Sequence[RunReport]) -> None:
+        """One poll: one run's full report, or a line per run when there are several."""
         if self.as_json:
-            click.echo(render_json(report))
-        elif self._live is not None:
-            self._live.update(render_rich(report), refresh=True)
+            for report in sort_runs(reports):
+                click.echo(render_json(report))
         elif self._console is not None:
-            self._console.print(render_rich(report))
+            shown = render_rich(reports[0]) if len(reports) == 1 else render_runs_rich(reports)
+            if self._live is not None:
+                self._live.update(shown, refresh=True)
+            else:
+                self._console.print(shown)
         else:
-            click.echo(render_text(report) + ("\n" if self.follow else ""))
+            text = render_text(reports[0]) if len(reports) == 1 else render_runs_text(reports)
+            click.echo(text + ("\n" if self.follow else ""))
 
     def waiting(self, reason: str) -> None:
-        """Why there is no report yet (only while following: ``--once`` exits 2 instead)."""
+        """Why there is no report yet (only while following: ``--once`` exits 3 or 2 instead)."""
         if self.as_json:
             click.echo(json.dumps({"waiting": reason}, ensure_ascii=False))
         elif self._live is not None:
@@ -110,6 +121,60 @@ def render_rich(report: RunReport) -> RenderableType:
         table.add_row(Text("warning", style="yellow"), Text(notice.message, style="yellow"))
     table.add_row("status", Text(status(report), style="bold green" if report.ok else "bold red"))
     return table
+
+
+RUN_COLUMNS = ("run", "status", "step", "loss", "last", "alerts")
+
+
+def sort_runs(reports: Sequence[RunReport]) -> list[RunReport]:
+    """Alerting runs first, then the rest, each by name."""
+    return sorted(reports, key=lambda r: (r.ok, r.run))
+
+
+def run_row(report: RunReport) -> tuple[str, ...]:
+    """One run's line: the cells of :data:`RUN_COLUMNS`."""
+    state = status(report) if report.records else "no records"
+    step = "" if report.step is None else str(report.step)
+    loss = "" if report.loss is None else _num(report.loss.latest)
+    age = "" if report.since_last_s is None else format_duration(max(0.0, report.since_last_s))
+    alerts = "; ".join(n.message for n in report.alerts)
+    return (report.run, state, step, loss, age, alerts)
+
+
+def render_runs_text(reports: Sequence[RunReport]) -> str:
+    """Many runs as aligned plain lines, a header first and a count of alerting runs last."""
+    rows = [RUN_COLUMNS, *(run_row(r) for r in sort_runs(reports))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(RUN_COLUMNS) - 1)]
+    lines = ["  ".join([*(c.ljust(w) for c, w in zip(row, widths)), row[-1]]).rstrip() for row in rows]
+    lines.append(_many_status(reports))
+    return "\n".join(lines)
+
+
+def render_runs_rich(reports: Sequence[RunReport]) -> RenderableType:
+    """Many runs as a rich table, alerting runs in red."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(
+        title=f"dualwatch monitor: {len(reports)} runs",
+        caption=_many_status(reports),
+        box=box.SIMPLE,
+        title_justify="left",
+        caption_justify="left",
+    )
+    for name in RUN_COLUMNS:
+        right = name in ("step", "loss", "last")
+        table.add_column(name, overflow="fold", justify="right" if right else "left")
+    for report in sort_runs(reports):
+        style = "" if report.ok else "red"
+        table.add_row(*(Text(cell, style=style) for cell in run_row(report)))
+    return table
+
+
+def _many_status(reports: Sequence[RunReport]) -> str:
+    alerting = sum(not r.ok for r in reports)
+    return f"{len(reports)} runs, {alerting} with alerts" if alerting else f"{len(reports)} runs, all OK"
 
 
 def status(report: RunReport) -> str:

@@ -275,21 +275,22 @@ def test_conversion_only_reads_the_source_run(runs: Runs) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (["{tmp}/missing", "--to", "tensorboard"], "{tmp}/missing is not a run directory"),
-        (["{tmp}/vdl", "--to", "tfevents"], "cannot convert to 'tfevents'"),
-        (["{tmp}/vdl"], "--to tensorboard or --to visualdl"),
+        (["{tmp}/missing", "--to", "tensorboard"], "{tmp}/missing is not a run directory", 3),
+        (["{tmp}/vdl", "--to", "tfevents"], "cannot convert to 'tfevents'", 2),
+        (["{tmp}/vdl"], "--to tensorboard or --to visualdl", 2),
         (
             ["{tmp}/vdl", "--to", "tensorboard", "-o", "{tmp}/taken"],
             "{tmp}/taken already exists and is not empty",
+            2,
         ),
-        (["{tmp}/vdl", "--to", "visualdl"], "{tmp}/vdl has no TensorBoard logs"),
+        (["{tmp}/vdl", "--to", "visualdl"], "{tmp}/vdl has no TensorBoard logs", 3),
     ],
     ids=["missing-run", "bad-to", "no-to", "existing-out", "nothing-to-convert"],
 )
-def test_cli_errors_are_one_line_and_exit_2(
-    tmp_path: os.PathLike[str], args: list[str], message: str
+def test_cli_errors_are_one_line_and_exit_3_for_nothing_to_convert_else_2(
+    tmp_path: os.PathLike[str], args: list[str], message: str, code: int
 ) -> None:
     tmp = str(tmp_path)
     _write_visualdl(os.path.join(tmp, "vdl"))
@@ -297,7 +298,7 @@ def test_cli_errors_are_one_line_and_exit_2(
     open(os.path.join(tmp, "taken", "keep.txt"), "w").close()
     before = _snapshot(os.path.join(tmp, "vdl"))
     result = CliRunner().invoke(main, ["convert", *(a.format(tmp=tmp) for a in args)])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == code, result.output
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("dualwatch convert: ")
     assert message.format(tmp=tmp) in result.stderr

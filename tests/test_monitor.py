@@ -269,8 +269,10 @@ def test_json_run_and_logdir_spellings(tmp_path: Path) -> None:
     for f in older.iterdir():
         os.utime(f, (time.time() - 100, time.time() - 100))
     write_run(tmp_path / "torch", "newer", n=7)
-    assert json.loads(monitor(str(tmp_path), "--once", "--json").stdout)["run"] == "torch/newer"
-    assert json.loads(monitor("--log_dir", str(tmp_path), "--once", "--json").stdout)["step"] == 6
+    many = [json.loads(line) for line in monitor(str(tmp_path), "--once", "--json").stdout.splitlines()]
+    assert [(r["run"], r["step"]) for r in many] == [("older", 4), ("torch/newer", 6)]
+    one = monitor("--log_dir", str(tmp_path / "torch"), "--once", "--json").stdout
+    assert json.loads(one)["step"] == 6
     picked = monitor("--logdir", str(tmp_path), "--run", "older", "--once", "--json")
     assert json.loads(picked.stdout)["step"] == 4
     by_dir = monitor(str(tmp_path), "--run", "torch", "--once", "--json")
@@ -278,25 +280,26 @@ def test_json_run_and_logdir_spellings(tmp_path: Path) -> None:
     from_env = monitor("--once", "--json", DUALWATCH_LOGDIR=str(tmp_path / "torch"))
     assert json.loads(from_env.stdout)["run"] == "newer"
     unknown = monitor(str(tmp_path), "--run", "nope", "--once")
-    assert unknown.exit_code == 2 and unknown.stderr.startswith("dualwatch monitor: no run 'nope' under ")
+    assert unknown.exit_code == 3 and unknown.stderr.startswith("dualwatch monitor: no run 'nope' under ")
     assert "torch/newer, older" in unknown.stderr
 
 
-def one_line_error(result: Result) -> str:
-    assert result.exit_code == 2 and result.stdout == "", result.output
+def one_line_error(result: Result, code: int = 2) -> str:
+    assert result.exit_code == code and result.stdout == "", result.output
     (line,) = result.stderr.splitlines()
     return line
 
 
-def test_missing_empty_file_and_bad_options_exit_2_with_one_line(tmp_path: Path) -> None:
+def test_no_logs_exit_3_and_bad_options_exit_2_with_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "runs"
     assert (
-        one_line_error(monitor(str(missing), "--once")) == f"dualwatch monitor: no such directory: {missing}"
+        one_line_error(monitor(str(missing), "--once"), 3)
+        == f"dualwatch monitor: no such directory: {missing}"
     )
     missing.mkdir()
-    assert "no logs under" in one_line_error(monitor(str(missing), "--once"))
+    assert "no logs under" in one_line_error(monitor(str(missing), "--once"), 3)
     (missing / "metrics.jsonl").touch()  # a run that has not logged yet
-    assert "no scalar records yet in" in one_line_error(monitor(str(missing), "--once"))
+    assert "no scalar records yet in" in one_line_error(monitor(str(missing), "--once"), 3)
     a_file = write_run(tmp_path) / "metrics.jsonl"
     assert one_line_error(monitor(str(a_file), "--once")).endswith(f"not a directory: {a_file}")
     (tmp_path / "bad.json").write_text("{oops")
@@ -376,7 +379,7 @@ def test_help_lists_the_options() -> None:
     out = monitor("--help").stdout
     for option in ("--logdir", "--log_dir", "--run", "--interval", "--once", "--json", "--tags", "--stall"):
         assert option in out
-    assert "--total-steps" in out and "--rules" in out
+    assert "--total-steps" in out and "--rules" in out and "--monitor" in out and "--on-alert" in out
 
 
 def test_yaml_rules_read_like_the_json_example(tmp_path: Path) -> None:

@@ -176,6 +176,10 @@ MMENGINE_CHILD = """
     from mmengine.runner import Runner
 
     backends, work_dir, pause = sys.argv[1].split(","), sys.argv[2], float(sys.argv[3])
+    hooks = []
+    if sys.argv[4:] == ["hook"]:  # dualwatch's hook without its vis backend: a run of its own
+        import dualwatch.integrations.mmengine
+        hooks = [dict(type="DualwatchHook", every=2)]
 
     class Net(BaseModel):
         def __init__(self):
@@ -210,6 +214,7 @@ MMENGINE_CHILD = """
             checkpoint=dict(type="CheckpointHook", interval=100),
         ),
         visualizer=dict(type="Visualizer", vis_backends=[dict(type=b) for b in backends]),
+        custom_hooks=hooks,
         default_scope="mmengine",
     ).train()
 """
@@ -249,6 +254,29 @@ def test_mmengine_runner_run_shows_its_loss_lr_grad_norm_epoch_and_is_not_stalle
     assert report["steps_per_s"] is not None and report["steps_per_s"] > 0
 
 
+def test_mmengine_work_dir_with_dualwatch_hook_shows_both_runs_each_with_its_loss(tmp_path) -> None:
+    work_dir = tmp_path / "work"
+    run_python(MMENGINE_CHILD, "LocalVisBackend", str(work_dir), "0", "hook", cwd=tmp_path)
+    (launch,) = [p for p in work_dir.iterdir() if p.is_dir()]  # <timestamp>/
+    assert sorted(p.name for p in launch.iterdir() if p.is_dir()) == ["dualwatch", "vis_data"]
+    result = CliRunner().invoke(main, ["monitor", str(work_dir), "--once", "--json", "--stall", "60"])
+    assert result.exit_code == 0, result.output
+    reports = {r["run"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert set(reports) == {f"{launch.name}/dualwatch", f"{launch.name}/vis_data"}
+    last = mmengine_lines(work_dir)[-1]
+    mm = reports[f"{launch.name}/vis_data"]
+    assert mm["loss"]["tag"] == "loss" and mm["loss"]["latest"] == pytest.approx(last["loss"], rel=1e-6)
+    hook = reports[f"{launch.name}/dualwatch"]
+    assert hook["loss"]["tag"] == "train/detailed_loss/loss" and hook["health"] == "healthy"
+    # the hook logs the loss of the iteration it checks; MMEngine's line is the interval's mean
+    jsonl = (launch / "dualwatch" / "metrics.jsonl").read_text()
+    logged = [json.loads(line) for line in jsonl.splitlines()]
+    losses = {r["step"]: r["train/detailed_loss/loss"] for r in logged if "train/detailed_loss/loss" in r}
+    assert hook["loss"]["latest"] == pytest.approx(losses[max(losses)], rel=1e-6)
+    one = CliRunner().invoke(main, ["monitor", str(work_dir), "--run", "dualwatch", "--once", "--json"])
+    assert json.loads(one.stdout)["loss"]["tag"] == "train/detailed_loss/loss"
+
+
 def test_mmengine_lines_read_in_one_poll_end_at_the_file_mtime_and_go_back_by_their_time(tmp_path) -> None:
     from dualwatch.readers import RunReader
 
@@ -274,7 +302,7 @@ def test_mmengine_lines_read_in_one_poll_end_at_the_file_mtime_and_go_back_by_th
 def test_mmengine_scalars_json_outside_vis_data_is_not_a_log(tmp_path) -> None:
     (tmp_path / "scalars.json").write_text('{"loss": 1.0, "step": 1}\n')
     result = CliRunner().invoke(main, ["monitor", str(tmp_path), "--once", "--json"])
-    assert result.exit_code == 2 and "no logs" in result.stderr
+    assert result.exit_code == 3 and "no logs" in result.stderr
 
 
 # -- a run written by another process while the monitor follows it --------------------------------

@@ -136,29 +136,31 @@ def test_output_is_replaced_whole_and_no_temporary_file_is_left(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (["--tags", "nope/*", "--tags", "zz"], "dualwatch plot: no tag matches nope/* or zz in "),
-        (["--run", "missing"], "dualwatch plot: no run 'missing' under "),
-        (["-o", "no/such/dir/c.png"], "dualwatch plot: cannot write no/such/dir/c.png: No such file"),
+        (["--tags", "nope/*", "--tags", "zz"], "dualwatch plot: no tag matches nope/* or zz in ", 2),
+        (["--run", "missing"], "dualwatch plot: no run 'missing' under ", 3),
+        (["-o", "no/such/dir/c.png"], "dualwatch plot: cannot write no/such/dir/c.png: No such file", 2),
     ],
 )
-def test_nothing_to_plot_exits_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+def test_nothing_to_plot_exits_3_a_bad_choice_2_with_one_line(
+    tmp_path: Path, args: list[str], message: str, code: int
+) -> None:
     write_run(tmp_path / "runs")
     result = CliRunner().invoke(main, ["plot", str(tmp_path / "runs"), *args], catch_exceptions=False)
-    assert result.exit_code == 2
+    assert result.exit_code == code
     (line,) = result.stderr.splitlines()
     assert line.startswith(message), line
     assert result.stdout == ""
 
 
-def test_missing_logdir_exits_2_with_one_line(tmp_path: Path) -> None:
+def test_missing_logdir_exits_3_with_one_line(tmp_path: Path) -> None:
     missing = str(tmp_path / "gone")
     result = plot(missing)
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert result.stderr == f"dualwatch plot: no such directory: {missing}\n"
     from_env = plot(DUALWATCH_LOGDIR=missing)
-    assert from_env.exit_code == 2 and from_env.stderr == result.stderr
+    assert from_env.exit_code == 3 and from_env.stderr == result.stderr
 
 
 def test_two_different_logdirs_exit_2(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ Hidden files and directories (a resume's temporary file, ``.git``) are never log
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 
@@ -18,7 +19,16 @@ from dualwatch._formats.base import LogFormat
 
 def format_of(name: str, directory: str | None = None) -> type[LogFormat] | None:
     """The format of a file named ``name`` in ``directory``, or None when it is not a log."""
-    return next((fmt for fmt in read_order() if fmt.is_log(name, directory)), None)
+    for fmt in _formats():
+        if fmt.is_log(name, directory):
+            return fmt
+    return None
+
+
+@functools.cache
+def _formats() -> tuple[type[LogFormat], ...]:
+    """:func:`read_order`, asked once: a monitor of hundreds of runs asks for every file each poll."""
+    return read_order()
 
 
 def log_files(run_dir: str) -> dict[str, dict[str, os.stat_result]]:
@@ -50,18 +60,31 @@ def find_runs(logdir: str) -> list[str]:
 
 
 def _walk(logdir: str, unreadable: list[OSError]) -> list[str]:
-    """:func:`find_runs`, adding to ``unreadable`` the directories under ``logdir`` it could not list."""
+    """:func:`find_runs`, adding to ``unreadable`` the directories under ``logdir`` it could not list.
+
+    One ``scandir`` per directory and one ``stat`` per log file, nothing else: a monitor of
+    hundreds of runs walks the logdir every poll.
+    """
     runs: list[tuple[float, str]] = []
-    for directory, subdirs, files in os.walk(logdir, onerror=unreadable.append):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+    pending = [logdir]
+    while pending:
+        directory = pending.pop()
         newest = None
-        for name in files:
-            if format_of(name, directory) is not None:
-                try:
-                    mtime = os.stat(os.path.join(directory, name)).st_mtime
-                except OSError:  # gone since the listing
-                    continue
-                newest = mtime if newest is None else max(newest, mtime)
+        try:
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir():
+                            if not entry.name.startswith(".") and not entry.is_symlink():
+                                pending.append(entry.path)
+                        elif format_of(entry.name, directory) is not None:
+                            mtime = entry.stat().st_mtime
+                            newest = mtime if newest is None else max(newest, mtime)
+                    except OSError:  # gone since the listing
+                        continue
+        except OSError as err:
+            unreadable.append(err)
+            continue
         if newest is not None:
             runs.append((newest, directory))
     return [directory for _, directory in sorted(runs)]
@@ -73,6 +96,25 @@ def locate_run(logdir: str, name: str | None = None) -> str:
     ``name`` is a run's path under ``logdir`` (``torch/logs_01011230``), a directory on that
     path (``torch``: its newest run) or a run directory's own name. Raises
     :class:`~dualwatch.DualwatchError` with a one-line reason when there is none.
+    """
+    runs = list_runs(logdir)
+    if name is None:
+        return runs[-1]
+    wanted = os.path.normpath(name)
+    matching = [run for run in runs if _is_named(run, logdir, wanted)]
+    if not matching:
+        known = ", ".join(display_name(run, logdir) for run in reversed(runs[-10:]))
+        raise DualwatchError(f"no run {name!r} under {logdir} (runs: {known})", transient=True)
+    return matching[-1]
+
+
+def list_runs(logdir: str) -> list[str]:
+    """:func:`find_runs`, or a :class:`~dualwatch.DualwatchError` saying why there is none:
+    ``logdir`` missing, not a directory, not readable, or holding no log file.
+
+    Every run directory is one run, so an MMEngine launch with dualwatch's hook but not its vis
+    backend is two: ``<timestamp>/vis_data`` (MMEngine's scalars) and ``<timestamp>/dualwatch``
+    (the hook's, its loss as ``train/detailed_loss/loss``), each with its loss.
     """
     try:
         is_dir = stat.S_ISDIR(os.stat(logdir).st_mode)
@@ -96,14 +138,7 @@ def locate_run(logdir: str, name: str | None = None) -> str:
             f"no logs under {logdir} (no tfevents, vdlrecords, metrics.jsonl or vis_data/scalars.json file)",
             transient=True,
         )
-    if name is None:
-        return runs[-1]
-    wanted = os.path.normpath(name)
-    matching = [run for run in runs if _is_named(run, logdir, wanted)]
-    if not matching:
-        known = ", ".join(display_name(run, logdir) for run in reversed(runs[-10:]))
-        raise DualwatchError(f"no run {name!r} under {logdir} (runs: {known})", transient=True)
-    return matching[-1]
+    return runs
 
 
 def display_name(run_dir: str, logdir: str) -> str:

@@ -16,6 +16,11 @@ than a block is read whole only up to 16 MiB, and past that (a huge image, or ze
 that never end a record) the format's decoder passes over it unread; holes of a sparse file are
 not read at all. A file that cannot be read (permission denied, an I/O error) is listed in
 ``unreadable`` rather than silently missing.
+
+Following dozens of runs (``dualwatch monitor`` over a sweep) needs only each run's latest
+values: ``tail`` starts each file that many bytes before its end (at the first whole record
+there), and ``keep`` holds at most that many recent points per tag, so the first report of 200
+long runs takes seconds and memory stays flat however long they are followed.
 """
 
 from __future__ import annotations
@@ -23,9 +28,8 @@ from __future__ import annotations
 import errno
 import os
 
-from dualwatch._formats import read_order
 from dualwatch._formats.base import Decoder, LogFormat, all_zeros
-from dualwatch.readers._discover import log_files
+from dualwatch.readers._discover import _formats, log_files
 from dualwatch.readers._series import Series, Table
 
 #: bytes read at once; a first read of a big file goes in blocks of this size
@@ -52,8 +56,15 @@ class RunReader:
     skipped and counted in ``corrupt``; files that cannot be read are in ``unreadable``.
     """
 
-    def __init__(self, run_dir: str) -> None:
+    def __init__(self, run_dir: str, *, tail: int | None = None, keep: int | None = None) -> None:
         self.run_dir = run_dir
+        #: bytes before its end that a file is first read from (None: from its start)
+        self.tail = tail
+        #: the most points held per tag, the latest (None: all)
+        self.keep = keep
+        #: whether the last poll read anything (points, damage) or started over: a monitor of many
+        #: runs rebuilds only those reports
+        self.changed = False
         #: the format this run is read from: "tensorboard", "visualdl", "jsonl", "mmengine",
         #: or None (no log yet)
         self.format: str | None = None
@@ -84,8 +95,9 @@ class RunReader:
 
     def poll(self) -> int:
         """Reads what was appended since the last poll; returns the number of new scalar points."""
+        old = (self._table, self._table.points, self._table.corrupt)
         found = log_files(self.run_dir)
-        fmt = next((f for f in read_order() if f.name in found), None)
+        fmt = next((f for f in _formats() if f.name in found), None)
         files = found[fmt.name] if fmt is not None else {}
         if fmt is not self._format or self._changed(files):
             self._restart(fmt)
@@ -93,6 +105,9 @@ class RunReader:
         self.unreadable = {}
         for name in sorted(files):
             self._read(name, files[name])
+        if self.keep is not None:
+            self._table.trim(self.keep)
+        self.changed = old != (self._table, self._table.points, self._table.corrupt)
         return self._table.points - before
 
     def _changed(self, files: dict[str, os.stat_result]) -> bool:
@@ -128,6 +143,10 @@ class RunReader:
         try:
             if os.fstat(fd).st_ino != file.inode:
                 return  # replaced since the listing: the next poll starts over
+            if file.offset == 0 and self.tail is not None and stat.st_size > self.tail:
+                file.offset = _record_start(
+                    fd, self._format, file.decoder, stat.st_size - self.tail, stat.st_size
+                )
             end, decode = stat.st_size, file.decoder.decode
             if hasattr(file.decoder, "mtime"):  # MMEngine's lines carry no wall time: dated by it
                 file.decoder.mtime = stat.st_mtime
@@ -151,6 +170,21 @@ class RunReader:
             self.unreadable[path] = err.strerror or str(err)
         finally:
             os.close(fd)
+
+
+def _record_start(fd: int, fmt: type[LogFormat], decoder: Decoder, start: int, end: int) -> int:
+    """The offset of the first whole record at or after ``start`` (``start``: none found).
+
+    A line-based format starts after the first newline; a binary one where its decoder would
+    resume after damage (TensorBoard: the first header whose checksum holds), without counting
+    the cut as damage.
+    """
+    data = os.pread(fd, end - start, start)
+    if fmt.name in ("jsonl", "mmengine"):
+        newline = data.find(b"\n")
+        return start + newline + 1 if newline >= 0 else start
+    decoder._lost = True  # type: ignore[attr-defined]  # a stretch already counted: not counted again
+    return start + decoder._damaged(data, -1)  # type: ignore[attr-defined]
 
 
 def _data_from(fd: int, offset: int, end: int) -> int:

@@ -78,6 +78,11 @@ class Series:
             self.wall_times.insert(i, wall_time)
             self.values.insert(i, value)
 
+    def drop_before(self, index: int) -> None:
+        """Removes the first ``index`` points (a reader that holds only the latest ones)."""
+        del self.steps[:index], self.wall_times[:index], self.values[:index]
+        self._best, self._scanned = -1, 0
+
     def drop_from(self, step: int) -> None:
         """Removes every point at ``step`` or later (TensorBoard's purge on a restart)."""
         i = bisect_left(self.steps, step)
@@ -139,6 +144,13 @@ class Table:
             return
         for step, wall, value in zip(steps, walls, values):
             s.put(step, wall, value)
+
+    def trim(self, keep: int) -> None:
+        """Holds at most ``keep`` points per tag, the latest, once a tag holds twice that (so a
+        poll rarely copies); ``best`` is then over the points held."""
+        for s in self.series.values():
+            if len(s.steps) > 2 * keep:
+                s.drop_before(len(s.steps) - keep)
 
     def purge(self, step: int) -> None:
         """Drops every point at ``step`` or later, in every series; series left empty go."""

@@ -7,7 +7,8 @@ read through zero-copy numpy views, which is no transfer at all.
 The count is taken by a ``TorchFunctionMode``: torch routes every tensor method and
 function called from Python through it, so a transfer made any way (``.cpu()``,
 ``.to("cpu")``, ``.item()``, ``float()``, ``np.asarray``, ``.tolist()``, printing) is
-seen, not only the ones a list of patched methods happens to name. A ``.numpy()`` of
+seen, not only the ones a list of patched methods happens to name (on the calling
+thread, which is where a check reduces on the device path). A ``.numpy()`` of
 the tensor a ``.cpu()`` just returned reads that host copy and is not a second
 transfer; any other ``.numpy()`` would be one.
 """
@@ -15,7 +16,6 @@ transfer; any other ``.numpy()`` would be one.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,16 +57,14 @@ def _to_host(name: str, args: tuple, kwargs: dict) -> bool:
     return name in READS_TO_HOST
 
 
-@dataclass
 class Transfers(TorchFunctionMode):
     """Records each call that reads tensor data to the host, as on an accelerator."""
 
-    calls: list[str] = field(default_factory=list)
-    copies: list[torch.Tensor] = field(default_factory=list)  # the tensors .cpu() returned, kept alive
-    copied: list[torch.Tensor] = field(default_factory=list)  # what each .cpu() was called on
-
-    def __post_init__(self) -> None:
+    def __init__(self) -> None:
         super().__init__()
+        self.calls: list[str] = []
+        self.copies: list[torch.Tensor] = []  # the tensors .cpu() returned, kept alive
+        self.copied: list[torch.Tensor] = []  # what each .cpu() was called on
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}

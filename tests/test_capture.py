@@ -74,6 +74,50 @@ def _np(t: Any) -> np.ndarray:
     return t.detach().numpy()
 
 
+def _copy(value: Any) -> Any:
+    """Numpy copies of an output's tensors, its structure kept (tuple, named tuple, dict, None)."""
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        items = [_copy(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, dict):
+        return {key: _copy(v) for key, v in value.items()}
+    return np.array(_np(value), copy=True)
+
+
+class RealOutputs:
+    """Each output of one layer, copied by a forward hook this test registers itself (the framework's
+    own hook API, not the Monitor's): the reference every capture is compared with."""
+
+    def __init__(self, framework: str, model: Any, layer: str) -> None:
+        if framework == "torch":
+            register = dict(model.named_modules())[layer].register_forward_hook
+        else:
+            register = dict(model.named_sublayers(include_self=True))[layer].register_forward_post_hook
+        self.outputs: list[Any] = []
+        self._handle = register(lambda module, inputs, output: self.outputs.append(_copy(output)))
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def assert_same(captured: Any, real: Any) -> None:
+    """A capture holds exactly the layer's output: the same structure, the same values."""
+    if real is None:
+        assert captured is None
+    elif isinstance(real, tuple):
+        assert type(captured) is type(real) and len(captured) == len(real)
+        for c, r in zip(captured, real):
+            assert_same(c, r)
+    elif isinstance(real, dict):
+        assert isinstance(captured, dict) and captured.keys() == real.keys()
+        for key in real:
+            assert_same(captured[key], real[key])
+    else:
+        np.testing.assert_array_equal(_np(captured), real)
+
+
 ATTN, FFN = "transformer.encoder.layers.0.self_attn", "transformer.encoder.layers.0.ffn"
 MIXED = {
     ATTN: {"alias": "attention_weights", "record_type": "single"},
@@ -97,23 +141,27 @@ def _train(framework: str, model: Any, monitor: Monitor, epochs: int = 3, batche
 
 
 def test_list_form_records_single_batches_keyed_by_epoch_and_batch(framework: str, tmp_path: Path) -> None:
-    model = _net(framework)
+    model = _net(framework, in_place=False)
     with Monitor(model, [FFN], [2], tmp_path, batch_indices=[1, 3]) as monitor:
+        real = RealOutputs(framework, model, FFN)
         for epoch in (1, 2):
             monitor.set_epoch(epoch)
             for batch in range(4):
                 monitor.set_batch_idx(batch)
-                model(_x(framework, batch))
+                model(_x(framework, 10 * epoch + batch))
         data = monitor.get_single_data()
     assert list(data) == [FFN]
     assert data[FFN]["layer"] == FFN and data[FFN]["alias"] == FFN
     assert list(data[FFN]["data"]) == [(2, 1), (2, 3)]
     assert data[FFN]["output_shape"] == [2, 3, 8]
+    assert_same(data[FFN]["data"][(2, 1)], real.outputs[4 + 1])  # epoch 2's batches are calls 4..7
+    assert_same(data[FFN]["data"][(2, 3)], real.outputs[4 + 3])
 
 
 def test_mixed_record_types_from_the_seed_example(framework: str, tmp_path: Path) -> None:
-    model = _net(framework)
+    model = _net(framework, in_place=False)
     monitor = Monitor(model, MIXED, [1, 2], tmp_path, batch_indices=[0])
+    attn, ffn = RealOutputs(framework, model, ATTN), RealOutputs(framework, model, FFN)
     monitor.set_epoch(2)
     for batch in range(3):
         monitor.set_batch_idx(batch)
@@ -121,6 +169,9 @@ def test_mixed_record_types_from_the_seed_example(framework: str, tmp_path: Path
     single, full = monitor.get_single_data(), monitor.get_epoch_data()
     assert list(single["attention_weights"]["data"]) == [(2, 0)]
     assert list(full["ffn_epoch_stats"]["data"]) == [(2, 0), (2, 1), (2, 2)]
+    assert_same(single["attention_weights"]["data"][(2, 0)], attn.outputs[0])  # (output, weights)
+    for batch in range(3):
+        assert_same(full["ffn_epoch_stats"]["data"][(2, batch)], ffn.outputs[batch])
     weights = [2, 3, 3] if framework == "torch" else [2, 2, 3, 3]  # torch averages heads, paddle keeps them
     assert single["attention_weights"]["output_shape"] == [[2, 3, 8], weights]
     assert monitor.get_single_data(layers=[ATTN]).keys() == {"attention_weights"}  # layer name or alias
@@ -207,11 +258,17 @@ def test_from_config_json_uses_monitor_layers_and_monitor_epochs(framework: str,
 def test_in_place_op_after_the_layer_does_not_change_the_capture(framework: str, tmp_path: Path) -> None:
     model = _net(framework, in_place=True)
     with Monitor(model, [FFN], [0], tmp_path, [0]) as monitor:
+        attn = RealOutputs(framework, model, ATTN)
         monitor.set_epoch(0)
         monitor.set_batch_idx(0)
         model(_x(framework))
         captured = _np(monitor.get_single_data(copy=False)[FFN]["data"][(0, 0)])
     assert captured.min() < 0  # the ReLU applied in place afterwards did not reach the copy
+    # the ffn's output as computed from its input (the attention output), independently of any hook on it
+    ffn = model.transformer.encoder.layers[0].ffn
+    weight, bias = _np(ffn.weight), _np(ffn.bias)
+    expected = attn.outputs[0][0] @ (weight.T if framework == "torch" else weight) + bias
+    np.testing.assert_allclose(captured, expected, rtol=1e-5, atol=1e-6)
 
 
 _MEMORY_CHILD = """
@@ -259,8 +316,9 @@ def test_captures_hold_no_graph_and_memory_stays_flat_over_100_recorded_batches(
 
 
 def test_tuple_named_tuple_dict_and_none_outputs_keep_their_structure(framework: str, tmp_path: Path) -> None:
-    model = _net(framework)
+    model = _net(framework, in_place=False)
     with Monitor(model, [ATTN, "pairs"], [0], tmp_path, [0]) as monitor:
+        real_attn, real_pairs = RealOutputs(framework, model, ATTN), RealOutputs(framework, model, "pairs")
         monitor.set_epoch(0)
         monitor.set_batch_idx(0)
         model(_x(framework))
@@ -268,11 +326,15 @@ def test_tuple_named_tuple_dict_and_none_outputs_keep_their_structure(framework:
         paths = monitor.save_single_outputs()
     attn = data[ATTN]["data"][(0, 0)]
     assert isinstance(attn, tuple) and len(attn) == 2
+    assert_same(attn, real_attn.outputs[0])
     pairs = data["pairs"]["data"][(0, 0)]
     assert isinstance(pairs["pair"], Pair) and pairs["pair"].v is None
+    assert_same(pairs, real_pairs.outputs[0])
     assert data["pairs"]["output_shape"] == {"pair": [[2, 3, 8], None], "view": [2, 1, 8]}
     with np.load(next(p for p in paths if "pairs" in str(p)), allow_pickle=False) as z:
         assert sorted(z.files) == ["b0.pair.0", "b0.view"]
+        np.testing.assert_array_equal(z["b0.pair.0"], real_pairs.outputs[0]["pair"].k)
+        np.testing.assert_array_equal(z["b0.view"], real_pairs.outputs[0]["view"])
 
 
 def test_a_view_is_saved_as_its_own_data_not_its_base_storage(framework: str, tmp_path: Path) -> None:
@@ -285,8 +347,11 @@ def test_a_view_is_saved_as_its_own_data_not_its_base_storage(framework: str, tm
         (path,) = monitor.save_single_outputs()
     if framework == "torch":
         assert view.untyped_storage().nbytes() == view.numel() * 4
+    y = _np(model.transformer.encoder.layers[0](_x(framework)))  # the input "pairs" got, computed again
     with np.load(path) as z:
         assert z["b0.view"].shape == (2, 1, 8) and z["b0.pair.0"].shape == (2, 3, 8)
+        np.testing.assert_allclose(z["b0.view"], y[:, :1], rtol=1e-6)
+        np.testing.assert_allclose(z["b0.pair.0"], y * 2, rtol=1e-6)
 
 
 def test_torch_attention_without_weights_gives_none_and_paddle_cache_a_named_tuple(
@@ -312,6 +377,11 @@ def test_torch_attention_without_weights_gives_none_and_paddle_cache_a_named_tup
         assert value[1] is None and out["output_shape"] == [[2, 3, 8], None]
     else:
         assert len(value) == 3 and type(value[2]).__name__ == "Cache" and value[2]._fields == ("k", "v")
+    again = call()  # the same call once more, without hooks: the layer's real output
+    np.testing.assert_allclose(_np(value[0]), _np(again[0]), rtol=1e-6)
+    if framework == "paddle":
+        np.testing.assert_allclose(_np(value[1]), _np(again[1]), rtol=1e-6)  # attention weights
+        np.testing.assert_allclose(_np(value[2].k), _np(again[2].k), rtol=1e-6)
 
 
 def test_a_layer_called_twice_per_batch_keeps_both_outputs(framework: str, tmp_path: Path) -> None:
@@ -321,7 +391,11 @@ def test_a_layer_called_twice_per_batch_keeps_both_outputs(framework: str, tmp_p
         monitor.set_epoch(0)
         monitor.set_batch_idx(0)
         layer(layer(_x(framework)))
-        assert list(monitor.get_single_data()["lin"]["data"]) == [(0, 0), (0, 0, 2)]
+        data = monitor.get_single_data()["lin"]["data"]
+        assert list(data) == [(0, 0), (0, 0, 2)]
+    once = layer(_x(framework))  # the hooks are gone: the layer's real outputs, computed again
+    np.testing.assert_allclose(_np(data[(0, 0)]), _np(once), rtol=1e-6)
+    np.testing.assert_allclose(_np(data[(0, 0, 2)]), _np(layer(once)), rtol=1e-6)
 
 
 def test_get_data_returns_copies(framework: str, tmp_path: Path) -> None:
@@ -482,12 +556,13 @@ def _stats(arrays: list[np.ndarray]) -> dict[str, float]:
 def test_statistics_of_recorded_outputs_go_to_the_writer(framework: str, tmp_path: Path) -> None:
     sink = Collect()
     model = _net(framework, in_place=False)
+    real = RealOutputs(framework, model, FFN)
     with Writer(None, sinks=[sink]) as writer, Monitor(model, [FFN], [0], tmp_path, [1], writer=writer) as m:
         m.set_epoch(0)
         for batch in range(2):
             m.set_batch_idx(batch)
             model(_x(framework, batch))
-        expected = _stats([_np(m.get_single_data()[FFN]["data"][(0, 1)])])
+    expected = _stats([real.outputs[1]])  # the layer's real output at batch 1, not the capture of it
     logged = sink.scalars("capture/")
     assert logged.keys() == {(1, f"capture/{FFN}/{stat}") for stat in expected}
     for stat, value in expected.items():
@@ -505,6 +580,7 @@ def test_epoch_full_statistics_are_those_of_the_whole_epoch_concatenated(
         ATTN: {"alias": "attn", "record_type": "epoch_full"},
     }
     expected = {}
+    real = {"ffn": RealOutputs(framework, model, FFN), "attn": RealOutputs(framework, model, ATTN)}
     with Writer(None, sinks=[sink]) as writer:
         monitor = Monitor(model, layers, [1, 2], tmp_path, writer=writer, max_bytes=max_bytes)
         with warnings.catch_warnings():
@@ -515,15 +591,20 @@ def test_epoch_full_statistics_are_those_of_the_whole_epoch_concatenated(
                     monitor.set_batch_idx(batch)
                     model(_x(framework, 10 * epoch + batch))
                 monitor.save_epoch_outputs()
-                if epoch in (1, 2):  # the reference: every batch, held or spilled, read from the files
-                    outputs: dict[str, list[np.ndarray]] = {"ffn": [], "attn.0": [], "attn.1": []}
+                if epoch in (1, 2):  # the reference: the layers' real outputs of the epoch's four batches
+                    ffn, attn = real["ffn"].outputs[-4:], real["attn"].outputs[-4:]
+                    outputs = {"ffn": ffn, "attn.0": [a[0] for a in attn], "attn.1": [a[1] for a in attn]}
+                    expected[monitor.step] = {name: _stats(arrays) for name, arrays in outputs.items()}
+                    # and every batch, held or spilled, is in the files as it was output
+                    saved: dict[str, list[np.ndarray]] = {name: [None] * 4 for name in outputs}
                     for path in tmp_path.glob(f"*/*_epoch{epoch}_*.npz"):
                         with np.load(path) as z:
                             for key in z.files:  # b<batch> for a tensor, b<batch>.<i> inside a tuple
-                                leaf = key.partition(".")[2]
-                                outputs[path.parent.name + (f".{leaf}" if leaf else "")].append(z[key])
-                    assert [len(v) for v in outputs.values()] == [4, 4, 4]
-                    expected[monitor.step] = {name: _stats(arrays) for name, arrays in outputs.items()}
+                                batch, _, leaf = key[1:].partition(".")
+                                saved[path.parent.name + (f".{leaf}" if leaf else "")][int(batch)] = z[key]
+                    for name, arrays in outputs.items():
+                        for batch in range(4):
+                            np.testing.assert_array_equal(saved[name][batch], arrays[batch])
                 monitor.clear_current_epoch_data()
             monitor.remove_hooks()
     assert any(tmp_path.glob("*/spill_*.npz")) == (max_bytes is not None)
@@ -657,12 +738,11 @@ class LargeSumOnly(Monitor):
 def test_should_record_override_filters_outputs_before_they_are_kept(framework: str, tmp_path: Path) -> None:
     model = _net(framework, in_place=False)
     layers = {FFN: {"alias": "ffn", "record_type": "epoch_full"}}
-    with Monitor(model, layers, [0], tmp_path / "all") as reference:  # every output, for the expectation
-        reference.set_epoch(0)
-        for batch in range(8):
-            reference.set_batch_idx(batch)
-            model(_x(framework, batch))
-        everything = {k: _np(v) for k, v in reference.get_epoch_data()["ffn"]["data"].items()}
+    real = RealOutputs(framework, model, FFN)  # every output, for the expectation
+    for batch in range(8):
+        model(_x(framework, batch))
+    real.remove()
+    everything = {(0, batch): output for batch, output in enumerate(real.outputs)}
     threshold = float(np.median([v.astype(np.float64).sum() for v in everything.values()]))
     kept = {k: v for k, v in everything.items() if v.astype(np.float64).sum() > threshold}
     assert len(kept) == 4  # the filter keeps some and drops some
@@ -714,7 +794,10 @@ def _npz_values(path: Path) -> dict[str, np.ndarray]:
 def test_autosave_saves_unsaved_captures_when_the_epoch_ends(framework: str, tmp_path: Path) -> None:
     model = _net(framework, in_place=False)
     monitor = Monitor(model, MIXED, [1, 2], tmp_path, [0, 2], autosave=True)
-    held = {}
+    real = {
+        "attention_weights": RealOutputs(framework, model, ATTN),
+        "ffn_epoch_stats": RealOutputs(framework, model, FFN),
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "neither saved nor read" warning
         for epoch in (1, 2):
@@ -722,9 +805,15 @@ def test_autosave_saves_unsaved_captures_when_the_epoch_ends(framework: str, tmp
             for batch in range(3):
                 monitor.set_batch_idx(batch)
                 model(_x(framework, 10 * epoch + batch))
-            for alias, record in {**monitor.single_data, **monitor.epoch_data}.items():
-                held[(alias, epoch)] = {f"b{k[1]}": v for k, v in record["data"].items()}
         monitor.remove_hooks()  # the last epoch is saved here and stays readable
+    held = {  # the layers' real outputs of the recorded batches: all three of epoch_full, 0 and 2 of single
+        (alias, epoch): {
+            f"b{batch}": hook.outputs[3 * (epoch - 1) + batch]
+            for batch in ((0, 2) if alias == "attention_weights" else (0, 1, 2))
+        }
+        for alias, hook in real.items()
+        for epoch in (1, 2)
+    }
     assert list(monitor.get_epoch_data()["ffn_epoch_stats"]["data"]) == [(2, 0), (2, 1), (2, 2)]
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.npz"))
     assert files == [
@@ -737,7 +826,7 @@ def test_autosave_saves_unsaved_captures_when_the_epoch_ends(framework: str, tmp
         kind = "single" if alias == "attention_weights" else "epoch_full"
         saved = _npz_values(tmp_path / alias / f"{kind}_epoch{epoch}_batch0-2.npz")
         expected = {
-            key + leaf: _np(t)
+            key + leaf: t
             for key, output in outputs.items()
             for leaf, t in (
                 [(".0", output[0]), (".1", output[1])] if isinstance(output, tuple) else [("", output)]

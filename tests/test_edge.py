@@ -353,6 +353,36 @@ def test_sobel_term_gradient_matches_finite_differences_and_is_finite_on_flat_im
     assert np.isfinite(_numpy(flat.grad)).all()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("channels", [3, 1], ids=["rgb", "grey"])
+def test_sobel_magnitude_equals_opencv_sobel_on_the_bt601_grey_image(
+    framework: str, channels: int, dtype: str
+) -> None:
+    """The reference is OpenCV's: ``cvtColor`` for the luma, ``cv2.Sobel`` (3x3) for each direction
+    and ``cv2.magnitude``, on the pixels whose 3x3 neighbourhood lies inside the image."""
+    images = np.stack([_scenes(2, 24, 32, seed=c) for c in range(channels)], axis=1) / 255.0  # [2, C, 24, 32]
+    got = _numpy(sobel_magnitude(_tensor(framework, images, dtype), eps=1e-12))
+    assert got.shape == (2, 1, 22, 30)
+    for n in range(2):
+        if channels == 3:
+            grey = cv2.cvtColor(
+                np.ascontiguousarray(images[n].transpose(1, 2, 0), np.float32), cv2.COLOR_RGB2GRAY
+            )
+        else:
+            grey = images[n, 0]
+        grey = grey.astype(np.float64)
+        gx = cv2.Sobel(grey, cv2.CV_64F, 1, 0, ksize=3)[1:-1, 1:-1]
+        gy = cv2.Sobel(grey, cv2.CV_64F, 0, 1, ksize=3)[1:-1, 1:-1]
+        expected = cv2.magnitude(gx, gy)
+        assert expected.max() > 1  # real edges, not only noise
+        # float32 luma (cvtColor's) and float32 inputs: 1e-5 of the largest gradient
+        np.testing.assert_allclose(got[n, 0], expected, rtol=1e-5, atol=1e-5 * expected.max())
+        with_eps = _numpy(sobel_magnitude(_tensor(framework, images[n : n + 1], dtype)))[0, 0]
+        np.testing.assert_allclose(
+            with_eps, np.sqrt(gx * gx + gy * gy + 1e-6), rtol=1e-5, atol=1e-5 * expected.max()
+        )
+
+
 def test_edge_map_mse_is_a_metric_without_gradient(framework: str) -> None:
     grey = _scenes(2)
     gt = _tensor(framework, _in_range(grey, (-1, 1), rgb=True))

@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import paddle
 import pytest
 
-paddle = pytest.importorskip("paddle")
-
-from dualwatch.integrations.paddle import WatchCallback  # noqa: E402
-from dualwatch.readers import RunReader  # noqa: E402
+from dualwatch.integrations.paddle import WatchCallback
+from dualwatch.readers import RunReader
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH, SAMPLES, EPOCHS, LR = 8, 32, 2, 0.05

@@ -1,17 +1,28 @@
-"""``dualwatch plot``: images of real runs (dualwatch's Writer, VisualDL's LogWriter) and the errors."""
+"""``dualwatch plot``: images of real runs (dualwatch's Writer, VisualDL's LogWriter) and the errors.
+
+An image is checked for what it shows, not only that it decodes: the panels are found by
+their black frames, and in each the curve's pixels (matplotlib's ``tab:blue``) and the red
+NaN/Inf marks are located, so a test sees how many panels there are, that each has a line,
+which way the line goes, and where the marks sit. Which run was drawn is proven by comparing
+the image pixel for pixel with one drawn from the series the test itself wrote. The SVG
+output, whose text matplotlib keeps as comments, shows the titles and labels.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import matplotlib.image as matplotlib_image
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from matplotlib.colors import to_rgb
 
 from dualwatch import DualwatchError, Writer
 from dualwatch._cli import main
@@ -19,26 +30,45 @@ from dualwatch._plot import POINTS, choose_tags, decimate, log_scale, plot_run
 from dualwatch.readers import RunReader, Series
 from dualwatch.readers._series import smooth
 
-matplotlib_image = pytest.importorskip("matplotlib.image")
-
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAIN = ["Loss/Train", "Learning_Rate", "train/gradient/total_norm"]
+LINE = np.array(to_rgb("tab:blue"))  # the smoothed curve
+RAW = 0.7 + 0.3 * LINE  # the raw values: the same colour at alpha 0.3 on white
+MARK = np.array(to_rgb("red"))  # NaN/Inf marks
 
 
-def write_run(logdir: Path, run: str = "r", n: int = 50, extra: int = 0) -> Path:
-    """A dualwatch run: loss (NaN at step 20, Inf at 30), lr, a decaying grad norm, ``extra`` more tags."""
+def scalars_of(step: int, n: int, extra: int = 0, rising: bool = False) -> dict[str, float]:
+    """Loss (NaN at step 20, Inf at 30; falling, or ``rising``), lr, a decaying grad norm, ``extra`` more."""
+    loss = (
+        float("nan") if step == 20 else float("inf") if step == 30 else 1 / (n - step if rising else step + 1)
+    )
+    scalars = {
+        "eval/accuracy": step / n,
+        "Loss/Train": loss,
+        "Learning_Rate": 0.01,
+        "train/gradient/total_norm": 10.0 ** (-step / 10),
+    }
+    scalars.update({f"extra/t{i:02d}": float(i + step) for i in range(extra)})
+    return scalars
+
+
+def write_run(logdir: Path, run: str = "r", n: int = 50, extra: int = 0, rising: bool = False) -> Path:
+    """A dualwatch run of :func:`scalars_of` at steps ``0..n-1``."""
     start = time.time() - n
     with Writer(logdir, run=run) as writer:
         for step in range(n):
-            scalars = {
-                "eval/accuracy": step / n,
-                "Loss/Train": float("nan") if step == 20 else float("inf") if step == 30 else 1 / (step + 1),
-                "Learning_Rate": 0.01,
-                "train/gradient/total_norm": 10.0 ** (-step / 10),
-            }
-            scalars.update({f"extra/t{i:02d}": float(i + step) for i in range(extra)})
-            writer.log(step, scalars, walltime=start + step)
+            writer.log(step, scalars_of(step, n, extra, rising), walltime=start + step)
     return logdir / run
+
+
+def known_run(run_dir: Path, n: int = 50, extra: int = 0, rising: bool = False) -> Any:
+    """The series :func:`write_run` writes, built here without reading any file (as float32: the
+    precision of the TensorBoard events the reader prefers)."""
+    series: dict[str, Series] = {}
+    for step in range(n):
+        for tag, value in scalars_of(step, n, extra, rising).items():
+            series.setdefault(tag, Series()).put(step, 0.0, float(np.float32(value)))
+    return SimpleNamespace(run_dir=str(run_dir), series=series)
 
 
 def plot(*args: str, **env: str) -> Result:
@@ -47,7 +77,64 @@ def plot(*args: str, **env: str) -> Result:
 
 def read_png(path: Path) -> np.ndarray:
     assert path.read_bytes().startswith(PNG_SIGNATURE)
-    return matplotlib_image.imread(str(path))
+    return matplotlib_image.imread(str(path))[..., :3]
+
+
+def _lines(rows: list[int]) -> list[list[int]]:
+    """Consecutive row numbers grouped: one group per drawn line (a spine may be 1-2 px thick)."""
+    groups: list[list[int]] = []
+    for row in rows:
+        if groups and row - groups[-1][-1] <= 1:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
+def panel_boxes(img: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """``(top, bottom, left, right)`` inside each panel's frame, top-left first.
+
+    A frame's top and bottom spines are dark horizontal runs of the same extent, at least
+    100 px long (tick labels and text are far shorter)."""
+    dark = img.max(axis=-1) < 0.25
+    spans: dict[tuple[int, int], list[int]] = {}
+    for y, row in enumerate(dark):
+        edges = np.diff(np.concatenate(([0], row.astype(np.int8), [0])))
+        for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            if end - start >= 100:
+                spans.setdefault((int(start), int(end)), []).append(y)
+    boxes = []
+    for (start, end), rows in spans.items():
+        lines = _lines(rows)
+        assert len(lines) % 2 == 0, f"a frame {start}..{end} without its bottom spine: rows {lines}"
+        boxes += [
+            (top[-1] + 1, bottom[0], start + 1, end - 1) for top, bottom in zip(lines[::2], lines[1::2])
+        ]
+    return sorted(boxes)
+
+
+def pixels(img: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    return np.abs(img - colour).max(axis=-1) < 0.08
+
+
+def curve(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Per pixel column of the panel that the line crosses: the mean row of the line's pixels
+    (0 = the panel's top), left to right."""
+    top, bottom, left, right = box
+    line = pixels(img[top + 2 : bottom - 2, left + 2 : right - 2], LINE)
+    return np.array([np.flatnonzero(col).mean() for col in line.T if col.any()])
+
+
+def marks(img: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int]:
+    """Red pixels ``(on the top edge, on the bottom edge)`` of a panel: where NaN/Inf are marked."""
+    top, bottom, left, right = box
+    red = pixels(img, MARK)
+    return int(red[top - 8 : top + 8, left:right].sum()), int(red[bottom - 8 : bottom + 8, left:right].sum())
+
+
+def svg_texts(path: Path) -> list[str]:
+    """The text drawn into an SVG, in drawing order: matplotlib writes each text as a comment."""
+    return re.findall(r"<!-- (.*?) -->", path.read_text(encoding="utf-8"))
 
 
 def reader_of(run_dir: Path) -> RunReader:
@@ -57,15 +144,43 @@ def reader_of(run_dir: Path) -> RunReader:
 
 
 def test_plot_writes_a_png_of_the_newest_run_with_nan_and_inf(tmp_path: Path) -> None:
-    write_run(tmp_path / "runs", "older")
+    write_run(tmp_path / "runs", "older", rising=True)
     write_run(tmp_path / "runs", "newer")
     out = tmp_path / "curves.png"
     result = plot(str(tmp_path / "runs"), "-o", str(out))
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{out}\n" and result.stderr == ""
-    height, width, _ = read_png(out).shape
-    assert 500 < width < 2000 and 400 < height < 2000  # four panels in a 2 x 2 grid
     assert sorted(os.listdir(tmp_path)) == ["curves.png", "runs"]  # no temporary file left
+    img = read_png(out)
+    boxes = panel_boxes(img)
+    assert len(boxes) == 4  # loss, lr, grad norm, accuracy in a 2 x 2 grid
+    assert [top for top, *_ in boxes] == [boxes[0][0]] * 2 + [boxes[2][0]] * 2
+    for box in boxes:
+        assert len(curve(img, box)) > 0.8 * (box[3] - box[2])  # a line across each panel
+    loss, lr, _, accuracy = (curve(img, box) for box in boxes)
+    assert loss[0] < loss[-1] - 100  # the newer run's falling loss (the older one's rises)
+    assert accuracy[0] > accuracy[-1] + 100 and np.ptp(lr) < 1  # rising accuracy, flat lr
+    assert marks(img, boxes[0])[0] > 0 and marks(img, boxes[0])[1] == 0  # NaN and +Inf on the top edge
+    assert all(marks(img, box) == (0, 0) for box in boxes[1:])
+    # pixel for pixel the image of the newer run's series as written, not of the older run's
+    expected = tmp_path / "expected"
+    expected.mkdir()
+    plot_run(known_run(tmp_path / "runs" / "newer"), str(expected / "newer.png"))
+    plot_run(known_run(tmp_path / "runs" / "older", rising=True), str(expected / "older.png"))
+    assert np.array_equal(img, read_png(expected / "newer.png"))
+    assert not np.array_equal(img, read_png(expected / "older.png"))
+
+
+def test_svg_text_names_the_run_the_tags_the_axis_and_the_bad_points(tmp_path: Path) -> None:
+    out = tmp_path / "c.svg"
+    assert plot_run(reader_of(write_run(tmp_path, "my_run")), str(out)) == [*MAIN, "eval/accuracy"]
+    texts = svg_texts(out)
+    assert texts.count("my_run") == 1  # the title (first line) names the run
+    assert "faint: raw · solid: EMA smoothing 0.6 · red x: NaN/Inf" in texts
+    assert [t for t in texts if t in [*MAIN, "eval/accuracy"]] == [*MAIN, "eval/accuracy"]  # panel order
+    assert texts.count("step") == 2  # under the lowest panel of each column
+    assert "2 NaN/Inf · last 0.02" in texts  # the loss panel counts its NaN and Inf
+    assert len(re.findall(r'<g id="axes_\d+">', out.read_text(encoding="utf-8"))) == 4  # one per panel
 
 
 def test_default_panels_put_loss_lr_and_grad_norm_first_then_the_rest_sorted(tmp_path: Path) -> None:
@@ -82,7 +197,9 @@ def test_panels_over_the_limit_are_left_out_and_said_on_stderr(tmp_path: Path) -
     assert result.exit_code == 0
     (line,) = result.stderr.splitlines()
     assert line == "dualwatch plot: 8 more tags not drawn (--max-panels 16); choose with --tags GLOB"
-    read_png(out)
+    img = read_png(out)
+    boxes = panel_boxes(img)
+    assert len(boxes) == 16 and all(len(curve(img, box)) > 0 for box in boxes)
     chosen, left_out = choose_tags(reader_of(tmp_path / "runs" / "r").series)
     assert chosen[:3] == MAIN and len(chosen) == 16 and len(left_out) == 8
     assert plot(str(tmp_path / "runs"), "--max-panels", "30", "-o", str(out)).stderr == ""
@@ -95,8 +212,19 @@ def test_tags_globs_choose_the_panels_in_the_order_given(tmp_path: Path) -> None
     out = tmp_path / "c.png"
     result = plot(str(tmp_path / "runs"), "--tags", "extra/*", "--tags", "Loss/*", "-o", str(out))
     assert result.exit_code == 0 and result.stderr == ""
+    img = read_png(out)
+    assert len(panel_boxes(img)) == 4  # extra/t00..t02, then Loss/Train
+    expected = tmp_path / "expected.png"
+    plot_run(
+        known_run(tmp_path / "runs" / "r", extra=3),
+        str(expected),
+        ["extra/t00", "extra/t01", "extra/t02", "Loss/Train"],
+    )
+    assert np.array_equal(img, read_png(expected))
     assert plot_run(reader, str(out), chosen[:2]) == chosen[:2]
-    read_png(out)
+    img = read_png(out)
+    grad_norm, extra = (curve(img, box) for box in panel_boxes(img))
+    assert grad_norm[0] < grad_norm[-1] - 100 and extra[0] > extra[-1] + 100  # falling norm, rising t00
 
 
 def test_visualdl_logwriter_run_is_plotted_by_run_name(tmp_path: Path) -> None:
@@ -111,8 +239,12 @@ def test_visualdl_logwriter_run_is_plotted_by_run_name(tmp_path: Path) -> None:
     result = plot(str(tmp_path / "runs"), "--run", "vdl", "-o", str(out))
     assert result.exit_code == 0, result.output
     assert reader_of(tmp_path / "runs" / "vdl").format == "visualdl"
+    img = read_png(out)
+    boxes = panel_boxes(img)
+    assert len(boxes) == 2  # train/loss and train/lr: the VisualDL run's tags, not the dualwatch run's four
+    loss, lr = (curve(img, box) for box in boxes)
+    assert loss[0] < loss[-1] - 100 and np.ptp(lr) < 1
     assert plot_run(reader_of(tmp_path / "runs" / "vdl"), str(out)) == ["train/loss", "train/lr"]
-    read_png(out)
 
 
 def test_svg_and_pdf_outputs_follow_the_extension(tmp_path: Path) -> None:
@@ -129,7 +261,7 @@ def test_output_is_replaced_whole_and_no_temporary_file_is_left(tmp_path: Path) 
     out.parent.mkdir()
     out.write_bytes(b"old")
     plot_run(reader, str(out))
-    read_png(out)
+    assert len(panel_boxes(read_png(out))) == 4
     with pytest.raises(DualwatchError, match=r"cannot write \.xyz images"):
         plot_run(reader, str(tmp_path / "out" / "c.xyz"))
     assert os.listdir(out.parent) == ["c.png"]
@@ -189,7 +321,17 @@ def test_a_million_points_plot_decimated_with_spikes_and_nan(tmp_path: Path) -> 
     run: Any = SimpleNamespace(run_dir=str(tmp_path / "big"), series={"loss": s, "lr": s})
     out = tmp_path / "big.png"
     assert plot_run(run, str(out), title="a million points") == ["loss", "lr"]
-    read_png(out)
+    img = read_png(out)
+    for box in panel_boxes(img):
+        top, bottom, left, right = box
+        raw = pixels(img[top + 2 : bottom - 2, left + 2 : right - 2], RAW)
+        peak_row = np.argmax(raw.any(axis=1))  # the highest row the raw line reaches
+        # the spike (50 at step 654,321 of a curve below 1 elsewhere) survives decimation: it reaches the
+        # top (under matplotlib's 5 % margin), where the x axis (5 % margins too) puts step 654,321
+        assert peak_row < 0.06 * raw.shape[0]
+        where = np.flatnonzero(raw[peak_row]).mean() / raw.shape[1]
+        assert where == pytest.approx((0.05 + 654_321 / (n - 1)) / 1.1, abs=0.01)
+    assert len(panel_boxes(img)) == 2
 
 
 def test_decimate_keeps_ends_spikes_and_at_most_about_points() -> None:
@@ -239,4 +381,9 @@ def test_all_nan_single_point_and_negative_inf_tags_still_get_panels(tmp_path: P
     )
     out = tmp_path / "odd.png"
     assert plot_run(run, str(out)) == ["all_nan", "neg_inf", "one_point"]
-    read_png(out)
+    img = read_png(out)
+    all_nan, neg_inf, one_point = boxes = panel_boxes(img)
+    assert len(curve(img, all_nan)) == 0 and marks(img, all_nan)[0] > 0  # no line, NaN marked on top
+    assert len(curve(img, neg_inf)) > 0 and marks(img, neg_inf)[0] == 0 and marks(img, neg_inf)[1] > 0
+    assert 0 < len(curve(img, one_point)) < 20 and marks(img, one_point) == (0, 0)  # one dot
+    assert len(boxes) == 3

@@ -19,7 +19,13 @@ from dualwatch._formats.visualdl import VisualDLFormat
 from dualwatch.records import Scalars, Text
 
 FORMATS = [VisualDLFormat, TensorBoardFormat, JsonlFormat]
-pytestmark = pytest.mark.skipif(_codec.codec is None, reason="the C scalar encoder was not built")
+
+
+@pytest.fixture(autouse=True)
+def _c_encoder_built() -> None:
+    """Without the extension both encodings below would be the Python one and every test pass
+    without testing anything: the test environment builds it (``pip install -e .`` with a C compiler)."""
+    assert _codec.codec is not None, "the C scalar encoder is not built: pip install -e . with a C compiler"
 
 
 def _both(format_class: type, records: list, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, bytes]:

@@ -149,7 +149,7 @@ def test_a_stuck_sink_starves_no_file_and_close_abandons_it_within_close_timeout
         for step in range(10):
             w.add_scalar("train/loss", 1.0 / (step + 1), step)
             time.sleep(0.05)
-        deadline = time.monotonic() + 2.0  # a few max_latency: the files are written while the sink hangs
+        deadline = time.monotonic() + 30  # the files are written while the sink hangs (no close, no flush)
         while time.monotonic() < deadline and steps_by_format(w.run_dir, "train/loss") != every_format(10):
             time.sleep(0.05)
         assert steps_by_format(w.run_dir, "train/loss") == every_format(10)
@@ -158,7 +158,7 @@ def test_a_stuck_sink_starves_no_file_and_close_abandons_it_within_close_timeout
         w.close()
         took = time.monotonic() - start
     stuck.gate.set()
-    assert 1.0 <= took <= 1.0 + 1.0, f"close() took {took:.2f} s with CLOSE_TIMEOUT=1"
+    assert 1.0 <= took <= 1.0 + MARGIN, f"close() took {took:.2f} s with CLOSE_TIMEOUT=1"
     assert steps_by_format(w.run_dir, "train/loss") == every_format(11)
     assert tracker.steps == list(range(11)) and tracker.closed
     assert len(caught) == 1, caught

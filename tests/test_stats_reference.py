@@ -7,6 +7,7 @@ import math
 from typing import Callable
 
 import numpy as np
+import paddle
 import pytest
 import torch
 from conftest import add_in_place, build_model, grad_of, params_of, set_grads, to_numpy
@@ -225,3 +226,20 @@ def test_group_norms_and_shares_match_numpy(framework: str, path) -> None:
         assert math.isclose(out[f"train/gradient/{group}/norm"], math.sqrt(sq[name]), rel_tol=RTOL)
         assert math.isclose(out[f"train/gradient/{group}/share"], sq[name] / total, rel_tol=RTOL)
     assert math.isclose(sum(out[f"train/gradient/{g}/share"] for g in expected), 1.0, rel_tol=1e-12)
+
+
+def test_std_is_the_frameworks_own_default_std(framework: str, path) -> None:
+    """``weight_std``/``grad_std`` equal ``torch.std``/``paddle.std`` with their defaults (ddof=1),
+    what the StableSR edge monitor's ``param.data.std()`` logs, on a small and a large tensor."""
+    rng = np.random.default_rng(9)
+    weights = {"small": rng.standard_normal(7) + 3.0, "large": rng.standard_normal(200_000) * 0.02}
+    model = build_model(framework, weights)
+    set_grads(framework, model, {name: rng.standard_normal(a.shape) for name, a in weights.items()})
+    out = path(model).step(0)
+    for name, param in params_of(framework, model).items():
+        if framework == "torch":
+            want = (float(param.detach().std()), float(param.grad.std()))
+        else:
+            want = (float(paddle.std(param)), float(paddle.std(param.grad)))
+        assert math.isclose(out[f"model/{name}/weight_std"], want[0], rel_tol=RTOL), name
+        assert math.isclose(out[f"model/{name}/grad_std"], want[1], rel_tol=RTOL), name

@@ -11,11 +11,11 @@ code path; CPU results are numpy scalars, already on the host.
 
 The centred sum of squares is two-pass in a reusable scratch buffer; the mean is
 clamped into ``[min, max]``, which makes it exactly the common value of an
-all-equal tensor, so its m2 is exactly 0, and m2 is corrected by the deviations' own sum
-(``sum d^2 - (sum d)^2 / n``: a float32 mean's error adds nothing). The sum of squares is derived as
-``m2 + sum * mean`` (two non-negative terms: no cancellation); BLAS ``dot`` and
-paddle's ``vector_norm`` are avoided because they lose precision on large
-tensors. Half-precision tensors are reduced in float32.
+all-equal tensor, so its m2 is exactly 0. m2 is corrected by the deviations' own sum,
+``sum d^2 - (sum d)^2 / n``, so a float32 mean's rounding does not inflate it (as in the torch
+backend). The sum of squares is derived as ``m2 + sum * mean`` (two non-negative terms: no
+cancellation); BLAS ``dot`` and paddle's ``vector_norm`` are avoided because they lose precision
+on large tensors. Half-precision tensors are reduced in float32.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ fourteen passes per weight/gradient pair, three times the memory floor.
 
 from __future__ import annotations
 
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
@@ -68,8 +67,10 @@ class FusedReducer:
     """Large host tensors through the one-pass C kernel, in chunks spread over a few threads.
 
     The kernel releases the GIL, so threads reduce chunks at once; chunks keep the
-    work balanced when one tensor is much larger than the others. Sums are taken
-    around the tensor's first value and combined in float64.
+    work balanced when one tensor is much larger than the others. Each chunk comes back
+    as its sum and centred sum of squares (``M2``) in float64, and chunks combine with
+    Chan's formula, as shards do (:func:`dualwatch._table.combine_shards`): no sum of
+    squares around a far-away value is ever subtracted, so no data loses precision.
     """
 
     def __init__(self, threads: int | None = None) -> None:
@@ -87,9 +88,8 @@ class FusedReducer:
         """
         arrays = [a.reshape(-1) for a in arrays]
         prevs = [None if p is None else p.reshape(-1) for p in prevs]
-        shifts = [float(a[0]) if math.isfinite(a[0]) else 0.0 for a in arrays]
         tasks = [
-            (k, a[lo : lo + CHUNK], None if prev is None else prev[lo : lo + CHUNK], shifts[k])
+            (k, a[lo : lo + CHUNK], None if prev is None else prev[lo : lo + CHUNK])
             for k, (a, prev) in enumerate(zip(arrays, prevs))
             for lo in range(0, a.size, CHUNK)
         ]
@@ -97,18 +97,21 @@ class FusedReducer:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dualwatch")
         parts = np.array(list(self._pool.map(lambda t: _hoststats.reduce(*t[1:]), tasks)))
         owner = np.array([t[0] for t in tasks])
+        part_n = np.array([t[1].size for t in tasks], dtype=np.float64)
         k = len(arrays)
-        s1, s2, nonfinite, nans, absdiff = (np.bincount(owner, parts[:, c], k) for c in (0, 1, 4, 5, 6))
+        total, nonfinite, nans, absdiff = (np.bincount(owner, parts[:, c], k) for c in (0, 4, 5, 6))
         lo, hi = np.full(k, np.inf), np.full(k, -np.inf)
         np.minimum.at(lo, owner, parts[:, 2])
         np.maximum.at(hi, owner, parts[:, 3])
         n = np.array([a.size for a in arrays], dtype=np.float64)
         with np.errstate(all="ignore"):
-            total = n * np.array(shifts) + s1
-            m2 = np.maximum(s2 - s1 * s1 / n, 0.0)  # np.maximum keeps NaN
-            mean = np.clip(total / n, lo, hi)
+            mean = total / n
+            spread = parts[:, 1] + part_n * (parts[:, 0] / part_n - mean[owner]) ** 2
+            # An all-equal finite tensor has M2 exactly 0 (its chunk means may round apart in float64).
+            m2 = np.where((lo == hi) & np.isfinite(lo), 0.0, np.bincount(owner, spread, k))
+            mean = np.clip(mean, lo, hi)
             has_nan = nans > 0
-            total[has_nan], lo[has_nan], hi[has_nan] = np.nan, np.nan, np.nan
+            total[has_nan], lo[has_nan], hi[has_nan], m2[has_nan] = np.nan, np.nan, np.nan, np.nan
             return {
                 "sum": total,
                 "sumsq": m2 + total * mean,

@@ -5,10 +5,11 @@ squares, centred sums of squares, extremes, non-finite counts, snapshot
 differences). Everything users see is derived here with numpy on the host, so
 names and semantics cannot drift between PyTorch and Paddle.
 
-Conventions: ``*_std`` is the population standard deviation (ddof=0, as numpy),
-so a 1-element tensor has std 0; a NaN anywhere in a tensor makes its mean, std,
-min, max and norm NaN (as numpy), and ``*_nonfinite`` says how many values are
-NaN/Inf; ``weight_change`` is the mean absolute change since the previous check.
+Conventions: ``*_std`` is the sample standard deviation (ddof=1, as ``torch.std`` and
+``paddle.std`` give by default; :func:`~dualwatch._table.sample_std`), and a 1-element tensor
+has std 0; a NaN anywhere in a tensor makes its mean, std, min, max and norm NaN (as numpy),
+and ``*_nonfinite`` says how many values are NaN/Inf; ``weight_change`` is the mean absolute
+change since the previous check.
 An empty parameter (``nn.Linear(0, 3)``'s weight) adds 0 to every norm and total and gets no
 per-parameter tags: a mean, std, min or max of no values is undefined, and a NaN logged for
 it would read as a broken run (the monitor alerts on any NaN tag) while nothing is wrong.
@@ -30,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from dualwatch._health import Health, Thresholds, judge, negligible
-from dualwatch._table import Col, ParamInfo, combine_shards
+from dualwatch._table import Col, ParamInfo, combine_shards, sample_std
 from dualwatch._tags import (
     GRADIENT,
     HEALTH,
@@ -139,12 +140,12 @@ class StatsEngine:
         values = np.column_stack(
             [
                 t[:, Col.W_SUM] / n,
-                np.sqrt(np.maximum(t[:, Col.W_M2], 0.0) / n),
+                sample_std(t[:, Col.W_M2], n),
                 t[:, Col.W_MIN],
                 t[:, Col.W_MAX],
                 t[:, Col.W_ABSDIFF] / n,
                 t[:, Col.G_SUM] / n,
-                np.sqrt(np.maximum(t[:, Col.G_M2], 0.0) / n),
+                sample_std(t[:, Col.G_M2], n),
                 t[:, Col.G_MIN],
                 t[:, Col.G_MAX],
                 np.sqrt(t[:, Col.G_SUMSQ]),

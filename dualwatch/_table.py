@@ -66,6 +66,18 @@ _ADDED = (Col.W_SUM, Col.W_SUMSQ, Col.W_NONFINITE, Col.W_ABSDIFF, Col.G_SUM, Col
 _M2 = ((Col.W_M2, Col.W_SUM), (Col.G_M2, Col.G_SUM))
 
 
+def sample_std(m2: np.ndarray | float, n: np.ndarray | float) -> np.ndarray:
+    """The sample standard deviation (ddof=1) from a centred sum of squares and a count: every
+    ``*_std`` dualwatch logs (``weight_std``, ``grad_std``, ``capture/<alias>/std``) is this one.
+
+    It is what ``torch.std``, ``paddle.std`` and the StableSR edge monitor's ``param.data.std()``
+    give by default, so curves do not shift when a user switches to dualwatch. A 1-element tensor
+    has std 0 (those frameworks give NaN: one value has no spread, and a NaN tag would read as a
+    broken run); ``m2`` below 0 (rounding) counts as 0 and a NaN ``m2`` stays NaN.
+    """
+    return np.sqrt(np.maximum(m2, 0.0) / np.maximum(np.asarray(n, dtype=np.float64) - 1.0, 1.0))
+
+
 def combine_shards(shards: np.ndarray) -> np.ndarray:
     """``[ranks, rows, len(Col)]`` tables of shards -> the ``[rows, len(Col)]`` table of the whole."""
     n = shards[:, :, Col.NUMEL]

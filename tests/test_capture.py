@@ -550,7 +550,7 @@ class Collect:  # a real sink: the writer calls write(records) and close()
 def _stats(arrays: list[np.ndarray]) -> dict[str, float]:
     """The reference: numpy's statistics of the arrays concatenated on dimension 0, in float64."""
     whole = np.concatenate([a.astype(np.float64) for a in arrays], axis=0)
-    return {"mean": whole.mean(), "std": whole.std(), "min": whole.min(), "max": whole.max()}
+    return {"mean": whole.mean(), "std": whole.std(ddof=1), "min": whole.min(), "max": whole.max()}
 
 
 def test_statistics_of_recorded_outputs_go_to_the_writer(framework: str, tmp_path: Path) -> None:

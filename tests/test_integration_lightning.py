@@ -207,7 +207,7 @@ def test_with_log_to_trainer_every_statistic_matches_numpy_in_tensorboard_csv_an
                 tag = f"edge_processor/{name}"
                 assert logged[f"{tag}/grad_norm"][step] == pytest.approx(_norm([g]), rel=1e-5), where
                 assert logged[f"{tag}/grad_max"][step] == pytest.approx(g.max(), rel=1e-5), where
-                assert logged[f"{tag}/weight_std"][step] == pytest.approx(w.std(), rel=1e-5), where
+                assert logged[f"{tag}/weight_std"][step] == pytest.approx(w.std(ddof=1), rel=1e-5), where
         # weight_change: mean |w(4) - w(2)| of the pre-step weights the two checks saw
         w2, w4 = capture.weights[2], capture.weights[4]
         change = np.abs(w4["edge_processor.to_four.weight"] - w2["edge_processor.to_four.weight"]).mean()

@@ -272,13 +272,23 @@ def _reference(
         for name in selected:
             weight, grad = now[name]
             scale = float(np.nanmax(np.abs(weight)))
-            stats = {"mean": weight.mean(), "std": weight.std(), "min": weight.min(), "max": weight.max()}
+            stats = {
+                "mean": weight.mean(),
+                "std": weight.std(ddof=1) if weight.size > 1 else 0.0,
+                "min": weight.min(),
+                "max": weight.max(),
+            }
             out.update({f"model/{name}/weight_{k}": (v, scale) for k, v in stats.items()})
             if before is not None:
                 out[f"model/{name}/weight_change"] = (np.abs(weight - before[name][0]).mean(), scale)
             if grad is not None:
                 scale = float(np.nanmax(np.abs(grad)))
-                stats = {"mean": grad.mean(), "std": grad.std(), "min": grad.min(), "max": grad.max()}
+                stats = {
+                    "mean": grad.mean(),
+                    "std": grad.std(ddof=1) if grad.size > 1 else 0.0,
+                    "min": grad.min(),
+                    "max": grad.max(),
+                }
                 stats["norm"] = math.sqrt((grad * grad).sum())
                 out.update({f"model/{name}/grad_{k}": (v, scale) for k, v in stats.items()})
     return out

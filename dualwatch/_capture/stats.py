@@ -11,13 +11,13 @@ data, and they include the batches spilled to disk past ``max_bytes``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dualwatch._capture.outputs import leaves
+from dualwatch._table import sample_std
 from dualwatch.backends import Framework
 
 
@@ -51,8 +51,10 @@ class Moments:
         )
 
     def values(self) -> dict[str, float]:
-        """``mean``, ``std`` (population, as ``np.std``), ``min`` and ``max``."""
-        return {"mean": self.mean, "std": math.sqrt(self.m2 / self.n), "min": self.min, "max": self.max}
+        """``mean``, ``std`` (the sample std, ddof=1, as ``torch.std``; 0 for a single value), ``min``
+        and ``max``."""
+        std = float(sample_std(self.m2, self.n))
+        return {"mean": self.mean, "std": std, "min": self.min, "max": self.max}
 
 
 def moments(data: Any, fw: Framework) -> dict[str, Moments]:

@@ -11,10 +11,11 @@ code path; CPU results are numpy scalars, already on the host.
 
 The centred sum of squares is two-pass in a reusable scratch buffer; the mean is
 clamped into ``[min, max]``, which makes it exactly the common value of an
-all-equal tensor, so its m2 is exactly 0. The sum of squares is derived as
-``m2 + sum * mean`` (two non-negative terms: no cancellation); BLAS ``dot`` and
-paddle's ``vector_norm`` are avoided because they lose precision on large
-tensors. Half-precision tensors are reduced in float32.
+all-equal tensor, so its m2 is exactly 0. m2 is corrected by the deviations' own sum,
+``sum d^2 - (sum d)^2 / n``, so a float32 mean's rounding does not inflate it (as in the torch
+backend). The sum of squares is derived as ``m2 + sum * mean`` (two non-negative terms: no
+cancellation); BLAS ``dot`` and paddle's ``vector_norm`` are avoided because they lose precision
+on large tensors. Half-precision tensors are reduced in float32.
 """
 
 from __future__ import annotations
@@ -267,7 +268,8 @@ class PaddleBackend(Backend):
             total, lo, hi = xp.sum(a), xp.min(a), xp.max(a)
             mean = xp.maximum(xp.minimum(total / a.shape[0], hi), lo)
             centred = xp.subtract(a, mean, out=scratch)
-            m2 = xp.multiply(centred, centred, out=scratch).sum()
+            residual = centred.sum()  # n * (true mean - mean)
+            m2 = xp.multiply(centred, centred, out=scratch).sum() - residual * residual / a.shape[0]
             stats = {"sum": total, "sumsq": m2 + total * mean, "m2": m2, "min": lo, "max": hi}
             if prev is not None:
                 diff = xp.subtract(a, self._array(prev)[0], out=scratch)

@@ -3,6 +3,10 @@
 Each tensor is reduced with a few plain kernels that read it while it is still in cache:
 ``sum``, ``aminmax``, and a centred sum of squares computed in a reusable scratch buffer
 (two-pass, with the mean clamped into [min, max], so an all-equal tensor has std exactly 0).
+The centred sum is corrected by the deviations' own sum, ``M2 = sum d^2 - (sum d)^2 / n``
+(Chan, Golub and LeVeque's corrected two-pass): a float32 sum rounds at 1e-7 to 1e-6 relative,
+so the mean of values near 1e4 can be off by 1e-3 to 1e-2, which alone would add up to
+``n * 1e-4`` to ``M2``; the correction takes that error out again.
 The sum of squares is derived as ``m2 + sum * mean`` (two non-negative terms: no
 cancellation); BLAS ``dot`` and ``vector_norm`` are avoided because they lose precision on
 large tensors. Half-precision tensors are reduced in float32.
@@ -212,7 +216,8 @@ class TorchBackend(Backend):
         lo, hi = torch.aminmax(x)
         mean = torch.clamp(total / n, lo, hi)  # exactly the common value of an all-equal tensor
         torch.sub(x, mean, out=scratch)
-        m2 = scratch.mul_(scratch).sum()
+        residual = scratch.sum()  # n * (true mean - mean): what a float32 sum of x got wrong
+        m2 = scratch.mul_(scratch).sum() - residual * residual / n
         stats = {"sum": total, "sumsq": m2 + total * mean, "m2": m2, "min": lo, "max": hi}
         if prev is not None:
             torch.sub(x, self._work(prev), out=scratch)

@@ -209,6 +209,7 @@ def test_text_shows_every_part() -> None:
 
 def test_healthy_watched_run_exits_0(tmp_path: Path) -> None:
     import torch
+
     torch.manual_seed(0)
     model = torch.nn.Sequential()
     model.add_module("backbone", torch.nn.Linear(4, 8))

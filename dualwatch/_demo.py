@@ -125,10 +125,10 @@ def initial_weights(shapes: Sequence[tuple[str, tuple[int, ...]]], seed: int) ->
     Both frameworks store a convolution as ``[out, in, kh, kw]``, so the arrays load as they are.
     """
     rng = np.random.default_rng([seed, 1])  # its own stream: the data's stays as it was
+    shape_of = dict(shapes)
     weights: dict[str, np.ndarray] = {}
     for name, shape in shapes:
-        conv = f"{name.rsplit('.', 1)[0]}.weight"
-        conv_shape = dict(shapes).get(conv, ())
+        conv_shape = shape_of.get(f"{name.rsplit('.', 1)[0]}.weight", ())  # the layer's weight
         if len(conv_shape) == 4:  # a convolution's weight or bias
             bound = 1 / math.sqrt(int(np.prod(conv_shape[1:])))
             weights[name] = rng.uniform(-bound, bound, shape).astype(np.float32)

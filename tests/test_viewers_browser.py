@@ -87,7 +87,7 @@ def _open(browser: Any, url: str, read: Any, ready: str, shot: str) -> View:
     two charts have drawn lines, or ``DRAW`` seconds after the listing."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(url)
-    page.wait_for_selector(ready, timeout=LIST * 1000)
+    page.wait_for_selector(ready, state="attached", timeout=LIST * 1000)
     deadline = time.monotonic() + DRAW
     while True:
         groups, canvases = read(page)

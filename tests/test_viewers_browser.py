@@ -34,7 +34,7 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 SUMMARY = ("Loss", "train")  # the loss, and the gradient summary (train/gradient/*)
-LIST, DRAW = 60.0, 8.0  # seconds for a viewer to list its groups, then to draw its open charts
+LIST, DRAW = 60.0, 5.0  # seconds for a viewer to list its groups, then to draw its open charts
 
 
 @dataclass

@@ -34,7 +34,10 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 SUMMARY = ("Loss", "train")  # the loss, and the gradient summary (train/gradient/*)
-LIST, DRAW = 60.0, 5.0  # seconds for a viewer to list its groups, then to draw its open charts
+# Seconds for a viewer to list its groups, then to draw its open charts. VisualDL renders its
+# first group's 140 charts at once, which holds the page's thread for 20 s on an idle 2-core
+# machine and for over 60 s on a loaded one: every page call waits up to LIST.
+LIST, DRAW = 180.0, 5.0
 
 
 @dataclass
@@ -86,6 +89,7 @@ def _open(browser: Any, url: str, read: Any, ready: str, shot: str) -> View:
     """The view once its groups are listed (``ready`` is on the page) and every open group's first
     two charts have drawn lines, or ``DRAW`` seconds after the listing."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(LIST * 1000)
     page.goto(url)
     page.wait_for_selector(ready, state="attached", timeout=LIST * 1000)
     deadline = time.monotonic() + DRAW

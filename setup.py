@@ -21,7 +21,8 @@ EXTRAS = {
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 # tbparse and wandb: the peers bench/reader.py and bench/overhead.py measure against; jsonargparse
-# and omegaconf: LightningCLI and seed 000's ``target``/``params`` YAML, as the tests use them.
+# and omegaconf: LightningCLI and seed 000's ``target``/``params`` YAML, as the tests use them;
+# playwright: drives the OS's Chromium in the real-browser test (it downloads no browser here).
 EXTRAS["test"] = [
     "pytest>=7",
     "ruff>=0.5",
@@ -29,6 +30,7 @@ EXTRAS["test"] = [
     "jsonargparse[signatures]>=4.27",
     "omegaconf>=2.1",
     "wandb>=0.16",
+    "playwright>=1.40",
 ]
 
 setup(

@@ -16,6 +16,14 @@ import numpy as np
 import pytest
 
 FRAMEWORKS = ["torch", "paddle"]
+#: ``python -c`` code running the CLI as user nobody, to meet a permission error as root: the
+#: modules the command needs are imported first (the interpreter lives under /root here)
+CLI_AS_NOBODY = (
+    "import os, sys\n"
+    "import dualwatch._cli, dualwatch._report, dualwatch._view, dualwatch.readers\n"
+    "if os.geteuid() == 0: os.setgid(65534); os.setuid(65534)\n"
+    "dualwatch._cli.main()"
+)
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
+from conftest import CLI_AS_NOBODY
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from visualdl import LogReader
 
@@ -198,12 +199,7 @@ def test_unreadable_run_directory_under_logdir_is_named_not_no_logs() -> None:
         run = healthy_run(base / "runs")
         (base / "runs").chmod(0o755)
         run.chmod(0o000)
-        code = (
-            "import os, sys\n"
-            "import dualwatch._cli, dualwatch._report, dualwatch._view, dualwatch.readers\n"
-            "if os.geteuid() == 0: os.setgid(65534); os.setuid(65534)\n"
-            "dualwatch._cli.main()"
-        )
+        code = CLI_AS_NOBODY
         proc = subprocess.run(
             [sys.executable, "-c", code, "monitor", str(base / "runs"), "--once"],
             capture_output=True,

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import CLI_AS_NOBODY
 
 from dualwatch import DualwatchError, Watcher, Writer
 from dualwatch._cli import main
@@ -319,12 +320,7 @@ def test_unreadable_directory_exits_2_with_one_line() -> None:
         logdir.chmod(0o000)
         # root reads anything: the child imports what the command needs (the interpreter lives
         # under /root here), then drops to nobody before the command runs
-        code = (
-            "import os, sys\n"
-            "import dualwatch._cli, dualwatch._report, dualwatch._view, dualwatch.readers\n"
-            "if os.geteuid() == 0: os.setgid(65534); os.setuid(65534)\n"
-            "dualwatch._cli.main()"
-        )
+        code = CLI_AS_NOBODY
         proc = subprocess.run(
             [sys.executable, "-c", code, "monitor", str(logdir), "--once"],
             capture_output=True,

@@ -103,10 +103,13 @@ class StatsEngine:
         self.seen = False  # whether a check ran before (weight_change needs one)
 
     def report(self, table: np.ndarray, step: int) -> Report:
-        """Every scalar of one check, plus the verdict."""
+        """Every scalar of one check, plus the verdict. The model-level tags come first, so readers
+        listing tags as they first appear (``metrics.jsonl``, the viewers' tag lists, tbparse) show
+        the few summary curves ahead of the many per-parameter ones."""
         has_grad = table[:, Col.HAS_GRAD] == 1.0
+        scalars: dict[str, float] = {}
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            scalars = self._per_parameter(table)
+            per_parameter = self._per_parameter(table)
             n = table[:, Col.NUMEL]
             grad_sq = np.where(has_grad, table[:, Col.G_SUMSQ], 0.0)
             total_sq = float(grad_sq.sum())
@@ -130,7 +133,7 @@ class StatsEngine:
         scalars[ZERO_GRAD_COUNT] = float(len(health.zero_grad))
         scalars[NEGLIGIBLE_GRAD_COUNT] = float(len(health.negligible_grad))
         scalars[NOT_UPDATING_COUNT] = float(len(health.not_updating))
-        return Report(step=step, scalars=scalars, health=health)
+        return Report(step=step, scalars={**scalars, **per_parameter}, health=health)
 
     def _per_parameter(self, table: np.ndarray) -> dict[str, float]:
         """``<prefix>/<name>/<stat>`` of the selected rows (or of their modules), a column at a

@@ -195,7 +195,6 @@ class Watcher:
         self._stats_step: int | None = None
         if graph is not None:
             self.writer.add_graph(model, graph)
-        self._parameter_tags = frozenset(self.engine.tags.ravel().tolist())
         self.last: Report | None = None
         self._warned_zero: set[str] = set()
         self._epoch_started = time.perf_counter()
@@ -226,7 +225,7 @@ class Watcher:
         self._warn_on_change(report.health)
         self._warn_on_missing_gradients(report.health)
         self.last = report
-        self.writer.log(step, _summary_first(report.scalars, self._parameter_tags))
+        self.writer.log(step, report.scalars)
         if self._console.sinks and self.writer.rank == 0:
             self._console.write([Scalars(step, wall_ms(time.time()), report.scalars)])
         return report.scalars
@@ -355,18 +354,6 @@ class Watcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _summary_first(scalars: dict[str, float], parameter_tags: frozenset[str]) -> dict[str, float]:
-    """The check's model-level tags (health, global and group norms, ``Model/*``), then per-parameter ones.
-
-    Readers that list tags in the order they first appear (``metrics.jsonl``, VisualDL's and
-    TensorBoard's tag lists, tbparse) then show the few summary curves ahead of the many
-    per-parameter ones, whatever the model's size.
-    """
-    summary = {tag: value for tag, value in scalars.items() if tag not in parameter_tags}
-    summary.update((tag, value) for tag, value in scalars.items() if tag in parameter_tags)
-    return summary
 
 
 def _numbers(values: Mapping[str, Any], what: str, fix: str) -> dict[str, Number]:

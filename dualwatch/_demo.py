@@ -80,6 +80,7 @@ class Kit:
     to_tensor: Callable[[np.ndarray], Any]
     mse: Callable[[Any, Any], Any]
     edge_loss: Callable[..., Any]  # the framework's EdgeLoss class
+    load_weights: Callable[[dict[str, np.ndarray]], None]  # {parameter name: array}, copied in
 
 
 def edge_model(nn: Any, conv: Any, norm: Any, base: type) -> Any:
@@ -105,13 +106,9 @@ def edge_model(nn: Any, conv: Any, norm: Any, base: type) -> Any:
 def kit(framework: str, seed: int) -> Kit:
     """``framework``'s training kit (imports the framework), its weights set by :func:`initial_weights`."""
     fw = importlib.import_module(f"{FRAMEWORKS[framework]}_nn").demo_kit(seed, LR)
-    params = list(fw.model.named_parameters())
-    weights = initial_weights([(name, tuple(p.shape)) for name, p in params], seed)
-    for name, p in params:
-        if framework == "torch":
-            p.data.copy_(fw.to_tensor(weights[name]))
-        else:
-            p.set_value(weights[name])
+    fw.load_weights(
+        initial_weights([(name, tuple(p.shape)) for name, p in fw.model.named_parameters()], seed)
+    )
     return fw
 
 

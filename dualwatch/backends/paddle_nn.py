@@ -6,6 +6,7 @@ framework-free and written once (:mod:`dualwatch._edge`, :mod:`dualwatch._demo`)
 
 from __future__ import annotations
 
+import numpy as np
 import paddle
 
 from dualwatch._demo import Kit, edge_model
@@ -22,6 +23,11 @@ def demo_kit(seed: int, lr: float) -> Kit:
     nn = paddle.nn
     model = edge_model(nn, nn.Conv2D, nn.BatchNorm2D, nn.Layer)
     optimizer = paddle.optimizer.Adam(learning_rate=lr, parameters=model.parameters())
+
+    def load_weights(weights: dict[str, np.ndarray]) -> None:
+        for name, param in model.named_parameters():
+            param.set_value(weights[name])
+
     return Kit(
         model,
         optimizer,
@@ -30,4 +36,5 @@ def demo_kit(seed: int, lr: float) -> Kit:
         paddle.to_tensor,
         nn.functional.mse_loss,
         PaddleEdgeLoss,
+        load_weights,
     )

@@ -6,6 +6,7 @@ framework-free and written once (:mod:`dualwatch._edge`, :mod:`dualwatch._demo`)
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from dualwatch._demo import Kit, edge_model
@@ -27,6 +28,18 @@ def demo_kit(seed: int, lr: float) -> Kit:
         for group in optimizer.param_groups:
             group["lr"] = value
 
+    @torch.no_grad()
+    def load_weights(weights: dict[str, np.ndarray]) -> None:
+        for name, param in model.named_parameters():
+            param.copy_(torch.from_numpy(weights[name]))
+
     return Kit(
-        model, optimizer, set_lr, optimizer.zero_grad, torch.from_numpy, nn.functional.mse_loss, TorchEdgeLoss
+        model,
+        optimizer,
+        set_lr,
+        optimizer.zero_grad,
+        torch.from_numpy,
+        nn.functional.mse_loss,
+        TorchEdgeLoss,
+        load_weights,
     )

@@ -254,17 +254,19 @@ def aged(report: RunReport, seconds: float, options: Options) -> RunReport:
     if stalled is not None:  # in build_report's order: after the value and gradient alerts
         at = sum(notice.kind in _BEFORE_STALLED for notice in alerts)
         alerts.insert(at, stalled)
-    # a copy with two fields changed; dataclasses.replace runs __init__ and costs ten times more,
-    # which a monitor of hundreds of runs pays every poll
-    copy = object.__new__(RunReport)
-    copy.__dict__.update(report.__dict__, since_last_s=since, alerts=tuple(alerts))
-    return copy
+    return _changed(report, since_last_s=since, alerts=tuple(alerts))
 
 
 def with_alert(report: RunReport, notice: Notice) -> RunReport:
     """``report`` with one more alert (what the monitor of many runs adds for a file it cannot read)."""
+    return _changed(report, alerts=(*report.alerts, notice))
+
+
+def _changed(report: RunReport, **fields: Any) -> RunReport:
+    """A copy of ``report`` with ``fields`` changed. ``dataclasses.replace`` runs ``__init__`` and
+    costs ten times more, which a monitor of hundreds of runs pays every poll."""
     copy = object.__new__(RunReport)
-    copy.__dict__.update(report.__dict__, alerts=(*report.alerts, notice))
+    copy.__dict__.update(report.__dict__, **fields)
     return copy
 
 

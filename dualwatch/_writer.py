@@ -1119,8 +1119,8 @@ def _run_directory(
         raise ValueError(f"comment= is a suffix of the run's directory name, got {comment!r}")
     if resume is not False and run is None:
         raise ValueError("resume= needs run=<the run's directory name>, for example run='logs_11221030'")
-    if run is not None and (not run or os.sep in run or run in (".", "..")):
-        raise ValueError(f"run= is one directory name inside logdir, got {run!r}")
+    if run is not None:
+        _check_run_name(run)  # again: log_dir= gives its own last part (``/`` gives none)
     if run is not None and resume is False and not exist_ok and os.path.exists(os.path.join(logdir, run)):
         with contextlib.suppress(OSError):  # a run another writer holds: say who (RunInUseError)
             unlock_run(lock_run(os.path.join(logdir, run)))

@@ -42,8 +42,6 @@ class FileSink:
     def __init__(
         self, format: Format, run_dir: str, resume: bool | int = False, suffix: str = "", name: str = ""
     ) -> None:
-        if not isinstance(resume, bool) and resume < 0:  # it would cut every record of the old files
-            raise ValueError(f"resume= is True, False or a step >= 0 to resume from, got {resume!r}")
         self.format = format
         self.run_dir = run_dir
         self.resume = resume

@@ -61,22 +61,27 @@ RUN touch README.md && python3 -m venv /opt/venv \
     && pip install "setuptools>=61" wheel \
     && python3 docker/requirements.py "$FLAVOUR" "$EXTRAS" /tmp/pip --paddle-index "$PADDLE_GPU_INDEX" \
     && pip install -r /tmp/pip/requirements.txt
-# The builder: the source, then dualwatch's wheel with its C parts; they are optional in setup.py (a
-# user without a compiler still installs), so the wheel is checked to hold the compiled kernel.
-FROM deps AS builder
-COPY . .
-RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
-    && python3 -c 'import glob, sys, zipfile; names = zipfile.ZipFile(glob.glob("/wheels/*.whl")[0]).namelist(); \
-sys.exit(not any(n.startswith("dualwatch/_hoststats") and n.endswith(".so") for n in names) and "the C kernel was not built")'
+# The C parts (optional in setup.py: a user without a compiler still installs), compiled apart from
+# the Python source, so that editing a .py file reuses them: setuptools skips an extension whose
+# build is newer than its C source.
+FROM deps AS kernel
+COPY dualwatch/*.c dualwatch/
+RUN python3 setup.py -q build_ext
 
-# The runtime: the builder's venv (no compiler), dualwatch installed from its wheel.
+# The builder: the source, then dualwatch's wheel with the kernel, installed under /overlay as it
+# will lie in the runtime's venv; the check fails the build if the kernel did not compile.
+FROM kernel AS builder
+COPY . .
+RUN pip install --no-index --no-deps --no-build-isolation --prefix /overlay/opt/venv . \
+    && ls /overlay/opt/venv/lib/python3*/site-packages/dualwatch/_hoststats*.so
+
+# The runtime: the deps' venv (no compiler), then dualwatch over it.
 FROM base AS runtime
-COPY --from=deps /opt/venv /opt/venv
-COPY --from=builder /wheels /tmp/wheels
 # /app/runs made here, owned by the user, so that a named volume mounted on it (-v NAME:/app/runs)
 # is writable by the user
-RUN pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels \
-    && mkdir -p /app/runs && chown -R dualwatch:dualwatch /app
+RUN mkdir -p /app/runs && chown -R dualwatch:dualwatch /app
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=builder /overlay/ /
 USER dualwatch
 WORKDIR /app
 # VisualDL (the VisualDL training guide's port) and TensorBoard

@@ -1,14 +1,20 @@
-"""The Dockerfile and CI install as the README tells users to (no Docker engine here to build it).
+"""The Dockerfile, compose.yaml and CI install as the README tells users to.
 
-The README's two commands on a fresh machine are the source of truth: the Dockerfile must run
-the first one's install and main job, CI the second one's install; the README's Docker steps
-must point the viewers at where the image's demo writes.
+No Docker engine runs here (docker/check.sh builds and runs the image where one does), so these
+read the files: the README's commands are the source of truth, the Dockerfile must install what
+the README's main job installs with CI's pins, compose.yaml must run commands dualwatch accepts on
+the runs the image writes, and the README's Docker commands must be the ones docker/check.sh runs.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+import yaml
 
 from dualwatch._cli import main
 
@@ -23,41 +29,50 @@ def _readme_commands() -> list[str]:
     return re.findall(r"```bash\n(python3 -m venv .*?)\n```", _readme())
 
 
-def _dockerfile() -> dict[str, list[str]]:
-    """``{instruction: [arguments, ...]}`` of the Dockerfile, comments left out."""
-    steps: dict[str, list[str]] = {}
-    for line in (ROOT / "Dockerfile").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            instruction, _, args = line.partition(" ")
-            steps.setdefault(instruction, []).append(args)
-    return steps
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """``{stage: [(instruction, arguments), ...]}`` of the Dockerfile (``""``: the global ARGs),
+    comments left out and continued lines joined."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    stages: dict[str, list[tuple[str, str]]] = {"": []}
+    current = ""
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            instruction, _, args = line.strip().partition(" ")
+            if instruction == "FROM":
+                current = args.split(" AS ")[-1]
+                stages[current] = []
+            stages[current].append((instruction, args))
+    return stages
 
 
-def test_the_dockerfile_runs_the_readme_install_and_main_job() -> None:
+def _args(stage: str, instruction: str) -> list[str]:
+    return [args for name, args in _stages()[stage] if name == instruction]
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
+def _requirements(tmp_path: Path, flavour: str, *options: str) -> tuple[list[str], list[str]]:
+    """docker/requirements.py's (requirements, constraints) lines for ``flavour`` and extra ``all``."""
+    script = ROOT / "docker" / "requirements.py"
+    subprocess.run([sys.executable, script, flavour, "all", tmp_path, *options], check=True, cwd=ROOT)
+    return (
+        (tmp_path / "requirements.txt").read_text().splitlines(),
+        (tmp_path / "constraints.txt").read_text().splitlines(),
+    )
+
+
+def test_the_image_runs_the_readme_main_job_with_its_extras_and_ci_pins(tmp_path: Path) -> None:
     install, _, run = _readme_commands()[0].rpartition(" && ")
-    docker = _dockerfile()
-    assert install in docker["RUN"]
-    assert docker["CMD"] == [str(run.split()).replace(chr(39), chr(34))]  # ["dualwatch", "demo"]
-
-
-def test_the_image_is_slim_runs_as_a_user_and_exposes_both_viewers() -> None:
-    docker = _dockerfile()
-    assert docker["FROM"] == ["python:3.11-slim"]
-    assert docker["USER"] and docker["USER"][-1] not in ("root", "0")
-    assert docker["EXPOSE"] == ["8040 6006"]
-    assert docker["WORKDIR"] == ["/app"]
-
-
-def test_the_readme_docker_steps_view_what_the_image_writes() -> None:
-    """The image's demo runs in /app with the default --logdir, so its runs are in /app/runs."""
-    logdir = next(p.default for p in main.commands["demo"].params if p.name == "logdir")
-    runs = f"{_dockerfile()['WORKDIR'][-1]}/{logdir}"
-    readme = _readme()
-    assert "docker build -t dualwatch ." in readme
-    assert "-p 8040:8040 -p 6006:6006" in readme
-    assert f"visualdl --logdir {runs} --host 0.0.0.0 --port 8040" in readme
-    assert f"tensorboard --logdir {runs} --host 0.0.0.0 --port 6006" in readme
-    assert "dualwatch monitor --interval 30" in readme
+    extras = re.search(r'-e "\.\[(.*?)\]"', install).group(1)
+    assert f"EXTRAS={extras}" in _args("deps", "ARG")
+    assert "-c constraints.txt" in install and any("constraints.txt" in c for c in _args("deps", "COPY"))
+    assert _args("runtime", "CMD") == [str(run.split()).replace(chr(39), chr(34))]  # ["dualwatch", "demo"]
+    # the cpu flavour installs constraints.txt as it is, and every requirement of the README's extras
+    requirements, constraints = _requirements(tmp_path, "cpu")
+    assert constraints == (ROOT / "constraints.txt").read_text().splitlines()
+    assert {"torch>=2.1", "paddlepaddle>=2.6", "visualdl>=2.5", "tensorboard>=2.10"} <= set(requirements)
 
 
 def test_ci_installs_what_the_readme_test_command_installs() -> None:
@@ -67,10 +82,101 @@ def test_ci_installs_what_the_readme_test_command_installs() -> None:
     assert tests.endswith("&& python -m pytest")
 
 
-def test_ci_and_the_dockerfile_make_the_same_venv_with_the_same_pins() -> None:
-    venv = "python3 -m venv .venv"
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    (docker_install,) = (run for run in _dockerfile()["RUN"] if run.startswith(venv))
-    assert venv in ci and ". .venv/bin/activate" in ci
-    assert docker_install.startswith(f"{venv} && . .venv/bin/activate && pip install -c constraints.txt -e ")
-    assert any(line.startswith("pip install -q -c constraints.txt -e ") for line in ci)
+def test_the_cuda_flavour_takes_pypi_torch_and_paddlepaddle_gpu_at_the_pinned_version(tmp_path: Path) -> None:
+    index = "https://www.paddlepaddle.org.cn/packages/stable/cu129/"
+    requirements, constraints = _requirements(tmp_path, "cuda", "--paddle-index", index)
+    paddle = next(
+        line for line in (ROOT / "constraints.txt").read_text().splitlines() if "paddlepaddle==" in line
+    )
+    assert f"--extra-index-url {index}" in requirements and "paddlepaddle-gpu>=2.6" in requirements
+    assert paddle.replace("paddlepaddle", "paddlepaddle-gpu") in constraints and paddle not in constraints
+    assert not any("download.pytorch.org" in line for line in requirements + constraints)
+
+
+def test_dependencies_are_installed_in_a_layer_before_the_source_is_copied() -> None:
+    """A source edit must reuse the gigabytes of dependencies: only the files that name them come
+    before the install, the whole source after it, in a later stage."""
+    deps = _stages()["deps"]
+    copies = [args for name, args in deps if name == "COPY"]
+    assert copies == [
+        "setup.py constraints.txt ./",
+        "dualwatch/_version.py dualwatch/",
+        "docker/requirements.py docker/",
+    ]
+    assert any(name == "RUN" and "pip install -r" in args for name, args in deps)
+    assert _args("builder", "FROM") == ["deps AS builder"] and _args("builder", "COPY") == [". ."]
+
+
+def test_the_runtime_is_the_venv_and_wheel_without_a_compiler_as_a_user_under_tini() -> None:
+    runtime = _stages()["runtime"]
+    assert _args("runtime", "FROM") == ["base AS runtime"]
+    assert "COPY --from=deps /opt/venv /opt/venv" in [f"{n} {a}" for n, a in runtime]
+    assert not any("gcc" in args or "pip install -e" in args for _, args in runtime)
+    assert any(name == "RUN" and "pip install --no-deps /tmp/wheels/" in args for name, args in runtime)
+    assert "gcc" in " ".join(_args("deps", "RUN"))
+    assert _args("runtime", "USER") == ["dualwatch"] and _args("runtime", "WORKDIR") == ["/app"]
+    assert _args("runtime", "ENTRYPOINT") == ['["tini", "--"]'] and "tini" in " ".join(_args("base", "RUN"))
+    assert _args("runtime", "EXPOSE") == ["8040 6006"]
+
+
+def test_the_bases_are_pinned_by_digest_and_output_is_unbuffered_without_a_pip_cache() -> None:
+    pins = dict(arg.split("=", 1) for arg in _args("", "ARG") if "=" in arg)
+    assert pins["CPU_BASE"].startswith("python:3.11-slim") and pins["CUDA_BASE"].startswith("nvidia/cuda:")
+    for base in (pins["CPU_BASE"], pins["CUDA_BASE"]):
+        assert re.search(r"@sha256:[0-9a-f]{64}$", base), base
+    env = " ".join(_args("base", "ENV"))
+    assert "PYTHONUNBUFFERED=1" in env and "PIP_NO_CACHE_DIR=1" in env
+
+
+def test_the_dockerignore_leaves_out_everything_the_gitignore_does() -> None:
+    """.gitignore's patterns without a leading / match at any depth; .dockerignore's only with **/."""
+    dockerignore = {
+        line for line in (ROOT / ".dockerignore").read_text().splitlines() if line[:1] not in ("", "#")
+    }
+    for pattern in (ROOT / ".gitignore").read_text().split():
+        assert (pattern[1:] if pattern.startswith("/") else f"**/{pattern}") in dockerignore, pattern
+
+
+def test_compose_serves_both_viewers_and_monitors_the_runs_the_image_writes() -> None:
+    """The demo runs in the image's WORKDIR with its default --logdir, so every service shares that
+    folder; the viewers listen on all interfaces (a container's published port needs it)."""
+    logdir = next(p.default for p in main.commands["demo"].params if p.name == "logdir")
+    runs = f"{_args('runtime', 'WORKDIR')[-1]}/{logdir}"
+    services = _compose()["services"]
+    assert set(services) == {"train", "visualdl", "tensorboard", "monitor"}
+    for service in services.values():
+        assert f"runs:{runs}" in service["volumes"]
+    checks = {"visualdl": (8040, "/alive"), "tensorboard": (6006, "/data/runs")}
+    for name, (port, path) in checks.items():
+        assert services[name]["command"] == f"{name} --logdir {runs} --host 0.0.0.0 --port {port}"
+        assert services[name]["ports"] == [f"{port}:{port}"]
+        assert f"http://localhost:{port}{path}" in " ".join(services[name]["healthcheck"]["test"])
+    assert services["train"]["command"] == "${TRAIN_COMMAND:-dualwatch demo}"
+    assert services["monitor"]["depends_on"] == {"train": {"condition": "service_healthy"}}
+
+
+@pytest.mark.parametrize("service", ["train", "monitor"])
+def test_the_compose_dualwatch_commands_are_ones_the_cli_accepts(service: str) -> None:
+    command = re.sub(r"\$\{\w+:-(.*)\}", r"\1", _compose()["services"][service]["command"]).split()
+    assert command[0] == "dualwatch"
+    main.commands[command[1]].make_context(command[1], command[2:])  # raises on an unknown option
+
+
+def test_the_readme_docker_commands_are_the_ones_the_check_script_runs() -> None:
+    """Word for word, except the machine-local build arguments docker/check.sh adds to `docker build`:
+    each README command stands whole in the script, ended by the line, a redirection, a pipe or `)`."""
+    section = _readme().split("## Docker", 1)[1].split("\n## ", 1)[0]
+    readme = [
+        line.split("  #")[0].strip()
+        for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+        for line in block.splitlines()
+        if line.startswith("docker ")
+    ]
+    script = (ROOT / "docker" / "check.sh").read_text().replace('"${BUILD_ARGS[@]}" ', "")
+    unchecked = [
+        command
+        for command in readme
+        if not re.search(rf"(^|\s|\$\(){re.escape(command)}(?=\s*($|\d?>|[|&;)]))", script, re.M)
+    ]
+    assert readme
+    assert unchecked == []

@@ -69,11 +69,11 @@ COPY dualwatch/*.c dualwatch/
 RUN python3 setup.py -q build_ext
 
 # The builder: the source, then dualwatch's wheel with the kernel, installed under /overlay as it
-# will lie in the runtime's venv; the check fails the build if the kernel did not compile.
+# will lie in the runtime's venv; `ls` fails the build if a C part did not compile.
 FROM kernel AS builder
 COPY . .
 RUN pip install --no-index --no-deps --no-build-isolation --prefix /overlay/opt/venv . \
-    && ls /overlay/opt/venv/lib/python3*/site-packages/dualwatch/_hoststats*.so
+    && cd /overlay/opt/venv/lib/python3*/site-packages/dualwatch && ls _hoststats.*.so _scalarcodec.*.so
 
 # The runtime: the deps' venv (no compiler), then dualwatch over it.
 FROM base AS runtime
@@ -81,7 +81,6 @@ FROM base AS runtime
 # is writable by the user
 RUN mkdir -p /app/runs && chown -R dualwatch:dualwatch /app
 COPY --from=deps /opt/venv /opt/venv
-COPY --from=builder /overlay/ /
 USER dualwatch
 WORKDIR /app
 # VisualDL (the VisualDL training guide's port) and TensorBoard
@@ -89,3 +88,5 @@ EXPOSE 8040 6006
 ENTRYPOINT ["tini", "--"]
 # in WORKDIR /app, the demo writes its runs to /app/runs (its default --logdir is `runs`)
 CMD ["dualwatch", "demo"]
+# last, so that a source edit rebuilds nothing after it
+COPY --from=builder /overlay/ /

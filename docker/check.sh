@@ -47,7 +47,8 @@ fi
 
 echo "== build (cpu)"
 start=$(stamp)
-docker build "${BUILD_ARGS[@]}" -t dualwatch . || { echo "FAIL: the cpu image does not build"; exit 1; }
+docker build "${BUILD_ARGS[@]}" -t dualwatch . >/tmp/dualwatch-build.log 2>&1 \
+    || { tail -30 /tmp/dualwatch-build.log; echo "FAIL: the cpu image does not build"; exit 1; }
 echo "built in $(seconds "$start" "$(stamp)") s"
 
 echo "== size"
@@ -98,12 +99,12 @@ cp dualwatch/_demo.py /tmp/dualwatch-demo.py.orig
 trap 'cp /tmp/dualwatch-demo.py.orig dualwatch/_demo.py' EXIT
 echo "# edited by docker/check.sh" >>dualwatch/_demo.py
 start=$(stamp)
-docker build "${BUILD_ARGS[@]}" -t dualwatch . >/dev/null
+docker build "${BUILD_ARGS[@]}" -t dualwatch . >/dev/null 2>&1
 took=$(seconds "$start" "$(stamp)")
 cp /tmp/dualwatch-demo.py.orig dualwatch/_demo.py
 echo "rebuild: $took s"
 if python3 -c "import sys; sys.exit(float(sys.argv[1]) >= 10)" "$took"; then pass "rebuild < 10 s"; else fail "rebuild took $took s"; fi
-docker build "${BUILD_ARGS[@]}" -t dualwatch . >/dev/null  # back to the checked-out source
+docker build "${BUILD_ARGS[@]}" -t dualwatch . >/dev/null 2>&1  # back to the checked-out source
 
 echo "== docker compose up"
 docker compose down -v >/dev/null 2>&1

@@ -94,8 +94,9 @@ def test_the_cuda_flavour_takes_pypi_torch_and_paddlepaddle_gpu_at_the_pinned_ve
 
 
 def test_dependencies_are_installed_in_a_layer_before_the_source_is_copied() -> None:
-    """A source edit must reuse the gigabytes of dependencies: only the files that name them come
-    before the install, the whole source after it, in a later stage."""
+    """A source edit must reuse the gigabytes of dependencies (and the compiled C parts): only the
+    files that name the dependencies come before their install, the C sources before their build,
+    the whole source after both, in a later stage."""
     deps = _stages()["deps"]
     copies = [args for name, args in deps if name == "COPY"]
     assert copies == [
@@ -104,7 +105,10 @@ def test_dependencies_are_installed_in_a_layer_before_the_source_is_copied() -> 
         "docker/requirements.py docker/",
     ]
     assert any(name == "RUN" and "pip install -r" in args for name, args in deps)
-    assert _args("builder", "FROM") == ["deps AS builder"] and _args("builder", "COPY") == [". ."]
+    assert _args("kernel", "FROM") == ["deps AS kernel"] and _args("kernel", "COPY") == [
+        "dualwatch/*.c dualwatch/"
+    ]
+    assert _args("builder", "FROM") == ["kernel AS builder"] and _args("builder", "COPY") == [". ."]
 
 
 def test_the_runtime_is_the_venv_and_wheel_without_a_compiler_as_a_user_under_tini() -> None:
@@ -112,7 +116,11 @@ def test_the_runtime_is_the_venv_and_wheel_without_a_compiler_as_a_user_under_ti
     assert _args("runtime", "FROM") == ["base AS runtime"]
     assert "COPY --from=deps /opt/venv /opt/venv" in [f"{n} {a}" for n, a in runtime]
     assert not any("gcc" in args or "pip install -e" in args for _, args in runtime)
-    assert any(name == "RUN" and "pip install --no-deps /tmp/wheels/" in args for name, args in runtime)
+    # dualwatch's wheel (not an editable install), copied over the venv last
+    assert "pip install --no-index --no-deps --no-build-isolation --prefix /overlay/opt/venv ." in " ".join(
+        _args("builder", "RUN")
+    )
+    assert runtime[-1] == ("COPY", "--from=builder /overlay/ /")
     assert "gcc" in " ".join(_args("deps", "RUN"))
     assert _args("runtime", "USER") == ["dualwatch"] and _args("runtime", "WORKDIR") == ["/app"]
     assert _args("runtime", "ENTRYPOINT") == ['["tini", "--"]'] and "tini" in " ".join(_args("base", "RUN"))

@@ -63,8 +63,10 @@ RUN touch README.md && python3 -m venv /opt/venv \
     && pip install -r /tmp/pip/requirements.txt
 # The C parts (optional in setup.py: a user without a compiler still installs), compiled apart from
 # the Python source, so that editing a .py file reuses them: setuptools skips an extension whose
-# build is newer than its C source.
+# build is newer than its C source. Also PyPA's build and installer, which make and install a
+# wheel in half the time pip takes (this stage's venv only: the runtime copies the deps' venv).
 FROM deps AS kernel
+RUN pip install build installer
 COPY dualwatch/*.c dualwatch/
 RUN python3 setup.py -q build_ext
 
@@ -72,7 +74,8 @@ RUN python3 setup.py -q build_ext
 # will lie in the runtime's venv; `ls` fails the build if a C part did not compile.
 FROM kernel AS builder
 COPY . .
-RUN pip install --no-index --no-deps --no-build-isolation --prefix /overlay/opt/venv . \
+RUN python3 -m build --wheel --no-isolation --skip-dependency-check --outdir /wheels . \
+    && python3 -m installer --destdir /overlay /wheels/*.whl \
     && cd /overlay/opt/venv/lib/python3*/site-packages/dualwatch && ls _hoststats.*.so _scalarcodec.*.so
 
 # The runtime: the deps' venv (no compiler), then dualwatch over it.

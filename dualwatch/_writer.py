@@ -89,7 +89,10 @@ class Writer:
             ``0_overview/grad_norm``, the group VisualDL and TensorBoard open first (both order
             groups by name, not by when they were written). The loss repeated is the first
             written of ``Loss/Train``, ``train/loss``, ``loss``... (``dualwatch._tags.LOSS_TAGS``;
-            of several in one record, the first in that list), for the whole run.
+            of several in one record, the first in that list), for the whole run. ``None`` (the
+            default): from when a ``Watcher`` writes through this writer (:meth:`start_overview`),
+            whose per-parameter charts would otherwise fill the viewers' first page; a writer
+            without one writes only what it is given, as the peers it stands in for do.
 
     The arguments of torch's ``SummaryWriter`` and VisualDL's ``LogWriter`` are taken by keyword,
     with their meaning: ``log_dir`` is the run directory itself (``runs/exp1``; an existing one
@@ -140,7 +143,7 @@ class Writer:
         display_name: str = "",
         file_name: str = "",
         write_to_disk: bool = True,
-        overview: bool = True,
+        overview: bool | None = None,
     ) -> None:
         known = formats_by_name()
         names = (
@@ -234,6 +237,7 @@ class Writer:
         # records already queued when a new one wakes the writer thread (it makes max_queue)
         self._wake_from = (max_queue if max_queue is not None else max(1, self.max_pending // 4)) - 1
         self._tags: dict[str, str] = {}
+        self.overview = overview
         # overview tag -> the run's tag it repeats, once the run wrote one (None: no overview)
         self._overview: dict[str, str] | None = {} if overview else None
         self._dropped = 0
@@ -873,6 +877,12 @@ class Writer:
                     continue
             records.append(item)
         return records
+
+    def start_overview(self) -> None:
+        """Repeats the loss and the global gradient norm in ``0_overview`` from now on, unless
+        ``overview=False`` was given; a ``Watcher`` calls it on the writer it writes through."""
+        if self.overview is not False and self._overview is None:
+            self._overview = {}
 
     def _repeat_in_overview(self, records: list[Record]) -> None:
         """Adds the overview's tags to the records holding what they repeat (same step and time)."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 import glob
 import os
 
+import numpy as np
 import pytest
-from conftest import _tb, read_metrics
+from conftest import _tb, build_model, read_metrics, set_grads
 from visualdl import LogReader
 
-from dualwatch import Writer
+from dualwatch import Watcher, Writer
 
 WALL = 1_700_000_000.0
 
@@ -43,7 +44,7 @@ def _tensorboard(run_dir: str) -> dict[str, list[tuple[int, float]]]:
 
 @pytest.mark.parametrize("read", [_jsonl, _visualdl, _tensorboard], ids=["jsonl", "visualdl", "tensorboard"])
 def test_overview_repeats_the_first_loss_tag_written_and_the_global_gradient_norm(tmp_path, read) -> None:
-    with Writer(tmp_path, "run") as writer:
+    with Writer(tmp_path, "run", overview=True) as writer:
         for step in range(3):
             writer.add_scalar("train/loss", 1.0 / (step + 1), step, walltime=WALL + step)
             writer.add_scalar(
@@ -63,7 +64,7 @@ def test_overview_repeats_the_first_loss_tag_written_and_the_global_gradient_nor
 
 
 def test_a_loss_written_only_from_some_step_on_is_repeated_from_that_step(tmp_path) -> None:
-    with Writer(tmp_path, "run", formats=["jsonl"]) as writer:
+    with Writer(tmp_path, "run", formats=["jsonl"], overview=True) as writer:
         writer.add_scalar("accuracy", 0.1, 0, walltime=WALL)
         writer.add_scalar("loss", 3.0, 5, walltime=WALL + 1)
     series = _jsonl(writer.run_dir)
@@ -72,12 +73,30 @@ def test_a_loss_written_only_from_some_step_on_is_repeated_from_that_step(tmp_pa
 
 
 def test_a_tag_the_user_writes_in_the_overview_is_kept(tmp_path) -> None:
-    with Writer(tmp_path, "run", formats=["jsonl"]) as writer:
+    with Writer(tmp_path, "run", formats=["jsonl"], overview=True) as writer:
         writer.log(0, {"loss": 3.0, "0_overview/loss": 4.0}, WALL)
     assert _jsonl(writer.run_dir)["0_overview/loss"] == [(0, 4.0)]
 
 
-def test_overview_false_writes_only_what_was_logged(tmp_path) -> None:
-    with Writer(tmp_path, "run", formats=["jsonl"], overview=False) as writer:
+@pytest.mark.parametrize("overview", [None, False])
+def test_a_writer_no_watcher_writes_to_or_with_overview_false_writes_only_what_was_logged(
+    tmp_path, overview
+) -> None:
+    with Writer(tmp_path, "run", formats=["jsonl"], overview=overview) as writer:
+        if overview is False:
+            writer.start_overview()  # what a Watcher calls: overview=False still wins
         writer.log(0, {"Loss/Train": 3.0, "train/gradient/total_norm": 1.0}, WALL)
     assert set(_jsonl(writer.run_dir)) == {"Loss/Train", "train/gradient/total_norm"}
+
+
+def test_a_watched_run_repeats_the_loss_and_the_global_norm_it_wrote(tmp_path, framework) -> None:
+    model = build_model(framework, {"fc.weight": np.arange(6.0).reshape(2, 3)})
+    set_grads(framework, model, {"fc.weight": np.full((2, 3), 0.5)})
+    with Writer(tmp_path, "run", formats=["jsonl"]) as writer:
+        watcher = Watcher(model, writer=writer)
+        writer.add_scalar("Loss/Train", 1.5, 0, walltime=WALL)
+        watcher.step(0)
+    series = _jsonl(writer.run_dir)
+    assert series["0_overview/loss"] == series["Loss/Train"] == [(0, 1.5)]
+    assert series["0_overview/grad_norm"] == series["train/gradient/total_norm"]
+    assert series["0_overview/grad_norm"][0][1] == pytest.approx(0.5 * 6**0.5, rel=1e-6)

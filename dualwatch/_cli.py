@@ -77,8 +77,9 @@ class Seconds(click.ParamType):
 
     name = "seconds"
 
-    def __init__(self, most: float) -> None:
+    def __init__(self, most: float, zero: bool = False) -> None:
         self.most = most
+        self.zero = zero
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         import math
@@ -87,9 +88,11 @@ class Seconds(click.ParamType):
             seconds = float(value)
         except (TypeError, ValueError):
             seconds = math.nan
-        if not (math.isfinite(seconds) and 0 < seconds <= self.most):
+        above_least = seconds >= 0 if self.zero else seconds > 0
+        if not (math.isfinite(seconds) and above_least and seconds <= self.most):
+            least = "0 or more" if self.zero else "above 0"
             self.fail(
-                f"{value!r} is not a number of seconds above 0 and at most {self.most:.0f}: "
+                f"{value!r} is not a number of seconds {least} and at most {self.most:.0f}: "
                 f"give one such as 30",
                 param,
                 ctx,
@@ -103,8 +106,8 @@ MAX_INTERVAL = 86400.0
 MAX_STALL = 365 * 86400.0
 
 
-def _seconds(name: str, default: float, most: float, help: str) -> Any:
-    return click.option(name, type=Seconds(most), default=default, show_default=True, help=help)
+def _seconds(name: str, default: float, most: float, help: str, zero: bool = False) -> Any:
+    return click.option(name, type=Seconds(most, zero), default=default, show_default=True, help=help)
 
 
 #: bytes from the end of each log file that a run of many is first read from (the last 25 steps of
@@ -138,6 +141,14 @@ MANY_KEEP = 128
     "report. A run ends when its dualwatch Writer closes (one killed before close() is an alert); "
     "a run of another tool, once silent for --stall.",
 )
+@_seconds(
+    "--grace",
+    30.0,
+    MAX_STALL,
+    "With --until-done: how long every run must stay ended before the monitor exits, so that a run "
+    "started right after the last one ended (the next job of a script) is waited for.",
+    zero=True,
+)
 @click.option("--json", "as_json", is_flag=True, help="Print each report as one line of JSON (one per run).")
 @click.option("--tags", multiple=True, metavar="GLOB", help="Also show tags matching GLOB (repeatable).")
 @_seconds("--stall", 300.0, MAX_STALL, "Alert when no record came for this many seconds.")
@@ -164,6 +175,7 @@ def monitor(
     once: bool,
     follow: bool,
     until_done: bool,
+    grace: float,
     as_json: bool,
     tags: tuple[str, ...],
     stall: float,
@@ -203,7 +215,7 @@ def monitor(
         hook = AlertHook(on_alert)
     reader = None
     many = Runs(logdir, options)
-    ends = Ends() if until_done else None
+    ends = Ends(grace) if until_done else None
     code = 0
     try:
         with Display(as_json=as_json, follow=not once, tty=sys.stdout.isatty()) as display:
@@ -303,20 +315,24 @@ class Ends:
     or the run has the Writer's ``metrics.jsonl`` (the monitor started after the run); the file
     left unlocked means the Writer ended without ``close()`` (killed, crashed), an alert. A run
     no Writer locked (another tool's) cannot say it finished: it ends once silent for ``--stall``,
-    with the stall alert. The monitor exits when every run has ended at two polls in a row with no
-    new run: a run that starts right after another (the demo trains torch, then paddle) has an
-    interval to appear, and a Writer caught between creating its files and locking them is seen
-    writing at the next poll.
+    with the stall alert. The monitor is done when the same runs have all been ended for ``grace``
+    seconds and at two polls in a row: a run that starts right after another (the demo trains
+    torch, then imports paddle for seconds before its run appears) is waited for, and a Writer
+    caught between creating its files and locking them is seen writing at the next poll.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
         self._held: set[str] = set()
         self._ended: dict[str, str] = {}
         self._ended_before: set[str] | None = None
+        self._since = 0.0  # time.monotonic() when the runs were first seen all ended
 
     def check(self, run_dirs: list[str], reports: list[Any]) -> tuple[list[Any], bool]:
         """``reports`` as the ends make them (a closed run is not stalled, an abandoned one alerts),
         and whether the monitor is done."""
+        import time
+
         from dualwatch._report import Notice, finished, with_alert
 
         by_dir = {r.run_dir: r for r in reports}
@@ -331,7 +347,10 @@ class Ends:
             shown.append(report)
         self._ended = {run_dir: end for run_dir, end in ends.items() if end is not None}
         ended = set(run_dirs) if len(self._ended) == len(run_dirs) else None
-        done = ended is not None and ended == self._ended_before
+        again = ended is not None and ended == self._ended_before
+        if not again:
+            self._since = time.monotonic()
+        done = again and time.monotonic() - self._since >= self.grace
         self._ended_before = ended
         return shown, done
 

@@ -45,7 +45,8 @@ def until_done(
             raise AssertionError("the monitor was still following after 20 polls")
 
     monkeypatch.setattr(time, "sleep", sleep)
-    result = CliRunner().invoke(main, ["monitor", "--until-done", "--json", str(logdir), *args])
+    argv = ["monitor", "--until-done", "--json", str(logdir), *args]
+    result = CliRunner().invoke(main, argv if "--grace" in args else [*argv, "--grace", "0"])
     if isinstance(result.exception, AssertionError):
         raise result.exception
     return result, polls + 1
@@ -110,6 +111,17 @@ def test_with_many_runs_it_exits_only_once_every_writer_has_closed_and_a_closed_
     assert [a["kind"] for a in by_poll[0]["early"]["alerts"]] == ["stalled"]  # open: silent 1000 s
     assert all(p["early"]["alerts"] == [] for p in by_poll[2:])  # closed: finished
     assert result.stderr == "dualwatch monitor: every run ended (2 closed): exit status 0\n"
+
+
+def test_the_runs_must_stay_ended_for_grace_seconds_before_it_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_writer(tmp_path, "r").close()
+    real_sleep, started = time.sleep, time.monotonic()
+    at_poll = {n: lambda: real_sleep(0.1) for n in range(1, 20)}
+    result, polls = until_done(monkeypatch, tmp_path, at_poll, "--grace", "0.5")
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started >= 0.5 and polls >= 6
 
 
 def test_a_run_that_starts_right_after_the_others_ended_is_waited_for(

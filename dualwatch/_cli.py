@@ -476,8 +476,16 @@ def plot(
     help="Address both servers listen on. Default: 0.0.0.0 inside a container (/.dockerenv, "
     "/run/.containerenv, $container, Kubernetes), so a published port reaches them; else 127.0.0.1.",
 )
-@click.option("--visualdl-port", type=click.IntRange(1, 65535), default=8040, show_default=True)
-@click.option("--tensorboard-port", type=click.IntRange(1, 65535), default=6006, show_default=True)
+@click.option(
+    "--visualdl-port", type=click.IntRange(1, 65535), default=8040, show_default=True, help="VisualDL's port."
+)
+@click.option(
+    "--tensorboard-port",
+    type=click.IntRange(1, 65535),
+    default=6006,
+    show_default=True,
+    help="TensorBoard's port.",
+)
 def serve(
     logdir: str | None, logdir_option: str | None, host: str | None, visualdl_port: int, tensorboard_port: int
 ) -> None:

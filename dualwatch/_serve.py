@@ -110,7 +110,6 @@ def serve(logdir: str, host: str, ports: dict[str, int]) -> None:
     served, after stopping the others."""
     if os.path.exists(logdir) and not os.path.isdir(logdir):
         raise DualwatchError(f"not a directory: {logdir}")
-    os.makedirs(logdir, exist_ok=True)  # served before training starts: the viewers wait for runs
     viewers = [v for v in VIEWERS if v.package in ports]
     installed = [v for v in viewers if importlib.util.find_spec(v.package) is not None]
     if not installed:
@@ -126,6 +125,10 @@ def serve(logdir: str, host: str, ports: dict[str, int]) -> None:
             )
     for viewer in installed:
         _check_port(viewer, host, ports[viewer.package])
+    try:
+        os.makedirs(logdir, exist_ok=True)  # served before training starts: the viewers wait for runs
+    except OSError as err:
+        raise DualwatchError(f"cannot create the log directory {logdir}: {err.strerror}") from None
     with _stop_on_signal(), tempfile.TemporaryDirectory(prefix="dualwatch-serve-") as output_dir:
         servers: list[_Server] = []
         try:
@@ -136,7 +139,7 @@ def serve(logdir: str, host: str, ports: dict[str, int]) -> None:
                 click.echo(f"{server.viewer.name:<12} {server.url}")
             if host in ("0.0.0.0", "::"):
                 click.echo("(listening on every interface: from the host, open the published ports)")
-            click.echo("Press Ctrl-C to stop both.")
+            click.echo(f"Press Ctrl-C to stop {'both' if len(servers) > 1 else 'it'}.")
             while True:
                 for server in servers:
                     if server.proc.poll() is not None:

@@ -230,7 +230,7 @@ def test_with_tensorboard_not_installed_it_serves_visualdl_and_names_the_extra(
     try:
         assert serve.wait_served() == [
             f"VisualDL     http://127.0.0.1:{vdl_port}/",
-            "Press Ctrl-C to stop both.",
+            "Press Ctrl-C to stop it.",
         ]
         serve.proc.send_signal(signal.SIGTERM)
         assert serve.proc.wait(20) == 0

@@ -229,19 +229,22 @@ def monitor(
                         _poll(reader)
                         name = display_name(run_dir, logdir)
                         reports = [build_report(reader, time.time(), options, name)] if reader.series else []
-                        empty = f"no scalar records in {run_dir}{_damage(reader)}"
+                        where = f"{run_dir}{_damage(reader)}"
                     else:
                         reports = many.poll(run_dirs)
                         if not any(r.records or r.alerts for r in reports):
                             reports = []
-                        empty = f"no scalar records in any of {len(run_dirs)} runs under {logdir}"
+                        where = f"any of {len(run_dirs)} runs under {logdir}"
                     done = False
                     if ends is not None:
                         reports, done = ends.check(run_dirs, reports)
                     if not reports:  # waited out while following, unless the runs have ended
                         if done:
-                            raise DualwatchError(f"{empty}, and {ends.summary()}", exit_code=NO_LOGS)
-                        raise DualwatchError(empty.replace(" in ", " yet in ", 1), transient=True)
+                            summary = ends.summary()
+                            raise DualwatchError(
+                                f"no scalar records in {where}, and {summary}", exit_code=NO_LOGS
+                            )
+                        raise DualwatchError(f"no scalar records yet in {where}", transient=True)
                 except DualwatchError as err:
                     if once or not err.transient:
                         raise

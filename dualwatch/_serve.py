@@ -9,13 +9,15 @@ waiting for the server), so it would hang without a word.
 Each server runs from this Python's environment (``python -m visualdl.server.app``,
 ``python -m tensorboard.main``) in a session of its own, so a Ctrl-C in the terminal reaches
 only this command, which stops both process groups (SIGTERM, then SIGKILL after
-:data:`STOP_GRACE` seconds: TensorBoard's data server goes with its parent). Their output goes
-to a temporary file whose last lines are shown when a server fails.
+:data:`STOP_GRACE` seconds: TensorBoard's data server goes with its parent); on Linux each
+server also gets SIGTERM should this command die without a chance to stop them (SIGKILL). Their
+output goes to a temporary file whose last lines are shown when a server fails.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import signal
@@ -36,6 +38,8 @@ from dualwatch._errors import DualwatchError
 START_TIMEOUT = 60.0
 #: seconds a server has to exit after SIGTERM before it is killed
 STOP_GRACE = 5.0
+#: prctl's option that signals a process when its parent dies (linux/prctl.h)
+PR_SET_PDEATHSIG = 1
 #: files whose presence says "inside a container" (Docker's, Podman's)
 CONTAINER_MARKERS = ("/.dockerenv", "/run/.containerenv")
 
@@ -82,7 +86,12 @@ class _Server:
         argv = [sys.executable, "-m", viewer.module, "--logdir", logdir, "--host", host, "--port", str(port)]
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
 
     def answers(self) -> bool:
@@ -211,6 +220,13 @@ def _stop_on_signal() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def _die_with_parent() -> None:
+    """In a server's process, before it runs: SIGTERM when this command dies, even by SIGKILL,
+    which no handler sees, so that no server outlives it (Linux's ``PR_SET_PDEATHSIG``)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _loopback(host: str) -> str:

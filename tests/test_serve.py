@@ -73,8 +73,13 @@ class Serve:
         return found
 
     def stop(self) -> None:
+        """A failed test's cleanup: SIGTERM (the command stops its servers), SIGKILL after 20 s."""
         if self.proc.poll() is None:
-            self.proc.kill()
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
         self.proc.wait()
 
 
@@ -185,6 +190,20 @@ def test_a_viewer_that_dies_is_an_error_naming_its_port_exit_2_and_the_other_is_
         assert serve.proc.stderr.read().startswith(
             f"dualwatch serve: TensorBoard on port {tb_port} exited with status -9; its last output:\n"
         )
+        assert _gone(servers) == []
+    finally:
+        serve.stop()
+
+
+def test_serve_killed_by_sigkill_takes_its_servers_with_it(logdir: Path, ports: tuple[int, int]) -> None:
+    vdl_port, tb_port = ports
+    serve = Serve(
+        logdir, "--host", "127.0.0.1", "--visualdl-port", str(vdl_port), "--tensorboard-port", str(tb_port)
+    )
+    try:
+        serve.wait_served()
+        servers = serve.servers()
+        serve.proc.kill()
         assert _gone(servers) == []
     finally:
         serve.stop()

@@ -273,6 +273,12 @@ def with_alert(report: RunReport, notice: Notice) -> RunReport:
     return _changed(report, alerts=(*report.alerts, notice))
 
 
+def finished(report: RunReport) -> RunReport:
+    """``report`` on a run whose Writer closed: done, so its silence since is no stall (the monitor
+    that waits for runs to end shows a sweep's early finishers without a stall alert)."""
+    return _changed(report, alerts=tuple(n for n in report.alerts if n.kind != "stalled"))
+
+
 def _changed(report: RunReport, **fields: Any) -> RunReport:
     """A copy of ``report`` with ``fields`` changed. ``dataclasses.replace`` runs ``__init__`` and
     costs ten times more, which a monitor of hundreds of runs pays every poll."""

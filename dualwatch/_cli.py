@@ -38,7 +38,7 @@ def demo(backend: str, steps: int, every: int, logdir: str) -> None:
     """Train the StableSR-style EdgeMapProcessor on synthetic images, watched by dualwatch.
 
     Writes VisualDL, TensorBoard and metrics.jsonl under LOGDIR/<framework>/, then prints each
-    run's `dualwatch monitor --once` report and the commands that serve the runs.
+    run's `dualwatch monitor --once` report and the command that serves the runs.
     """
     from dualwatch import _log
     from dualwatch._demo import check_logdir, run_all
@@ -77,8 +77,9 @@ class Seconds(click.ParamType):
 
     name = "seconds"
 
-    def __init__(self, most: float) -> None:
+    def __init__(self, most: float, zero: bool = False) -> None:
         self.most = most
+        self.zero = zero
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         import math
@@ -87,9 +88,11 @@ class Seconds(click.ParamType):
             seconds = float(value)
         except (TypeError, ValueError):
             seconds = math.nan
-        if not (math.isfinite(seconds) and 0 < seconds <= self.most):
+        above_least = seconds >= 0 if self.zero else seconds > 0
+        if not (math.isfinite(seconds) and above_least and seconds <= self.most):
+            least = "0 or more" if self.zero else "above 0"
             self.fail(
-                f"{value!r} is not a number of seconds above 0 and at most {self.most:.0f}: "
+                f"{value!r} is not a number of seconds {least} and at most {self.most:.0f}: "
                 f"give one such as 30",
                 param,
                 ctx,
@@ -103,8 +106,8 @@ MAX_INTERVAL = 86400.0
 MAX_STALL = 365 * 86400.0
 
 
-def _seconds(name: str, default: float, most: float, help: str) -> Any:
-    return click.option(name, type=Seconds(most), default=default, show_default=True, help=help)
+def _seconds(name: str, default: float, most: float, help: str, zero: bool = False) -> Any:
+    return click.option(name, type=Seconds(most, zero), default=default, show_default=True, help=help)
 
 
 #: bytes from the end of each log file that a run of many is first read from (the last 25 steps of
@@ -131,6 +134,21 @@ MANY_KEEP = 128
     is_flag=True,
     help="Follow the run(s), polling every --interval (the default; the VisualDL guide's spelling).",
 )
+@click.option(
+    "--until-done",
+    is_flag=True,
+    help="Follow until every run has ended, then exit with the status --once gives on the final "
+    "report. A run ends when its dualwatch Writer closes (one killed before close() is an alert); "
+    "a run of another tool, once silent for --stall.",
+)
+@_seconds(
+    "--grace",
+    30.0,
+    MAX_STALL,
+    "With --until-done: how long every run must stay ended before the monitor exits, so that a run "
+    "started right after the last one ended (the next job of a script) is waited for.",
+    zero=True,
+)
 @click.option("--json", "as_json", is_flag=True, help="Print each report as one line of JSON (one per run).")
 @click.option("--tags", multiple=True, metavar="GLOB", help="Also show tags matching GLOB (repeatable).")
 @_seconds("--stall", 300.0, MAX_STALL, "Alert when no record came for this many seconds.")
@@ -156,6 +174,8 @@ def monitor(
     interval: float,
     once: bool,
     follow: bool,
+    until_done: bool,
+    grace: float,
     as_json: bool,
     tags: tuple[str, ...],
     stall: float,
@@ -168,8 +188,8 @@ def monitor(
     One run (or --run NAME) gets the full report; many runs (a sweep) get one line each, alerts
     first. Reads only what was appended since the last poll. Alerts: NaN/Inf values, exploding
     or vanishing gradients, a stalled run, weights not updating, --rules violations.
-    Exit status (--once): 0 healthy, 1 an alert, 2 usage error (also a file or directory this
-    user may not read), 3 no logs or no readable records yet.
+    Exit status (--once, and --until-done once every run ended): 0 healthy, 1 an alert, 2 usage
+    error (also a file or directory this user may not read), 3 no logs or no readable records.
     """
     import os
     import sys
@@ -181,8 +201,9 @@ def monitor(
     from dualwatch.readers import RunReader
     from dualwatch.readers._discover import display_name, list_runs, locate_run
 
-    if once and follow:
-        raise DualwatchError("--once and --monitor ask for opposite things: give one")
+    if once and (follow or until_done):
+        flag = "--monitor" if follow else "--until-done"
+        raise DualwatchError(f"--once and {flag} ask for opposite things: give one")
     logdir = _logdir(logdir, logdir_option)
     options = Options(
         stall=stall, total_steps=total_steps, rules=rules_named(rules) if rules else (), tags=tags
@@ -194,6 +215,7 @@ def monitor(
         hook = AlertHook(on_alert)
     reader = None
     many = Runs(logdir, options)
+    ends = Ends(grace) if until_done else None
     code = 0
     try:
         with Display(as_json=as_json, follow=not once, tty=sys.stdout.isatty()) as display:
@@ -205,18 +227,24 @@ def monitor(
                         if reader is None or reader.run_dir != run_dir:
                             reader = RunReader(run_dir)
                         _poll(reader)
-                        if not reader.series:
-                            raise DualwatchError(
-                                f"no scalar records yet in {run_dir}{_damage(reader)}", transient=True
-                            )
-                        reports = [build_report(reader, time.time(), options, display_name(run_dir, logdir))]
+                        name = display_name(run_dir, logdir)
+                        reports = [build_report(reader, time.time(), options, name)] if reader.series else []
+                        where = f"{run_dir}{_damage(reader)}"
                     else:
                         reports = many.poll(run_dirs)
                         if not any(r.records or r.alerts for r in reports):
+                            reports = []
+                        where = f"any of {len(run_dirs)} runs under {logdir}"
+                    done = False
+                    if ends is not None:
+                        reports, done = ends.check(run_dirs, reports)
+                    if not reports:  # waited out while following, unless the runs have ended
+                        if done:
+                            summary = ends.summary()
                             raise DualwatchError(
-                                f"no scalar records yet in any of {len(reports)} runs under {logdir}",
-                                transient=True,
+                                f"no scalar records in {where}, and {summary}", exit_code=NO_LOGS
                             )
+                        raise DualwatchError(f"no scalar records yet in {where}", transient=True)
                 except DualwatchError as err:
                     if once or not err.transient:
                         raise
@@ -227,6 +255,9 @@ def monitor(
                     if hook is not None:
                         hook.check(reports)
                     if once:
+                        ctx.exit(code)
+                    if done:
+                        click.echo(f"dualwatch monitor: {ends.summary()}: exit status {code}", err=True)
                         ctx.exit(code)
                 time.sleep(interval)
     except KeyboardInterrupt:
@@ -276,6 +307,85 @@ class Runs:
             self._reports[run_dir] = (report, now)
             reports.append(report)
         return reports
+
+
+class Ends:
+    """Which followed runs have ended, for ``monitor --until-done``; each poll asks anew, so a run
+    resumed after it ended is followed again.
+
+    A dualwatch Writer holds ``<run>/.dualwatch.lock`` while it writes (:mod:`dualwatch._runlock`):
+    the lock held means writing; the file gone means closed, when the lock was seen held before
+    or the run has the Writer's ``metrics.jsonl`` (the monitor started after the run); the file
+    left unlocked means the Writer ended without ``close()`` (killed, crashed), an alert. A run
+    no Writer locked (another tool's) cannot say it finished: it ends once silent for ``--stall``,
+    with the stall alert. The monitor is done when the same runs have all been ended for ``grace``
+    seconds and at two polls in a row: a run that starts right after another (the demo trains
+    torch, then imports paddle for seconds before its run appears) is waited for, and a Writer
+    caught between creating its files and locking them is seen writing at the next poll.
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self._held: set[str] = set()
+        self._ended: dict[str, str] = {}
+        self._ended_before: set[str] | None = None
+        self._since = 0.0  # time.monotonic() when the runs were first seen all ended
+
+    def check(self, run_dirs: list[str], reports: list[Any]) -> tuple[list[Any], bool]:
+        """``reports`` as the ends make them (a closed run is not stalled, an abandoned one alerts),
+        and whether the monitor is done."""
+        import time
+
+        from dualwatch._report import Notice, finished, with_alert
+
+        by_dir = {r.run_dir: r for r in reports}
+        ends = {run_dir: self._end(run_dir, by_dir.get(run_dir)) for run_dir in run_dirs}
+        shown = []
+        for report in reports:
+            end = ends.get(report.run_dir)
+            if end == "closed":
+                report = finished(report)
+            elif end == "abandoned":
+                report = with_alert(report, Notice("unclosed", UNCLOSED, hint=UNCLOSED_HINT))
+            shown.append(report)
+        self._ended = {run_dir: end for run_dir, end in ends.items() if end is not None}
+        ended = set(run_dirs) if len(self._ended) == len(run_dirs) else None
+        again = ended is not None and ended == self._ended_before
+        if not again:
+            self._since = time.monotonic()
+        done = again and time.monotonic() - self._since >= self.grace
+        self._ended_before = ended
+        return shown, done
+
+    def summary(self) -> str:
+        """``every run ended (2 closed, 1 abandoned)``, of the last poll."""
+        counts = {end: list(self._ended.values()).count(end) for end in ("closed", "abandoned", "silent")}
+        how = ", ".join(f"{n} {end}" for end, n in counts.items() if n)
+        return f"{'the run' if len(self._ended) == 1 else 'every run'} ended ({how})"
+
+    def _end(self, run_dir: str, report: Any) -> str | None:
+        """``closed``, ``abandoned``, ``silent`` or None (not ended)."""
+        import os
+
+        from dualwatch._runlock import ABANDONED, ABSENT, OPEN, writer_state
+
+        state = writer_state(run_dir)
+        if state == OPEN:
+            self._held.add(run_dir)
+            return None
+        if state == ABANDONED:
+            return "abandoned"
+        written = run_dir in self._held or os.path.isfile(os.path.join(run_dir, "metrics.jsonl"))
+        if state == ABSENT and written:
+            return "closed"
+        if report is not None and any(n.kind == "stalled" for n in report.alerts):
+            return "silent"
+        return None
+
+
+#: the alert on a run whose Writer ended without close()
+UNCLOSED = "the run's Writer ended without close() (killed or crashed): its last records may be missing"
+UNCLOSED_HINT = "see the training's own output for why it stopped"
 
 
 def _poll(reader: Any) -> None:
@@ -352,6 +462,53 @@ def plot(
         )
     plot_run(reader, output, chosen, display_name(run_dir, logdir))
     click.echo(output)
+
+
+@main.command()
+@click.argument("logdir", required=False)
+@click.option(
+    "--logdir",
+    "--log_dir",
+    "logdir_option",
+    metavar="DIR",
+    help="Same as LOGDIR (--log_dir also works). Default: $DUALWATCH_LOGDIR, else runs.",
+)
+@click.option(
+    "--host",
+    metavar="ADDRESS",
+    help="Address both servers listen on. Default: 0.0.0.0 inside a container (/.dockerenv, "
+    "/run/.containerenv, $container, Kubernetes), so a published port reaches them; else 127.0.0.1.",
+)
+@click.option(
+    "--visualdl-port", type=click.IntRange(1, 65535), default=8040, show_default=True, help="VisualDL's port."
+)
+@click.option(
+    "--tensorboard-port",
+    type=click.IntRange(1, 65535),
+    default=6006,
+    show_default=True,
+    help="TensorBoard's port.",
+)
+def serve(
+    logdir: str | None, logdir_option: str | None, host: str | None, visualdl_port: int, tensorboard_port: int
+) -> None:
+    """Serve LOGDIR with VisualDL and TensorBoard at once, until Ctrl-C or SIGTERM stops both.
+
+    Starts the real `visualdl` and `tensorboard` servers of this Python environment, waits until
+    each answers, then prints their URLs. LOGDIR is created when missing: serve first, train
+    after. With one viewer installed, serves that one (and says which extra adds the other).
+    Exit status: 0 when stopped by Ctrl-C or SIGTERM; 2 when a viewer cannot serve (a port already
+    taken, a server that exits): the other is stopped and the message names the port.
+    """
+    from dualwatch._serve import default_host
+    from dualwatch._serve import serve as serve_logdir
+
+    ports = {"visualdl": visualdl_port, "tensorboard": tensorboard_port}
+    if visualdl_port == tensorboard_port:
+        raise DualwatchError(
+            f"--visualdl-port and --tensorboard-port are both {visualdl_port}: give each viewer its own port"
+        )
+    serve_logdir(_logdir(logdir, logdir_option), host or default_host(), ports)
 
 
 @main.command()

@@ -256,9 +256,9 @@ def run_all(frameworks: Sequence[str], *, steps: int, every: int, logdir: str) -
             f"\nSame start, same data, same optimizer: the {a} and {b} losses differ by at most "
             f"{diff:.2e} (relative, at step {step})"
         )
-    print("\nView the runs (both frameworks side by side):")
-    print(f"  visualdl --logdir {shlex.quote(logdir)} --port 8040")
-    print(f"  tensorboard --logdir {shlex.quote(logdir)} --port 6006")
+    # serve picks the listening address (0.0.0.0 inside a container) and stops both viewers at once
+    print("\nView the runs (both frameworks side by side) in VisualDL on port 8040 and TensorBoard on 6006:")
+    print(f"  dualwatch serve {shlex.quote(logdir)}")
     return run_dirs
 
 

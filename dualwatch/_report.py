@@ -105,6 +105,11 @@ class Loss:
         return "falling" if self.trend_percent < 0 else "rising"
 
 
+#: the findings that are information with advice, not warnings: a parameter with no gradient
+#: (the StableSR edge monitor's "check it is used in the forward pass") or held still by a negligible one
+INFO_KINDS = frozenset({"zero_grad", "negligible_grad"})
+
+
 @dataclass(frozen=True)
 class Notice:
     """An alert or a warning: what kind, one line for people, the tags concerned, advice."""
@@ -113,6 +118,12 @@ class Notice:
     message: str
     tags: tuple[str, ...] = ()
     hint: str = ""
+
+    @property
+    def label(self) -> str:
+        """``info`` for a finding that is information with advice (a parameter without gradient),
+        else ``warning``: the word the report shows it under."""
+        return "info" if self.kind in INFO_KINDS else "warning"
 
 
 @dataclass(frozen=True)
@@ -200,7 +211,7 @@ def build_report(
         ("negligible_grad", small, "not moved by a negligible gradient (rounding noise)"),
     ):
         if text:
-            warnings.append(Notice(kind, f"info: {what}: {text}", tuple(names), ADVICE[kind]))
+            warnings.append(Notice(kind, f"{what}: {text}", tuple(names), ADVICE[kind]))
     for rule in options.rules:
         for tag in sorted(t for t in lasts if fnmatchcase(t, rule.glob)):
             value = lasts[tag][2]
@@ -260,6 +271,12 @@ def aged(report: RunReport, seconds: float, options: Options) -> RunReport:
 def with_alert(report: RunReport, notice: Notice) -> RunReport:
     """``report`` with one more alert (what the monitor of many runs adds for a file it cannot read)."""
     return _changed(report, alerts=(*report.alerts, notice))
+
+
+def finished(report: RunReport) -> RunReport:
+    """``report`` on a run whose Writer closed: done, so its silence since is no stall (the monitor
+    that waits for runs to end shows a sweep's early finishers without a stall alert)."""
+    return _changed(report, alerts=tuple(n for n in report.alerts if n.kind != "stalled"))
 
 
 def _changed(report: RunReport, **fields: Any) -> RunReport:

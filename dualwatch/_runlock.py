@@ -6,6 +6,12 @@ drops it when the process ends however it ends (``SIGKILL`` included): a crashed
 stays locked. The file says who holds it (pid, host, start time) for the error message; its
 hidden name keeps it out of every viewer's and reader's listing, and ``close()`` removes it
 (a crash leaves it, unlocked). Without ``fcntl`` (Windows) nothing is locked.
+
+``dualwatch monitor --until-done`` tells from the lock whether a run's Writer still writes
+(:func:`writer_state`). Its probe holds a shared lock for a moment; a Writer starting at that
+instant retries for up to :data:`PROBE_PATIENCE` seconds before it calls the run in use, so a
+monitor never makes training fail. ``flock`` locks are the kernel's, so this works between
+containers sharing a volume on one host (pids and host names differ; the lock does not care).
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ except ImportError:  # Windows: no advisory locks, one writer per run is up to t
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".dualwatch.lock"
+#: seconds a Writer retries a lock held by someone else: a monitor's probe holds it for microseconds
+PROBE_PATIENCE = 0.5
+#: :func:`writer_state`'s answers
+OPEN, ABANDONED, ABSENT, UNKNOWN = "open", "abandoned", "absent", "unknown"
 _held: dict[int, str] = {}  # fd -> lock file, for close() to remove and a forked child to let go of
 
 
@@ -37,8 +47,15 @@ def lock_run(run_dir: str) -> int | None:
     if fcntl is None:
         return None
     path = os.path.join(run_dir, LOCK_NAME)
+    patience = time.monotonic() + PROBE_PATIENCE
     while True:
-        fd = _locked(path, run_dir)
+        try:
+            fd = _locked(path, run_dir)
+        except RunInUseError:
+            if time.monotonic() > patience:  # a writer, not a monitor's passing probe
+                raise
+            time.sleep(0.01)
+            continue
         if fd is not None:
             break
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
@@ -89,6 +106,36 @@ def _same_file(fd: int, path: str) -> bool:
     except OSError:
         return False
     return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def writer_state(run_dir: str) -> str:
+    """Whether a Writer is writing ``run_dir``, from its lock file, without ever blocking:
+
+    :data:`OPEN` (a Writer holds the lock), :data:`ABANDONED` (the file is there, unlocked: its
+    Writer ended without ``close()``, crashed or killed), :data:`ABSENT` (no lock file: closed,
+    or never a Writer's run) or :data:`UNKNOWN` (no ``fcntl``, or the file cannot be opened).
+    """
+    if fcntl is None:
+        return UNKNOWN
+    path = os.path.join(run_dir, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return ABSENT
+    except OSError:
+        return UNKNOWN
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return OPEN
+    except OSError:
+        return UNKNOWN
+    else:
+        # close() removes the file before it lets go of the lock: a file still there is abandoned,
+        # one removed since it was opened was closed
+        return ABANDONED if _same_file(fd, path) else ABSENT
+    finally:
+        os.close(fd)
 
 
 def forget_in_child() -> None:

@@ -47,6 +47,16 @@ LR_TAGS = (LEARNING_RATE, "train/learning_rate", "lr", "train/lr", "base_lr")
 GRAD_NORM_TAGS = (TOTAL_NORM, f"{MODEL}/Gradient_Norm", "grad_norm")
 EPOCH_TAGS = ("epoch", "train/epoch", "Epoch")
 
+#: the group both viewers open on. VisualDL and TensorBoard lay tag groups (the part before the
+#: first ``/``) out sorted by name, whatever order they were written in: VisualDL ignoring case,
+#: opening only the first; TensorBoard upper case first, opening the first two. A leading digit
+#: sorts before every letter in both, so this group comes first. The writer repeats the run's loss
+#: and global gradient norm in it (``Writer(overview=False)`` does not).
+OVERVIEW = "0_overview"
+#: what the overview repeats: each of its tags, and the tags it repeats, in the order preferred
+#: (the first of them a run writes is the one repeated, for the whole run)
+OVERVIEW_SOURCES = {f"{OVERVIEW}/loss": LOSS_TAGS, f"{OVERVIEW}/grad_norm": GRAD_NORM_TAGS}
+
 
 def group_of_share(tag: str) -> str | None:
     """``backbone`` for ``train/gradient/backbone/share``; None for any other tag."""

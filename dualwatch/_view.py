@@ -93,7 +93,10 @@ def render_text(report: RunReport) -> str:
         lines.append(f"{'ALERT':<9}{notice.message}")
         if notice.hint:
             lines.append(f"{'':<9}{notice.hint}")
-    lines += [f"{'warning':<9}{n.message}" for n in report.warnings]
+    for notice in report.warnings:
+        lines.append(f"{notice.label:<9}{notice.message}")
+        if notice.hint and notice.label == "info":  # information is worth reading for its advice
+            lines.append(f"{'':<9}{notice.hint}")
     lines.append(f"{'status':<9}{status(report)}")
     return "\n".join(lines)
 
@@ -118,7 +121,10 @@ def render_rich(report: RunReport) -> RenderableType:
         hint = f"\n{notice.hint}" if notice.hint else ""
         table.add_row(Text("ALERT", style="bold red"), Text(notice.message + hint, style="red"))
     for notice in report.warnings:
-        table.add_row(Text("warning", style="yellow"), Text(notice.message, style="yellow"))
+        info = notice.label == "info"  # information is worth reading for its advice
+        hint = f"\n{notice.hint}" if notice.hint and info else ""
+        style = "cyan" if info else "yellow"
+        table.add_row(Text(notice.label, style=style), Text(notice.message + hint, style=style))
     table.add_row("status", Text(status(report), style="bold green" if report.ok else "bold red"))
     return table
 
@@ -179,7 +185,12 @@ def _many_status(reports: Sequence[RunReport]) -> str:
 
 def status(report: RunReport) -> str:
     if report.ok:
-        return "OK" + (f" ({len(report.warnings)} warnings)" if report.warnings else "")
+        warned = sum(notice.label == "warning" for notice in report.warnings)
+        info = len(report.warnings) - warned
+        shown = [f"{warned} warning{'s' if warned > 1 else ''}"] * bool(warned) + [f"{info} info"] * bool(
+            info
+        )
+        return "OK" + (f" ({', '.join(shown)})" if shown else "")
     return f"{len(report.alerts)} alert{'s' if len(report.alerts) > 1 else ''}"
 
 

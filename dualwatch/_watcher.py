@@ -187,6 +187,7 @@ class Watcher:
             )
         self._own_writer = writer is None
         self.writer = writer if writer is not None else Writer(logdir, run, resume=resume, formats=formats)
+        self.writer.start_overview()  # the per-parameter charts would fill the viewers' first page
         self._console = FanOut([ConsoleSink(_title(prefix or module or "model"))] if console else [])
         self.run_dir = self.writer.run_dir
         self.model = model

@@ -31,6 +31,7 @@ from dualwatch import _curves, _embeddings, _histogram, _images
 from dualwatch._distributed import global_rank
 from dualwatch._formats import _codec, formats_by_name
 from dualwatch._runlock import forget_in_child, lock_run, unlock_run
+from dualwatch._tags import OVERVIEW_SOURCES
 from dualwatch._warn import warn
 from dualwatch.backends import backend_for, framework_of
 from dualwatch.records import Graph, Histogram, HParams, Image, Record, Scalars, Text, grouped, wall_ms
@@ -39,6 +40,8 @@ from dualwatch.sinks._files import FileSink
 
 DEFAULT_FORMATS = ("visualdl", "tensorboard", "jsonl")
 DROPPED_TAG = "dualwatch/dropped_records"
+#: the tags a record must hold for the overview to repeat one of them
+_OVERVIEWED = frozenset(tag for tags in OVERVIEW_SOURCES.values() for tag in tags)
 #: seconds ``close()``, interpreter exit and SIGTERM wait in all for sinks still writing; a sink
 #: stuck longer is abandoned with one warning (the others have written everything by then)
 CLOSE_TIMEOUT = 5.0
@@ -82,6 +85,14 @@ class Writer:
             a quarter of ``max_pending`` wake it.
         max_pending: records held before new ones are dropped (and counted) instead of blocking;
             also the most records waiting for any one sink.
+        overview: also write the run's loss and global gradient norm as ``0_overview/loss`` and
+            ``0_overview/grad_norm``, the group VisualDL and TensorBoard open first (both order
+            groups by name, not by when they were written). The loss repeated is the first
+            written of ``Loss/Train``, ``train/loss``, ``loss``... (``dualwatch._tags.LOSS_TAGS``;
+            of several in one record, the first in that list), for the whole run. ``None`` (the
+            default): from when a ``Watcher`` writes through this writer (:meth:`start_overview`),
+            whose per-parameter charts would otherwise fill the viewers' first page; a writer
+            without one writes only what it is given, as the peers it stands in for do.
 
     The arguments of torch's ``SummaryWriter`` and VisualDL's ``LogWriter`` are taken by keyword,
     with their meaning: ``log_dir`` is the run directory itself (``runs/exp1``; an existing one
@@ -132,6 +143,7 @@ class Writer:
         display_name: str = "",
         file_name: str = "",
         write_to_disk: bool = True,
+        overview: bool | None = None,
     ) -> None:
         known = formats_by_name()
         names = (
@@ -225,6 +237,9 @@ class Writer:
         # records already queued when a new one wakes the writer thread (it makes max_queue)
         self._wake_from = (max_queue if max_queue is not None else max(1, self.max_pending // 4)) - 1
         self._tags: dict[str, str] = {}
+        self.overview = overview
+        # overview tag -> the run's tag it repeats, once the run wrote one (None: no overview)
+        self._overview: dict[str, str] | None = {} if overview else None
         self._dropped = 0
         self._closed_drops = 0  # logged after close(): counted apart from the full queue's drops
         self._reported_drops = 0
@@ -819,6 +834,8 @@ class Writer:
         queue = self._queue
         items = list(starmap(queue.popleft, repeat((), len(queue))))
         records = self._records(items)
+        if self._overview is not None:
+            self._repeat_in_overview(records)
         if self._dropped != self._reported_drops:
             if not self._reported_drops:
                 warn(
@@ -860,6 +877,25 @@ class Writer:
                     continue
             records.append(item)
         return records
+
+    def start_overview(self) -> None:
+        """Repeats the loss and the global gradient norm in ``0_overview`` from now on, unless
+        ``overview=False`` was given; a ``Watcher`` calls it on the writer it writes through."""
+        if self.overview is not False and self._overview is None:
+            self._overview = {}
+
+    def _repeat_in_overview(self, records: list[Record]) -> None:
+        """Adds the overview's tags to the records holding what they repeat (same step and time)."""
+        claimed = self._overview
+        for record in records:
+            if type(record) is not Scalars or _OVERVIEWED.isdisjoint(record.values):
+                continue
+            values = record.values
+            for target, sources in OVERVIEW_SOURCES.items():
+                tag = claimed.get(target) or next((t for t in sources if t in values), None)
+                if tag in values:
+                    claimed[target] = tag
+                    values.setdefault(target, values[tag])
 
     def stats(self) -> dict[str, Any]:
         """``queued``, ``written`` (handed to the sinks) and ``dropped`` record counts, the records

@@ -60,9 +60,7 @@ def test_demo_trains_both_frameworks_and_writes_their_runs(tmp_path: Path) -> No
         assert f"$ dualwatch monitor --once {run}\n" in result.output
     assert tags["torch"] == tags["paddle"]  # the same layer names in both frameworks
     assert result.output.count("status   OK\n") == 2
-    assert result.output.endswith(
-        f"  visualdl --logdir {tmp_path} --port 8040\n  tensorboard --logdir {tmp_path} --port 6006\n"
-    )
+    assert result.output.endswith(f"TensorBoard on 6006:\n  dualwatch serve {tmp_path}\n")
 
 
 def test_demo_blocks_scroll_above_the_progress_bar_on_a_terminal(tmp_path: Path) -> None:

@@ -80,9 +80,7 @@ def test_demo_prints_the_monitor_reports_and_the_viewer_commands(demo: Demo) -> 
     for run in demo.runs.values():
         assert f"$ dualwatch monitor --once {os.path.join(demo.logdir, run)}\n" in demo.output
     assert demo.output.count("status   OK\n") == len(FRAMEWORKS)
-    assert demo.output.endswith(
-        f"  visualdl --logdir {demo.logdir} --port 8040\n  tensorboard --logdir {demo.logdir} --port 6006\n"
-    )
+    assert demo.output.endswith(f"TensorBoard on 6006:\n  dualwatch serve {demo.logdir}\n")
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

@@ -156,6 +156,23 @@ def test_weights_not_updating_while_gradients_exist() -> None:
     assert alert.kind == "not_updating" and alert.tags == ("m/fc.weight",)
 
 
+def test_a_parameter_without_gradient_is_shown_as_information_with_advice_not_as_a_warning() -> None:
+    run = run_of(
+        {
+            "m/frozen.weight/weight_change": every_step(3, 0.0),
+            "m/frozen.weight/grad_norm": every_step(3, 0.0),
+            "m/ok.weight/weight_change": every_step(3, 1e-3),
+            "m/ok.weight/grad_norm": every_step(3, 0.2),
+        }
+    )
+    lines = render_text(build_report(run, NOW)).splitlines()
+    (info,) = [i for i, line in enumerate(lines) if line.startswith("info ")]
+    assert "no gradient" in lines[info] and "m/frozen.weight" in lines[info], lines
+    assert "used in the forward pass" in lines[info + 1], lines  # its advice, on the next line
+    assert not any(line.startswith("warning") for line in lines), lines
+    assert lines[-1] == "status   OK (1 info)", lines
+
+
 def test_rules_alert_beyond_abnormal_bounds_and_warn_outside_normal() -> None:
     rules = load_rules(RULES)
     run = run_of(

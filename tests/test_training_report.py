@@ -257,6 +257,7 @@ def test_stat_groups_and_losses_are_written_to_every_format(framework: str, tmp_
             written.setdefault(f"train/fusion/{name}", {})[step] = value
         for name, value in losses.items():
             written.setdefault(f"train/detailed_loss/{name}", {})[step] = value
+        written.setdefault("0_overview/loss", {})[step] = losses["loss"]  # where both viewers open
     w.close()
     for fmt, scalars in _scalars_of_every_format(str(tmp_path / "r")).items():
         assert scalars.keys() == written.keys(), fmt

@@ -145,6 +145,7 @@ def test_seed_004_and_seed_003_tags_are_logged(framework: str, tmp_path) -> None
         "train/detailed_loss/semantic_loss",
         "train/detailed_loss/instance_loss",
         "Time/Epoch_Duration",
+        "0_overview/loss",  # Loss/Train again, where both viewers open
     }
 
 

@@ -5,8 +5,10 @@
 # Pip reads its settings from the environment, so a mirror or proxy needs no edit here:
 #   --build-arg PIP_INDEX_URL=https://mirror.example/simple   (instead of PyPI)
 #   --build-arg PIP_EXTRA_INDEX_URL=...  --build-arg PIP_FIND_LINKS=...  --build-arg PIP_TRUSTED_HOST=...
-# The CPU torch wheel comes from https://download.pytorch.org/whl/cpu, which constraints.txt's first
-# line adds; a mirror of that index goes in PIP_EXTRA_INDEX_URL (or a folder of wheels in PIP_FIND_LINKS).
+# The CPU torch wheel comes from https://download.pytorch.org/whl/cpu, which constraints.txt names
+# (--extra-index-url). For a mirror, edit that line, or name the mirror in PIP_EXTRA_INDEX_URL (or a
+# folder of wheels in PIP_FIND_LINKS) and add --build-arg PIP_RETRIES=0 where the original is out of
+# reach. The cuda flavour drops that line (docker/requirements.py): PyPI's torch is the CUDA build.
 
 ARG FLAVOUR=cpu
 # Bases pinned by digest (linux/amd64), so a rebuild gets the same system; refresh a pin with

@@ -11,7 +11,10 @@
 #   --cuda, for the CUDA base), passed as CPU_BASE / CUDA_BASE;
 # - pip settings from this environment (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS,
 #   PIP_TRUSTED_HOST, PIP_RETRIES): e.g. a local folder of wheels served over HTTP when the CPU
-#   torch index is out of reach, PIP_RETRIES=0 so that pip does not retry that index per package.
+#   torch index is out of reach; PIP_RETRIES=0 is set then, so that pip does not retry that index
+#   for every package. On the machine this was checked on (no registry, no CPU torch index):
+#     python3 -m http.server --bind 172.17.0.1 8765 --directory /opt/wheels &
+#     PIP_FIND_LINKS=http://172.17.0.1:8765/ PIP_TRUSTED_HOST=172.17.0.1 docker/check.sh
 #
 # Measured and printed: image size and what fills it, the C kernel loaded in the container,
 # `docker stop` during the demo (exit 143 in < 2 s, the last records on disk), the rebuild time
@@ -20,7 +23,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-# Docker 23+ builds with BuildKit by default; Debian's docker.io (20.10) needs asking.
+# Docker 23+ builds with BuildKit by default (its CLI needs the buildx plugin for it); Debian's
+# docker.io (20.10) needs asking.
 export DOCKER_BUILDKIT=1
 # Debian bookworm packages Compose v1 only (`docker-compose`): route `docker compose` to it.
 if ! docker compose version >/dev/null 2>&1 && command -v docker-compose >/dev/null; then
@@ -34,6 +38,13 @@ stamp() { date +%s.%N; }
 seconds() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$2"; }
 runs_volume() { docker run --rm -v dualwatch-runs:/app/runs dualwatch "$@"; }
 
+# pip retries an index it cannot reach, for every package (seconds each): where the CPU torch index
+# that constraints.txt names is out of reach, it is told not to (PIP_FIND_LINKS must then hold torch).
+torch_index="$(sed -n 's/^--extra-index-url //p' constraints.txt | head -1)"
+if [ -z "${PIP_RETRIES:-}" ] && [ -n "$torch_index" ] && ! curl -sS --max-time 10 -o /dev/null "$torch_index" 2>/dev/null; then
+    echo "$torch_index is out of reach: PIP_RETRIES=0"
+    PIP_RETRIES=0
+fi
 BUILD_ARGS=()
 for var in PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS PIP_TRUSTED_HOST PIP_RETRIES; do
     if [ -n "${!var:-}" ]; then BUILD_ARGS+=(--build-arg "$var=${!var}"); fi

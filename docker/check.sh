@@ -108,7 +108,7 @@ fi
 echo "== rebuild after a one-line source edit"
 cp dualwatch/_demo.py /tmp/dualwatch-demo.py.orig
 trap 'cp /tmp/dualwatch-demo.py.orig dualwatch/_demo.py' EXIT
-echo "# edited by docker/check.sh" >>dualwatch/_demo.py
+echo "# edited by docker/check.sh at $(date +%s%N)" >>dualwatch/_demo.py  # new each time: no cache hit
 start=$(stamp)
 docker build "${BUILD_ARGS[@]}" -t dualwatch . >/dev/null 2>&1
 took=$(seconds "$start" "$(stamp)")

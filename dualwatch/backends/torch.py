@@ -157,7 +157,7 @@ class TorchFramework(Framework):
 class TorchBackend(Backend):
     def __init__(self, model: torch.nn.Module, framework: TorchFramework) -> None:
         super().__init__(model, framework)
-        self._scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._scratch: dict[tuple[torch.device, Any], torch.Tensor] = {}
 
     def parameters(self) -> list[tuple[str, Any]]:
         return list(self.model.named_parameters())
@@ -261,21 +261,25 @@ class TorchBackend(Backend):
         """Per slice: one multi-tensor copy into the slice's rows, a float64 copy of them, then
         row reductions. Padding is zeroed for the sums, set to +inf and -inf for the minimum and
         maximum, and zeroed again after centring, each by an ``index_fill_`` that touches only the
-        padding. The snapshot is refreshed from the float64 rows (an exact cast back)."""
+        padding. The snapshot is refreshed from the float64 rows (an exact cast back). Every
+        elementwise result goes into two float64 work buffers kept between checks: a fresh
+        allocation per op cost more than the op itself on the CPU (new pages each time)."""
         if not state:
             state["slices"] = self._slices(tensors, layout, snapshot)
+        like = tensors[0]
+        work = self._row_buffers(like.device, max(s.size for s in layout.slices))
         inf = float("inf")
         columns = []
         for s, (views, rows, pads, counts, prev) in zip(layout.slices, state["slices"]):
             torch._foreach_copy_(views, [tensors[i] for i in s.members])
-            flat = rows.to(torch.float64)
-            x = flat.view(s.rows, -1)
+            flat, spare = work[0, : s.size], work[1, : s.size]
+            x = flat.copy_(rows).view(s.rows, -1)
             flat.index_fill_(0, pads, 0.0)
-            nonfinite = torch.isnan(x * 0.0).sum(1)  # 3 ops; torch.isfinite takes 4
+            torch.mul(flat, 0.0, out=spare)  # NaN where a value is NaN or infinite, else 0
+            nonfinite = spare.ne_(spare).view(s.rows, -1).sum(1)
             if prev is not None:
-                change = torch.sub(flat, prev)
+                changed = torch.sub(flat, prev, out=spare).abs_().view(s.rows, -1).sum(1)
                 prev.copy_(flat)
-                changed = change.abs_().view(s.rows, -1).sum(1)
             total = x.sum(1)
             flat.index_fill_(0, pads, inf)
             lo = x.amin(1)
@@ -288,6 +292,14 @@ class TorchBackend(Backend):
             if prev is not None:
                 columns.append(changed)
         return torch.cat(columns)
+
+    def _row_buffers(self, device: torch.device, size: int) -> torch.Tensor:
+        """``[2, size]`` float64 work buffers on ``device``, shared by every batch there."""
+        key = (device, "rows")
+        buf = self._scratch.get(key)
+        if buf is None or buf.shape[-1] < size:
+            buf = self._scratch[key] = torch.empty(2, size, device=device, dtype=torch.float64)
+        return buf
 
     @staticmethod
     def _slices(tensors: list[torch.Tensor], layout: Layout, snapshot: bool) -> list[tuple]:

@@ -16,9 +16,11 @@ What it measures
       the one read of the weights (an earlier floor summed the weights too,
       reading them twice, which flattered every ratio by 12-18%).
 
-    On the CPU a fourth variant runs the check through the accelerator path
-    (the reducer's host paths off: every tensor reduced with framework ops,
-    batched as on a GPU), and the framework ops one check dispatches are
+    On the CPU the check also runs through the accelerator path (the
+    reducer's host paths off: every tensor reduced with framework ops, batched
+    as on a GPU), timed against the floor in a second interleaved round (its
+    float64 working buffers slowed the other variants when interleaved with
+    them), and the framework ops one check dispatches are
     counted for it, for the same path one tensor at a time, and for the
     seed-style loop (torch: ``TorchDispatchMode``, view ops apart; paddle: its
     profiler, where paddle's one-tensor path on the CPU runs numpy, not paddle).
@@ -26,7 +28,7 @@ What it measures
 Why
     A check reads every weight and gradient, so its cost is bounded below by
     memory traffic; the floor measures that bound on this machine. Targets
-    (from the project's issue): dualwatch <= 1.5x the floor and >= 3x faster
+    (from the project's issues): dualwatch <= 1.3x the floor and >= 3x faster
     than the seed-style loop. Only ratios measured in the same run are
     compared; nothing here asserts on time, the script prints whether each
     target is met and exits 0.
@@ -85,7 +87,7 @@ SMOKE_WIDTH = 32  # 48 x Linear(32, 32): 96 tensors of 1,024 and 32 elements
 DEPTH = 48
 BATCH = 8
 PERTURB = 1.0001
-FLOOR_TARGET = 1.5  # dualwatch / floor must be at most this
+FLOOR_TARGET = 1.3  # dualwatch / floor (the floor reading the weights once) must be at most this
 SEED_TARGET = 3.0  # seed / dualwatch must be at least this
 
 
@@ -257,20 +259,24 @@ def run_framework(framework: str, width: int, repeats: int, device: str, threads
         f"\n== {framework} on {device}: {len(case.named)} tensors, {n:,} parameters "
         f"({n * 4 / 1e6:.1f} MB per float32 copy), {repeats} repeats =="
     )
-    variants = {"dualwatch check": dualwatch_check(case, watcher_of(case, threads))}
-    if device == "cpu":
-        accelerator = watcher_of(case, threads, host_paths=False)
-        variants["dualwatch accel path"] = dualwatch_check(case, accelerator)
-    variants["seed-style loop"] = case.seed
-    variants["memory floor"] = case.floor
+    variants = {
+        "dualwatch check": dualwatch_check(case, watcher_of(case, threads)),
+        "seed-style loop": case.seed,
+        "memory floor": case.floor,
+    }
     results = interleaved(variants, repeats, before=case.perturb)
     print(table(list(results.values())))
-    dual, seed, floor = (results[k] for k in ("dualwatch check", "seed-style loop", "memory floor"))
+    dual, seed, floor = results.values()
     print(verdict("dualwatch / floor", dual.median / floor.median, FLOOR_TARGET, at_most=True))
     print(verdict("seed / dualwatch", seed.median / dual.median, SEED_TARGET, at_most=False))
     if device == "cpu":
-        accel = results["dualwatch accel path"]
-        ratio = accel.median / floor.median
+        # Apart from the rows above: its float64 buffers, interleaved with them, slowed them all.
+        accelerator = dualwatch_check(case, watcher_of(case, threads, host_paths=False))
+        apart = interleaved(
+            {"dualwatch accel path": accelerator, "memory floor": case.floor}, repeats, before=case.perturb
+        )
+        print(table(list(apart.values())))
+        ratio = apart["dualwatch accel path"].median / apart["memory floor"].median
         print(f"  accel path on the CPU / floor: {ratio:.2f}x (no target: work shaped for a GPU)")
         print_op_counts(case, threads)
     print(f"  ({load_average()} after the {framework} runs)")

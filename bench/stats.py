@@ -293,7 +293,8 @@ def print_op_counts(case: Case, threads: int) -> None:
     rows["seed-style loop"] = case.count_ops(case.seed)
     print(f"  framework ops per check ({len(case.named)} tensors), views apart:")
     for name, (ops, views) in rows.items():
-        print(f"    {name:<34} {ops:>7,} ops  {views:>7,} views")
+        note = "  (numpy on the CPU: not comparable)" if ops == 0 else ""
+        print(f"    {name:<34} {ops:>7,} ops  {views:>7,} views{note}")
 
 
 def framework_version(framework: str) -> str:

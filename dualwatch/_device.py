@@ -13,7 +13,7 @@ deviations are taken around the row's own mean, and rows combine into their tens
 with Chan's formula (:func:`dualwatch._host.combine_parts`), as the C kernel's chunks do.
 
 The per-row results of every slice travel home in the check's one device-to-host copy: seven
-float64 numbers per row, under 1% of the float64 data they summarise. Tensors above
+or eight float64 numbers per row, under 1% of the float64 data they summarise. Tensors above
 :data:`LARGE` elements are reduced one at a time: there the launches are few next to the data,
 and batching them would only enlarge the working buffers.
 
@@ -37,8 +37,9 @@ SLICE = 1 << 22
 #: tensors above this many elements are reduced on their own (a few launches next to much data)
 LARGE = 1 << 20
 #: values per row sent home: sum, sum of squared deviations, sum of deviations, min, max,
-#: NaN/Inf count, and, for weights compared with a snapshot, sum |x - snapshot|
-COLUMNS = 6
+#: NaN/Inf count, NaN count (a NaN makes min and max NaN, as numpy, even where a device's
+#: min/max kernels skip NaN), and, for weights compared with a snapshot, sum |x - snapshot|
+COLUMNS = 7
 
 
 class Slice:
@@ -106,13 +107,13 @@ class Layout:
         for s in self.slices:
             blocks.append(values[at : at + columns * s.rows].reshape(columns, s.rows))
             at += columns * s.rows
-        total, squares, deviation, lo, hi, nonfinite, *absdiff = np.concatenate(blocks, axis=1)
+        total, squares, deviation, lo, hi, nonfinite, nans, *absdiff = np.concatenate(blocks, axis=1)
         n = self.counts
         with np.errstate(all="ignore"):
             # corrected two-pass: a row mean's rounding leaves sum(d) != 0, which this takes out again
             m2 = squares - deviation * deviation / n
         changed = absdiff[0] if snapshot else np.zeros_like(n)
-        parts = np.column_stack([total, m2, lo, hi, nonfinite, np.zeros_like(n), changed])
+        parts = np.column_stack([total, m2, lo, hi, nonfinite, nans, changed])
         stats = combine_parts(parts, self.owner, n, self.tensors)
         if not snapshot:
             del stats["absdiff"]

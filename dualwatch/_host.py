@@ -106,8 +106,8 @@ def combine_parts(parts: np.ndarray, owner: np.ndarray, part_n: np.ndarray, k: i
 
     ``parts`` has one row per part: ``sum, m2, min, max, nonfinite, nans, absdiff``, ``m2`` taken
     around the part's own mean; ``owner`` says whose part each row is and ``part_n`` its size.
-    ``nans`` serves kernels whose min/max skip NaN (the C kernel's comparisons do); it may be 0
-    where min and max propagate NaN themselves.
+    ``nans`` (NaN counts) makes a tensor's sum, min, max and M2 NaN wherever it holds a NaN, as
+    numpy's are, whether or not the kernel's min/max skip NaN (the C kernel's comparisons do).
     """
     total, nonfinite, nans, absdiff = (np.bincount(owner, parts[:, c], k) for c in (0, 4, 5, 6))
     lo, hi = np.full(k, np.inf), np.full(k, -np.inf)

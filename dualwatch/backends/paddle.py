@@ -344,6 +344,7 @@ class PaddleBackend(Backend):
                 columns_of_slice.append(paddle.abs(x - before).reshape([s.rows, -1]).sum(1))
                 state["snapshots"][k] = flat
             nonfinite = paddle.isnan(rows * 0.0).sum(1, dtype=f64)
+            nans = paddle.isnan(rows).sum(1, dtype=f64)
             total = rows.sum(1)
             x.index_put_((pads,), pad["inf"])
             lo = rows.min(1)
@@ -352,7 +353,7 @@ class PaddleBackend(Backend):
             centred = rows - paddle.maximum(paddle.minimum(total / counts, hi), lo).unsqueeze(1)
             centred.reshape([-1]).index_put_((pads,), pad["0"])
             squares = (centred * centred).sum(1)
-            columns += [total, squares, centred.sum(1), lo, hi, nonfinite, *columns_of_slice]
+            columns += [total, squares, centred.sum(1), lo, hi, nonfinite, nans, *columns_of_slice]
         return paddle.concat(columns)
 
     @staticmethod

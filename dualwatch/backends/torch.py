@@ -277,6 +277,7 @@ class TorchBackend(Backend):
             flat.index_fill_(0, pads, 0.0)
             torch.mul(flat, 0.0, out=spare)  # NaN where a value is NaN or infinite, else 0
             nonfinite = spare.ne_(spare).view(s.rows, -1).sum(1)
+            nans = torch.isnan(x).sum(1)
             if prev is not None:
                 changed = torch.sub(flat, prev, out=spare).abs_().view(s.rows, -1).sum(1)
                 prev.copy_(flat)
@@ -288,7 +289,7 @@ class TorchBackend(Backend):
             x.sub_(torch.clamp(total / counts, lo, hi).unsqueeze(1))
             flat.index_fill_(0, pads, 0.0)
             deviation = x.sum(1)
-            columns += [total, x.mul_(x).sum(1), deviation, lo, hi, nonfinite]
+            columns += [total, x.mul_(x).sum(1), deviation, lo, hi, nonfinite, nans]
             if prev is not None:
                 columns.append(changed)
         return torch.cat(columns)

@@ -98,29 +98,39 @@ class FusedReducer:
         parts = np.array(list(self._pool.map(lambda t: _hoststats.reduce(*t[1:]), tasks)))
         owner = np.array([t[0] for t in tasks])
         part_n = np.array([t[1].size for t in tasks], dtype=np.float64)
-        k = len(arrays)
-        total, nonfinite, nans, absdiff = (np.bincount(owner, parts[:, c], k) for c in (0, 4, 5, 6))
-        lo, hi = np.full(k, np.inf), np.full(k, -np.inf)
+        return combine_parts(parts, owner, part_n, len(arrays))
+
+
+def combine_parts(parts: np.ndarray, owner: np.ndarray, part_n: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Per tensor ``sum, sumsq, m2, min, max, nonfinite, absdiff`` from its parts' results.
+
+    ``parts`` has one row per part: ``sum, m2, min, max, nonfinite, nans, absdiff``, ``m2`` taken
+    around the part's own mean; ``owner`` says whose part each row is and ``part_n`` its size.
+    ``nans`` (NaN counts) makes a tensor's sum, min, max and M2 NaN wherever it holds a NaN, as
+    numpy's are, whether or not the kernel's min/max skip NaN (the C kernel's comparisons do).
+    """
+    total, nonfinite, nans, absdiff = (np.bincount(owner, parts[:, c], k) for c in (0, 4, 5, 6))
+    lo, hi = np.full(k, np.inf), np.full(k, -np.inf)
+    n = np.bincount(owner, part_n, k)
+    with np.errstate(all="ignore"):
         np.minimum.at(lo, owner, parts[:, 2])
         np.maximum.at(hi, owner, parts[:, 3])
-        n = np.array([a.size for a in arrays], dtype=np.float64)
-        with np.errstate(all="ignore"):
-            mean = total / n
-            spread = parts[:, 1] + part_n * (parts[:, 0] / part_n - mean[owner]) ** 2
-            # An all-equal finite tensor has M2 exactly 0 (its chunk means may round apart in float64).
-            m2 = np.where((lo == hi) & np.isfinite(lo), 0.0, np.bincount(owner, spread, k))
-            mean = np.clip(mean, lo, hi)
-            has_nan = nans > 0
-            total[has_nan], lo[has_nan], hi[has_nan], m2[has_nan] = np.nan, np.nan, np.nan, np.nan
-            return {
-                "sum": total,
-                "sumsq": m2 + total * mean,
-                "m2": m2,
-                "min": lo,
-                "max": hi,
-                "nonfinite": nonfinite,
-                "absdiff": absdiff,
-            }
+        mean = total / n
+        spread = parts[:, 1] + part_n * (parts[:, 0] / part_n - mean[owner]) ** 2
+        # An all-equal finite tensor has M2 exactly 0 (its part means may round apart in float64).
+        m2 = np.where((lo == hi) & np.isfinite(lo), 0.0, np.bincount(owner, spread, k))
+        mean = np.clip(mean, lo, hi)
+        has_nan = nans > 0
+        total[has_nan], lo[has_nan], hi[has_nan], m2[has_nan] = np.nan, np.nan, np.nan, np.nan
+        return {
+            "sum": total,
+            "sumsq": m2 + total * mean,
+            "m2": m2,
+            "min": lo,
+            "max": hi,
+            "nonfinite": nonfinite,
+            "absdiff": absdiff,
+        }
 
 
 def fused_kernel_built() -> bool:

@@ -68,18 +68,21 @@ def _assert_close(got: float, want: float, scale: float, what: str) -> None:
     assert math.isclose(got, want, rel_tol=RTOL, abs_tol=RTOL * scale), f"{what}: {got} != {want}"
 
 
-@pytest.fixture(params=["host", "host-without-kernel", "device"])
+@pytest.fixture(params=["host", "host-without-kernel", "device", "device-one-at-a-time"])
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
     """Checks through the host paths (numpy batches for small tensors, the C kernel for large ones),
-    through the host path of an install built without a C compiler, or the per-tensor device path."""
+    through the host path of an install built without a C compiler, or the accelerator path run on
+    the CPU: tensors of up to a million elements in batches (larger ones one at a time, see
+    :mod:`dualwatch._device`), or every tensor one at a time."""
     assert host.fused_kernel_built(), "the C kernel should be built in the test environment"
     if request.param == "host-without-kernel":
         monkeypatch.setattr(host, "_hoststats", None)
 
     def watcher(model, **kw):
         w = dualwatch.Watcher(model, every=1, logdir=None, console=False, thresholds=LOOSE, **kw)
-        if request.param == "device":
-            monkeypatch.setattr(w.backend, "host_array", lambda x: None)
+        if request.param.startswith("device"):
+            w._reducer.host_paths = False
+            w._reducer.batched = request.param == "device"
         return w
 
     return watcher

@@ -1,8 +1,8 @@
 """One device-to-host transfer per check, counted at every tensor call torch makes.
 
-On an accelerator every tensor goes through the device path, which these tests
-force on the CPU by denying the backend host views; on the CPU small tensors are
-read through zero-copy numpy views, which is no transfer at all.
+On an accelerator every tensor goes through the device path (in batches, or one at
+a time), which these tests force on the CPU with the reducer's switches; on the CPU
+small tensors are read through zero-copy numpy views, which is no transfer at all.
 
 The count is taken by a ``TorchFunctionMode``: torch routes every tensor method and
 function called from Python through it, so a transfer made any way (``.cpu()``,
@@ -93,9 +93,11 @@ def _model(tensors: int) -> torch.nn.Module:
     return torch.nn.Sequential(*[torch.nn.Linear(16, 16) for _ in range(tensors // 2)])
 
 
-def _device_path(w: dualwatch.Watcher, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reduce every tensor as on an accelerator: no host views."""
-    monkeypatch.setattr(w.backend, "host_array", lambda x: None)
+def _device_path(w: dualwatch.Watcher, batched: bool = True) -> None:
+    """Reduce every tensor as on an accelerator: in batches, or one at a time (a framework without
+    batches, and tensors of over a million elements)."""
+    w._reducer.host_paths = False
+    w._reducer.batched = batched
 
 
 def _stats_per_parameter(out: dict[str, float], model: torch.nn.Module) -> dict[str, int]:
@@ -121,13 +123,14 @@ def test_the_transfer_count_sees_every_way_of_reading_a_tensor_to_the_host(trans
     assert transfers.calls == ["cpu", "item", "__float__", "__array__", "to", "to", "tolist", "__repr__"]
 
 
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "one-at-a-time"])
 def test_a_check_makes_exactly_one_host_transfer_whatever_the_parameter_count(
-    transfers: Transfers, monkeypatch: pytest.MonkeyPatch
+    transfers: Transfers, batched: bool
 ) -> None:
     model = _model(96)
     model(torch.randn(4, 16)).square().mean().backward()
     w = dualwatch.Watcher(model, every=1, logdir=None, console=False, groups={"first": "0"})
-    _device_path(w, monkeypatch)
+    _device_path(w, batched)
     for step in range(3):
         transfers.clear()
         out = w.step(step)
@@ -147,8 +150,9 @@ def test_skipped_steps_make_no_transfer(transfers: Transfers) -> None:
     assert transfers.calls == []
 
 
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "one-at-a-time"])
 def test_with_counts_on_device_a_check_finding_nan_still_makes_one_transfer(
-    transfers: Transfers, monkeypatch: pytest.MonkeyPatch
+    transfers: Transfers, monkeypatch: pytest.MonkeyPatch, batched: bool
 ) -> None:
     """The accelerator path (forced here on the CPU): NaN/Inf counts ride in the same single copy."""
     model = _model(4)
@@ -157,8 +161,8 @@ def test_with_counts_on_device_a_check_finding_nan_still_makes_one_transfer(
         model[0].weight[0, :3] = float("nan")
         model[1].bias.grad[0] = float("inf")
     w = dualwatch.Watcher(model, every=1, logdir=None, console=False)
-    _device_path(w, monkeypatch)
-    monkeypatch.setattr(w.backend, "counts_on_device", lambda x: True)
+    _device_path(w, batched)
+    monkeypatch.setattr(w.backend, "counts_on_device", lambda x: True)  # as on an accelerator
     transfers.clear()
     with pytest.warns(RuntimeWarning, match="nan"):
         out = w.step(0)

@@ -7,10 +7,12 @@ that knows it. The module holds:
   spells, once, the few tensor operations the rest of dualwatch needs (host copies and views for
   activation capture and edge maps, device histograms, one-element tensors for the writer,
   native files);
-* a :class:`Backend`, one per watched model: it lists the model's parameters and reduces one
-  tensor at a time on the tensor's own device. Which tensors are reduced how, the weight
-  snapshots and the one device-to-host transfer of a check are the
-  :class:`~dualwatch._reducer.Reducer`'s business, the same for every framework.
+* a :class:`Backend`, one per watched model: it lists the model's parameters and reduces
+  tensors on their own device, one at a time, and (where the framework gives
+  :meth:`Backend.batch_key`) many at once with a fixed number of ops (see
+  :mod:`dualwatch._device`). Which tensors are reduced how, the weight snapshots and the one
+  device-to-host transfer of a check are the :class:`~dualwatch._reducer.Reducer`'s business,
+  the same for every framework.
 
 Only the methods marked abstract are needed to watch a model and write its histograms and
 images; the others serve activation capture and edge maps and raise until a framework gives
@@ -25,6 +27,7 @@ from typing import Any, BinaryIO, Callable, Hashable
 
 import numpy as np
 
+from dualwatch._device import Layout
 from dualwatch._table import ParamInfo
 from dualwatch.records import GraphNode
 
@@ -198,7 +201,26 @@ class Backend(ABC):
 
     @abstractmethod
     def to_host(self, scalars: list[Any]) -> np.ndarray:
-        """Stack device scalars and copy them to the host: the one transfer of a check."""
+        """Stack device scalars (and the 1-D results of :meth:`reduce_rows`, flattened in order)
+        and copy them to the host as one float64 array: the one transfer of a check."""
+
+    # -- many tensors at once (none unless a framework says so) ----------------------------------
+    def batch_key(self, x: Any) -> Hashable | None:
+        """What tensors reduced together by :meth:`reduce_rows` share (their device and dtype);
+        None, the default, reduces ``x`` on its own with :meth:`full_stats`."""
+        return None
+
+    def reduce_rows(self, tensors: list[Any], layout: Layout, state: dict[str, Any], snapshot: bool) -> Any:
+        """The per-row results of ``tensors`` (same :meth:`batch_key`, placed by ``layout``) as one
+        1-D float64 device tensor, for each slice in turn :data:`~dualwatch._device.COLUMNS` blocks of
+        one value per row (see :meth:`dualwatch._device.Layout.combine`).
+
+        ``state`` is kept by the reducer for this batch between checks (empty at first, emptied when
+        the snapshots are dropped): the backend keeps there what it builds once per layout, and,
+        with ``snapshot``, the weights of this check, against which the next one's ``sum |x - prev|``
+        is taken (the first check's is compared with zeros and not reported).
+        """
+        raise _lacking(self, "reduce_rows", "batched reductions")
 
     def register_forward_hook(self, layer: str, hook: Callable[[Any, Any, Any], None]) -> Any:
         """Calls ``hook(module, inputs, output)`` after submodule ``layer`` runs; returns a handle

@@ -16,6 +16,14 @@ all-equal tensor, so its m2 is exactly 0. m2 is corrected by the deviations' own
 backend). The sum of squares is derived as ``m2 + sum * mean`` (two non-negative terms: no
 cancellation); BLAS ``dot`` and paddle's ``vector_norm`` are avoided because they lose precision
 on large tensors. Half-precision tensors are reduced in float32.
+
+Accelerator tensors of up to a million elements are reduced together (:mod:`dualwatch._device`):
+one ``paddle.concat`` packs them, with cached zero tensors as padding, into rows of a flat buffer,
+and about twenty row-wise ops in float64 reduce them all. Paddle has no multi-tensor copy into
+views (``torch._foreach_copy_``): ``concat`` needs each tensor flattened first, one ``reshape`` per
+tensor, which shares the tensor's memory and launches no kernel; ``coalesce_tensor`` copies tensor
+by tensor. The concatenated buffer of the weights is kept as the next check's snapshot, so it costs
+no copy at all.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any, BinaryIO, Callable, Hashable
 import numpy as np
 import paddle
 
+from dualwatch._device import Layout
 from dualwatch._table import ParamInfo
 from dualwatch._warn import warn
 from dualwatch.backends.base import Backend, Framework
@@ -300,21 +309,91 @@ class PaddleBackend(Backend):
         a, xp = self._array(x)
         return a if xp is np else None
 
+    def batch_key(self, x: Any) -> Hashable | None:
+        return str(x.place), x.dtype
+
+    def reduce_rows(self, tensors: list[Any], layout: Layout, state: dict[str, Any], snapshot: bool) -> Any:
+        """Per slice: one ``concat`` of the flattened tensors and their zero padding, a float64 copy,
+        then row reductions; the padding is set to +inf and -inf for the minimum and maximum, and
+        zeroed after centring, by ``index_put_``, which touches only the padding (``index_fill_``
+        would add a transpose before and after it). The first check
+        compares the weights with themselves (its change is not reported)."""
+        if not state:
+            state["slices"] = self._slices(tensors, layout)
+            state["snapshots"] = [None] * len(layout.slices)
+            place = tensors[0].place
+            state["fills"] = {
+                v: paddle.to_tensor(float(v), dtype=paddle.float64, place=place) for v in ("inf", "-inf", "0")
+            }
+        f64 = paddle.float64
+        columns = []
+        pad = state["fills"]
+        for k, (s, (padding, pads, counts)) in enumerate(zip(layout.slices, state["slices"])):
+            parts = []
+            for i in s.members:
+                parts.append(tensors[i].reshape([-1]))  # a view: no copy, no kernel
+                if i in padding:
+                    parts.append(padding[i])
+            flat = paddle.concat(parts)
+            x = flat.astype(f64) if flat.dtype != f64 else flat.clone()  # flat may become the snapshot
+            rows = x.reshape([s.rows, -1])  # a view: what is filled into x shows in rows
+            columns_of_slice = []
+            if snapshot:
+                prev = state["snapshots"][k]
+                before = (flat if prev is None else prev).astype(f64)
+                columns_of_slice.append(paddle.abs(x - before).reshape([s.rows, -1]).sum(1))
+                state["snapshots"][k] = flat
+            nonfinite = paddle.isnan(rows * 0.0).sum(1, dtype=f64)
+            nans = paddle.isnan(rows).sum(1, dtype=f64)
+            total = rows.sum(1)
+            x.index_put_((pads,), pad["inf"])
+            lo = rows.min(1)
+            x.index_put_((pads,), pad["-inf"])
+            hi = rows.max(1)
+            centred = rows - paddle.maximum(paddle.minimum(total / counts, hi), lo).unsqueeze(1)
+            centred.reshape([-1]).index_put_((pads,), pad["0"])
+            squares = (centred * centred).sum(1)
+            columns += [total, squares, centred.sum(1), lo, hi, nonfinite, nans, *columns_of_slice]
+        return paddle.concat(columns)
+
+    @staticmethod
+    def _slices(tensors: list[Any], layout: Layout) -> list[tuple]:
+        """Once per layout, for each slice: the zeros padding each tensor to whole rows (views of one
+        row of zeros), the padding's places and each row's count of real elements."""
+        like = tensors[0]
+        place = like.place
+        longest = max(int(s.padding.max()) for s in layout.slices)
+        zeros = paddle.to_tensor(np.zeros(longest + 1), dtype=like.dtype, place=place)
+        return [
+            (
+                {i: zeros[:p] for i, p in zip(s.members, s.padding.tolist()) if p},
+                paddle.to_tensor(s.pads, place=place),
+                paddle.to_tensor(s.counts, dtype=paddle.float64, place=place),
+            )
+            for s in layout.slices
+        ]
+
     def to_host(self, scalars: list[Any]) -> np.ndarray:
-        """numpy scalars are already on the host; device scalars are stacked per dtype and copied once."""
-        out = np.empty(len(scalars))
+        """numpy scalars are already on the host; device scalars, stacked per dtype, and the 1-D
+        results of batches are copied in one ``concat``."""
+        sizes = [int(s.shape[0]) if isinstance(s, paddle.Tensor) and s.ndim == 1 else 1 for s in scalars]
+        ends = np.cumsum(sizes)
+        out = np.empty(int(ends[-1]) if sizes else 0)
         groups: dict[Any, list[int]] = {}
+        blocks = []
         for i, s in enumerate(scalars):
-            if isinstance(s, paddle.Tensor):
-                groups.setdefault(s.dtype, []).append(i)
+            if not isinstance(s, paddle.Tensor):
+                out[ends[i] - 1] = s
+            elif s.ndim == 1:
+                blocks.append(i)
             else:
-                out[i] = s
-        if groups:
-            rows = [i for idx in groups.values() for i in idx]
-            stacks = [
-                paddle.stack([scalars[i] for i in idx]).astype(paddle.float64) for idx in groups.values()
-            ]
-            out[rows] = paddle.concat(stacks).numpy()
+                groups.setdefault(s.dtype, []).append(i)
+        pieces = [paddle.stack([scalars[i] for i in idx]).astype(paddle.float64) for idx in groups.values()]
+        pieces += [scalars[i] for i in blocks]
+        if pieces:
+            places = [ends[idx] - 1 for idx in groups.values()]
+            places += [np.arange(ends[i] - sizes[i], ends[i]) for i in blocks]
+            out[np.concatenate(places)] = paddle.concat(pieces).numpy()
         return out
 
 

@@ -10,6 +10,11 @@ so the mean of values near 1e4 can be off by 1e-3 to 1e-2, which alone would add
 The sum of squares is derived as ``m2 + sum * mean`` (two non-negative terms: no
 cancellation); BLAS ``dot`` and ``vector_norm`` are avoided because they lose precision on
 large tensors. Half-precision tensors are reduced in float32.
+
+Tensors of up to a million elements are reduced together instead (:mod:`dualwatch._device`):
+one ``torch._foreach_copy_`` packs them into rows of a flat buffer (on CUDA a multi-tensor
+kernel: one launch per ~100 tensors, not one per tensor), and about twenty row-wise ops in
+float64 reduce them all.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, BinaryIO, Callable, Hashable
 import numpy as np
 import torch
 
+from dualwatch._device import Layout
 from dualwatch._table import ParamInfo
 from dualwatch.backends.base import Backend, Framework
 from dualwatch.records import GraphNode
@@ -151,7 +157,7 @@ class TorchFramework(Framework):
 class TorchBackend(Backend):
     def __init__(self, model: torch.nn.Module, framework: TorchFramework) -> None:
         super().__init__(model, framework)
-        self._scratch: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._scratch: dict[tuple[torch.device, Any], torch.Tensor] = {}
 
     def parameters(self) -> list[tuple[str, Any]]:
         return list(self.model.named_parameters())
@@ -248,8 +254,82 @@ class TorchBackend(Backend):
             return None
         return (x.float() if x.dtype in _LOW_PRECISION else x).numpy()  # the host kernels take float32/64
 
+    def batch_key(self, x: Any) -> Hashable | None:
+        return x.device, x.dtype
+
+    def reduce_rows(self, tensors: list[Any], layout: Layout, state: dict[str, Any], snapshot: bool) -> Any:
+        """Per slice: one multi-tensor copy into the slice's rows, a float64 copy of them, then
+        row reductions. Padding is zeroed for the sums, set to +inf and -inf for the minimum and
+        maximum, and zeroed again after centring, each by an ``index_fill_`` that touches only the
+        padding. The snapshot is refreshed from the float64 rows (an exact cast back). Every
+        elementwise result goes into two float64 work buffers kept between checks: a fresh
+        allocation per op cost more than the op itself on the CPU (new pages each time)."""
+        if not state:
+            state["slices"] = self._slices(tensors, layout, snapshot)
+        like = tensors[0]
+        work = self._row_buffers(like.device, max(s.size for s in layout.slices))
+        inf = float("inf")
+        columns = []
+        for s, (views, rows, pads, counts, prev) in zip(layout.slices, state["slices"]):
+            torch._foreach_copy_(views, [tensors[i] for i in s.members])
+            flat, spare = work[0, : s.size], work[1, : s.size]
+            x = flat.copy_(rows).view(s.rows, -1)
+            flat.index_fill_(0, pads, 0.0)
+            torch.mul(flat, 0.0, out=spare)  # NaN where a value is NaN or infinite, else 0
+            nonfinite = spare.ne_(spare).view(s.rows, -1).sum(1)
+            nans = torch.isnan(x).sum(1)
+            if prev is not None:
+                changed = torch.sub(flat, prev, out=spare).abs_().view(s.rows, -1).sum(1)
+                prev.copy_(flat)
+            total = x.sum(1)
+            flat.index_fill_(0, pads, inf)
+            lo = x.amin(1)
+            flat.index_fill_(0, pads, -inf)
+            hi = x.amax(1)
+            x.sub_(torch.clamp(total / counts, lo, hi).unsqueeze(1))
+            flat.index_fill_(0, pads, 0.0)
+            deviation = x.sum(1)
+            columns += [total, x.mul_(x).sum(1), deviation, lo, hi, nonfinite, nans]
+            if prev is not None:
+                columns.append(changed)
+        return torch.cat(columns)
+
+    def _row_buffers(self, device: torch.device, size: int) -> torch.Tensor:
+        """``[2, size]`` float64 work buffers on ``device``, shared by every batch there."""
+        key = (device, "rows")
+        buf = self._scratch.get(key)
+        if buf is None or buf.shape[-1] < size:
+            buf = self._scratch[key] = torch.empty(2, size, device=device, dtype=torch.float64)
+        return buf
+
+    @staticmethod
+    def _slices(tensors: list[torch.Tensor], layout: Layout, snapshot: bool) -> list[tuple]:
+        """Once per layout, for each slice: the views each tensor is copied to (shaped like the
+        tensor, in a scratch buffer of this batch), the rows they fill, the padding's places, each
+        row's count of real elements, and the slice's part of the snapshot (zeros at first)."""
+        like = tensors[0]
+        device = like.device
+        scratch = torch.empty(max(s.size for s in layout.slices), device=device, dtype=like.dtype)
+        snapshots = torch.zeros(layout.size, device=device, dtype=like.dtype) if snapshot else None
+        return [
+            (
+                [
+                    scratch[offset : offset + tensors[i].numel()].view(tensors[i].shape)
+                    for i, offset in zip(s.members, s.offsets.tolist())
+                ],
+                scratch[: s.size],
+                torch.as_tensor(s.pads, device=device),
+                torch.as_tensor(s.counts, device=device),
+                None if snapshots is None else snapshots[s.start : s.start + s.size],
+            )
+            for s in layout.slices
+        ]
+
     def to_host(self, scalars: list[Any]) -> np.ndarray:
-        return torch.stack(scalars).to(torch.float64).cpu().numpy()
+        """0-dim scalars (tensors reduced one at a time), then the 1-D results of batches, in one copy."""
+        single = [s for s in scalars if s.dim() == 0]
+        parts = ([torch.stack(single)] if single else []) + [s for s in scalars if s.dim() == 1]
+        return torch.cat(parts).to(torch.float64).cpu().numpy()
 
 
 FRAMEWORK = TorchFramework()

@@ -24,7 +24,9 @@ Why
     >= 20x the seed-style path. Variants are interleaved round-robin; medians are reported.
     Nothing asserts on time: the script prints whether each target is met and exits 0. The
     1-thread ratio is printed twice: from wall-clock medians, and from the thread's CPU time
-    (interleaved again), which a loaded machine's waits for a core do not inflate.
+    (interleaved again), which waits for a core on a loaded machine do not distort; the target
+    is judged on the CPU-time ratio (on a 2-core machine shared with other work, the wall-clock
+    ratio read 0.80-0.89x while the CPU-time ratio read 0.52-0.61x).
 
 Fairness notes
     Every variant starts from the same tensor and ends with a tensor of edge maps in the
@@ -166,11 +168,15 @@ def run(framework: str, repeats: int, smoke: bool, kornia_images: int) -> None:
         print(
             f"  {'kornia canny':<24} {kornia_rate:10.3f} images/s (median, {kornia_images} image(s) a call)"
         )
-    print(verdict("1 thread / floor", rates["one"] / rates["floor1"], FLOOR_TARGET, at_most=False))
     cpu = _cpu_seconds({"floor": lambda: [bare(g) for g in greys], "one": lambda: one(x)}, repeats)
     print(
-        f"  {'1 thread / floor, CPU':<20} {cpu['floor'] / cpu['one']:8.2f}x   (thread CPU time, medians: "
-        f"{cpu['floor'] / n * 1e3:.3f} vs {cpu['one'] / n * 1e3:.3f} ms an image; no wait for a core counted)"
+        f"  {'1 thread / floor':<20} {rates['one'] / rates['floor1']:8.2f}x   (wall clock: on a loaded "
+        "machine, waits for a core distort it)"
+    )
+    print(verdict("1 thread / floor, CPU", cpu["floor"] / cpu["one"], FLOOR_TARGET, at_most=False))
+    print(
+        f"  {'':<20} thread CPU time, medians: {cpu['floor'] / n * 1e3:.3f} (floor) vs "
+        f"{cpu['one'] / n * 1e3:.3f} (dualwatch) ms an image"
     )
     print(verdict("2 threads / 1 thread", rates["two"] / rates["one"], THREADS_TARGET, at_most=False))
     split = rates["two"] / rates["floor2"]

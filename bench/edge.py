@@ -5,20 +5,28 @@ What it measures
     ramp, filled shapes, mild noise; the share of edge pixels is printed), on the
     CPU, from a framework tensor to a framework tensor, in PyTorch and PaddlePaddle:
 
-    * seed-style: seed 001's ``generate_from_tensor`` (leiweiqiang/StableSR, fixed 100/200),
-      one image at a time: ``.cpu().numpy()``, float math to uint8 (no clamp), ``cvtColor``,
-      blur, ``Canny``, a 3-channel float map back to a tensor, ``stack``, and the loss's
-      ``(e + 1) / 2`` to [0, 1];
-    * dualwatch: :class:`dualwatch.EdgeMapGenerator` (zero-copy view, per-image OpenCV,
-      one copy back) with its default thread count and with the other of 1 or 2 threads;
+    * floor: bare ``cv2.GaussianBlur`` + ``cv2.Canny`` on ready uint8 grey images (the same
+      images' grey, made before timing), on 1 thread and split over a 2-thread pool: the least
+      any edge map can cost, with no conversion in and no tensor out;
+    * seed-style: the StableSR edge monitor callback's ``generate_from_tensor`` (fixed
+      100/200), one image at a time: ``.cpu().numpy()``, float math to uint8 (no clamp),
+      ``cvtColor``, blur, ``Canny``, a 3-channel float map back to a tensor, ``stack``, and the
+      loss's ``(e + 1) / 2`` to [0, 1];
+    * dualwatch: :class:`dualwatch.EdgeMapGenerator` (zero-copy view, per-image OpenCV into
+      per-thread arrays, one copy back) on 1 and on 2 threads;
     * kornia (torch only, when installed): ``kornia.filters.canny`` with hysteresis. It is
       slower by orders of magnitude, so it is timed on ``--kornia-images`` images (default 1)
       and reported per image.
 
 Why
-    Targets (from the project's issue): dualwatch >= 1000 images/s on this CPU and >= 20x
-    the seed-style path. Variants are interleaved round-robin; medians are reported. Nothing
-    asserts on time: the script prints whether each target is met and exits 0.
+    Targets (from the project's issues): dualwatch on 1 thread >= 0.7x the 1-thread floor;
+    dualwatch on 2 threads >= 1.5x its own 1-thread rate; >= 1000 images/s on this CPU and
+    >= 20x the seed-style path. Variants are interleaved round-robin; medians are reported.
+    Nothing asserts on time: the script prints whether each target is met and exits 0. The
+    1-thread ratio is printed twice: from wall-clock medians, and from the thread's CPU time
+    (interleaved again), which waits for a core on a loaded machine do not distort; the target
+    is judged on the CPU-time ratio (on a 2-core machine shared with other work, the wall-clock
+    ratio read 0.80-0.89x while the CPU-time ratio read 0.52-0.61x).
 
 Fairness notes
     Every variant starts from the same tensor and ends with a tensor of edge maps in the
@@ -26,6 +34,9 @@ Fairness notes
     (kornia: 100/255 and 200/255 of its own magnitude units are not equivalent; its
     thresholds are set to 0.39/0.78, the research note's cv2-equivalent figures).
     Each framework runs in its own process (``import paddle`` sets ``OMP_NUM_THREADS=1``).
+    OpenCV's own threads are off (``cv2.setNumThreads(1)``) for the whole run, so "N threads"
+    means N threads of work for every row; the dualwatch pool turns them off while it runs anyway
+    (OpenCV's threads and a pool's fight for the same cores).
 
 Usage
     python bench/edge.py [--framework torch|paddle|both] [--repeats N] [--smoke]
@@ -36,9 +47,12 @@ Usage
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,6 +67,8 @@ from bench._timing import env_line, interleaved, table, thread_env, verdict  # n
 
 RATE_TARGET = 1000.0  # dualwatch images/s
 SEED_TARGET = 20.0  # dualwatch / seed-style throughput
+FLOOR_TARGET = 0.7  # dualwatch on 1 thread / bare blur + Canny on 1 thread
+THREADS_TARGET = 1.5  # dualwatch on 2 threads / dualwatch on 1 thread
 
 
 def scenes(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -113,35 +129,75 @@ def run(framework: str, repeats: int, smoke: bool, kornia_images: int) -> None:
         fw = paddle
         x = paddle.to_tensor(batch)
         to_tensor, stack = paddle.to_tensor, paddle.stack
-    default = EdgeMapGenerator()
-    other = EdgeMapGenerator(threads=2 if default.threads == 1 else 1)
-    name, other_name = (f"dualwatch ({g.threads} thread{'s' * (g.threads > 1)})" for g in (default, other))
-    name += ", default"
+    one, two = EdgeMapGenerator(threads=1), EdgeMapGenerator(threads=2)
+    greys = list(one.grey_uint8(x))  # the floor's ready uint8 grey images
+    pool = ThreadPoolExecutor(2)
+
+    def bare(grey: np.ndarray) -> np.ndarray:
+        return cv2.Canny(cv2.GaussianBlur(grey, (5, 5), 1.4), 100, 200)
+
+    cv2.setNumThreads(1)
     print(env_line({framework: fw.__version__, "opencv": cv2.__version__}, threads_before))
     print(f"{framework}: {n} x 3 x {size} x {size} float32 per batch, {repeats} interleaved repeats")
-    print(f"  edge pixels: {float(default(x).mean()):.2%}")
+    print(f"  edge pixels: {float(one(x).mean()):.2%}; OpenCV's own threads: {cv2.getNumThreads()}")
+    names = {
+        "floor1": "floor: blur+Canny, 1 thread",
+        "floor2": "floor: blur+Canny, 2 threads",
+        "one": "dualwatch, 1 thread",
+        "two": "dualwatch, 2 threads",
+        "seed": "seed-style",
+    }
     timings = interleaved(
         {
-            "seed-style": lambda: seed_style(x, to_tensor, stack),
-            name: lambda: default(x),
-            other_name: lambda: other(x),
+            names["floor1"]: lambda: [bare(g) for g in greys],
+            names["floor2"]: lambda: list(pool.map(bare, greys)),
+            names["one"]: lambda: one(x),
+            names["two"]: lambda: two(x),
+            names["seed"]: lambda: seed_style(x, to_tensor, stack),
         },
         repeats,
     )
+    pool.shutdown()
     rows = list(timings.values())
     print(table(rows))
-    rates = {t.name: n / t.median for t in rows}
+    rates = {key: n / timings[name].median for key, name in names.items()}
     kornia_rate = _kornia(x[:kornia_images], max(2, repeats // 4)) if framework == "torch" else None
-    for variant, rate in rates.items():
-        print(f"  {variant:<32} {rate:10.1f} images/s (median)")
+    for key, name in names.items():
+        print(f"  {name:<32} {rates[key]:10.1f} images/s (median)")
     if kornia_rate is not None:
         print(
             f"  {'kornia canny':<24} {kornia_rate:10.3f} images/s (median, {kornia_images} image(s) a call)"
         )
-    best = rates[name]
-    print(verdict("dualwatch / seed", best / rates["seed-style"], SEED_TARGET, at_most=False))
+    cpu = _cpu_seconds({"floor": lambda: [bare(g) for g in greys], "one": lambda: one(x)}, repeats)
+    print(
+        f"  {'1 thread / floor':<20} {rates['one'] / rates['floor1']:8.2f}x   (wall clock: on a loaded "
+        "machine, waits for a core distort it)"
+    )
+    print(verdict("1 thread / floor, CPU", cpu["floor"] / cpu["one"], FLOOR_TARGET, at_most=False))
+    print(
+        f"  {'':<20} thread CPU time, medians: {cpu['floor'] / n * 1e3:.3f} (floor) vs "
+        f"{cpu['one'] / n * 1e3:.3f} (dualwatch) ms an image"
+    )
+    print(verdict("2 threads / 1 thread", rates["two"] / rates["one"], THREADS_TARGET, at_most=False))
+    split = rates["two"] / rates["floor2"]
+    print(f"  {'2 threads / floor 2':<20} {split:8.2f}x   (the floor split the same way)")
+    best = max(rates["one"], rates["two"])
+    print(verdict("dualwatch / seed", best / rates["seed"], SEED_TARGET, at_most=False))
     met = "MET" if best >= RATE_TARGET else "NOT MET"
     print(f"  {'dualwatch images/s':<20} {best:8.0f}    (target >= {RATE_TARGET:g})  {met}")
+
+
+def _cpu_seconds(variants: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median thread CPU time of each 1-thread variant, interleaved: on a machine shared with other
+    work, wall-clock medians include waiting for a core; this thread's CPU time does not."""
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(repeats):
+        names = list(variants)
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            start = time.thread_time()
+            variants[name]()
+            samples[name].append(time.thread_time() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def _kornia(x: Any, repeats: int) -> float | None:

@@ -15,13 +15,15 @@ Here the parts are kept apart by what they can do:
 * :func:`sobel_edge_l1` is the optional differentiable edge term: L1 between Sobel
   magnitudes ``sqrt(gx^2 + gy^2 + eps)``; the ``eps`` keeps gradients finite on flat images.
 
-Speed: turning float tensors into uint8 grey costs more than Canny itself (a batched torch
-conversion of 16 RGB 512x512 images takes ~100 ms on a 2-core CPU; OpenCV's Canny takes
-~2 ms per image). CPU tensors are therefore read through a zero-copy numpy view and each
-image goes grey -> clamp -> uint8 -> blur -> Canny in OpenCV, on a thread pool (OpenCV
-releases the GIL). Tensors on an accelerator are converted to uint8 grey on their device
-and cross to the host once, as a quarter of the float data. The maps come back in one
-host-to-device copy.
+Speed: the floor is OpenCV's blur + Canny on ready uint8 grey images (~2 ms per 512x512
+image on one core); everything else is kept to a few cheap passes around it. CPU tensors are
+read through a zero-copy numpy view and each image goes grey -> clamp -> uint8 -> blur -> Canny
+-> float map in OpenCV calls that release the GIL, on a thread pool, each call writing into
+arrays the thread keeps from one image to the next: a fresh megabyte-sized array is mapped and
+page-faulted in by the kernel on every allocation, which cost more than the arithmetic (the
+same pipeline allocating its temporaries ran at half the speed). Tensors on an accelerator are
+converted to uint8 grey on their device and cross to the host once, as a quarter of the float
+data. The maps come back in one host-to-device copy.
 
 The few operations torch and paddle spell differently come from the images' framework
 (:mod:`dualwatch.backends`); this module imports neither. OpenCV
@@ -33,6 +35,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -191,11 +194,17 @@ def _cuda_fix(device: str) -> str:
 
 
 def _cv2() -> Any:
-    try:
-        import cv2
-    except ImportError as err:  # pragma: no cover - opencv is installed wherever edges are tested
-        raise ImportError("edge maps need OpenCV: pip install opencv-python-headless") from err
-    return cv2
+    global _CV2
+    if _CV2 is None:
+        try:
+            import cv2
+        except ImportError as err:  # pragma: no cover - opencv is installed wherever edges are tested
+            raise ImportError("edge maps need OpenCV: pip install opencv-python-headless") from err
+        _CV2 = cv2
+    return _CV2
+
+
+_CV2: Any = None  # OpenCV once imported: an import statement per image call is measurable
 
 
 def median_grey(image: np.ndarray) -> float:
@@ -224,13 +233,36 @@ class _Canny:
     sigma: float
     adaptive: bool
 
-    def __call__(self, grey: np.ndarray) -> np.ndarray:
-        """``{0, 255}`` uint8 edges of an ``[H, W]`` uint8 image."""
+    def __call__(self, grey: np.ndarray, work: _Work | None = None) -> np.ndarray:
+        """``{0, 255}`` uint8 edges of an ``[H, W]`` uint8 image, written into ``work``'s arrays
+        when given (the same values as ``cv2.Canny(cv2.GaussianBlur(grey, ...), low, high)``)."""
         cv2 = _cv2()
         if self.blur_kernel > 1:
-            grey = cv2.GaussianBlur(grey, (self.blur_kernel, self.blur_kernel), self.sigma)
+            k = self.blur_kernel
+            grey = cv2.GaussianBlur(grey, (k, k), self.sigma, dst=None if work is None else work.blurred)
         low, high = adaptive_thresholds(grey) if self.adaptive else (self.low, self.high)
-        return cv2.Canny(grey, low, high)
+        return cv2.Canny(grey, low, high, edges=None if work is None else work.edges)
+
+
+class _Work:
+    """One thread's arrays for one image of ``shape`` (float grey in ``dtype``, uint8 grey, blurred,
+    edges, 0/1 flags), reused from one image to the next: see the module's note on speed."""
+
+    def __init__(self, shape: tuple[int, int], dtype: np.dtype) -> None:
+        self.key = (shape, dtype)
+        self.grey = np.empty(shape, dtype)
+        self.grey_uint8, self.blurred, self.edges, self.flags = (np.empty(shape, np.uint8) for _ in range(4))
+
+
+_THREAD = threading.local()  # each thread's _Work, for the last image shape and dtype it saw
+
+
+def _work(shape: tuple[int, int], dtype: np.dtype) -> _Work:
+    """This thread's :class:`_Work` for ``shape`` and ``dtype`` (a new one when either changed)."""
+    work = getattr(_THREAD, "work", None)
+    if work is None or work.key != (shape, dtype):
+        work = _THREAD.work = _Work(shape, dtype)
+    return work
 
 
 class EdgeMapGenerator:
@@ -318,11 +350,16 @@ class EdgeMapGenerator:
         if fw.on_host(images):
             host = fw.host_view(fw.host_float(images))
 
-            def grey(i: int) -> np.ndarray:
-                return self._grey_uint8_host(host[i], i)
+            def one(i: int) -> None:
+                work = _work((h, w), host.dtype)
+                self._edge_map(self._grey_uint8_host(host[i], i, work), out[i, 0], work)
         else:
-            grey = self.grey_uint8_on_device(images, fw).__getitem__
-        self._map(lambda i: self._one(grey(i), out, i), n)
+            greys = self.grey_uint8_on_device(images, fw)
+
+            def one(i: int) -> None:
+                self._edge_map(greys[i], out[i, 0], _work((h, w), np.dtype(np.float32)))
+
+        self._map(one, n)
         maps = fw.from_numpy(out, images)
         if self.device is None:
             return maps
@@ -339,23 +376,35 @@ class EdgeMapGenerator:
         if not fw.on_host(images):
             return self.grey_uint8_on_device(images, fw)
         host = fw.host_view(fw.host_float(images))
-        return np.stack([self._grey_uint8_host(host[i], i) for i in range(host.shape[0])])
+        work = _work(host.shape[2:], host.dtype)
+        return np.stack([self._grey_uint8_host(host[i], i, work).copy() for i in range(host.shape[0])])
 
-    def _grey_uint8_host(self, image: np.ndarray, index: int) -> np.ndarray:
-        """One ``[C, H, W]`` float image -> ``[H, W]`` uint8, in OpenCV (no batch-sized temporaries)."""
+    def _grey_uint8_host(self, image: np.ndarray, index: int, work: _Work) -> np.ndarray:
+        """One ``[C, H, W]`` float image -> ``[H, W]`` uint8 in ``work.grey_uint8``: a few OpenCV and
+        numpy passes into ``work``'s arrays (BT.601 grey, NaN check, clamp, scale + round to uint8).
+
+        The grey is summed as ``g * (R * r/g + G + B * b/g)``: two ``cv2.scaleAdd`` passes, with the
+        factor ``g`` folded into the final scaling (``cv2.addWeighted(R, r, G, g, 0)``, the obvious
+        first pass, measured about 4x slower than ``scaleAdd`` on a 2-core x86 VM).
+        """
         cv2 = _cv2()
+        black, white = self.value_range
+        scale = 255.0 / (white - black)
         if image.shape[0] == 3:
             r, g, b = BT601
-            grey = cv2.addWeighted(image[0], r, image[1], g, 0.0)
-            cv2.scaleAdd(image[2], b, grey, dst=grey)
+            grey = cv2.scaleAdd(image[0], r / g, image[1], dst=work.grey)
+            cv2.scaleAdd(image[2], b / g, grey, dst=grey)
+            low, high, alpha = black / g, white / g, scale * g
         else:
-            grey = image[0].copy()
+            grey, low, high, alpha = image[0], black, white, scale
         if np.isnan(grey).any():
             raise ValueError(_nan_message(index))
-        black, white = self.value_range
-        np.clip(grey, black, white, out=grey)
-        scale = 255.0 / (white - black)
-        return cv2.convertScaleAbs(grey, alpha=scale, beta=-black * scale)  # >= 0 after the clamp: no abs
+        darkest, brightest = cv2.minMaxLoc(grey)[:2]  # one pass; the clamp below is two
+        if darkest < low or brightest > high:  # Inf too: convertScaleAbs would wrap it to 0
+            grey = np.clip(grey, low, high, out=work.grey)
+        # >= 0 in range (up to rounding), so convertScaleAbs's abs changes nothing: a rounding,
+        # saturating cast
+        return cv2.convertScaleAbs(grey, dst=work.grey_uint8, alpha=alpha, beta=-black * scale)
 
     def grey_uint8_on_device(self, images: Any, fw: Framework) -> np.ndarray:
         """Grey, clamp and uint8 on the images' device, then one copy of N*H*W bytes to the host."""
@@ -368,8 +417,19 @@ class EdgeMapGenerator:
             raise ValueError(_nan_message(None))
         return host
 
-    def _one(self, grey: np.ndarray, out: np.ndarray, index: int) -> None:
-        np.take(self._levels, self.canny(grey), out=out[index, 0])
+    def _edge_map(self, grey: np.ndarray, target: np.ndarray, work: _Work) -> None:
+        """Canny edges of one uint8 grey image written to ``target`` as ``map_range`` floats.
+
+        The default (0, 1) maps are a threshold to 0/1 and a uint8 -> float copy, two cheap passes;
+        other ranges go through a 256-entry table (``cv2.LUT``), exact for any pair of values.
+        """
+        cv2 = _cv2()
+        edges = self.canny(grey, work)
+        if self.map_range != MAP_RANGE:
+            cv2.LUT(edges, self._levels, dst=target)
+            return
+        flags = cv2.threshold(edges, 127, 1, cv2.THRESH_BINARY, dst=work.flags)[1]
+        np.copyto(target, flags, casting="unsafe")
 
     def _map(self, work: Callable[[int], None], n: int) -> None:
         """Runs ``work(i)`` for each image, on a thread pool with OpenCV's own threads off meanwhile.

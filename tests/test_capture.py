@@ -433,6 +433,72 @@ def test_remove_hooks_leaves_outputs_and_hook_dicts_exactly_as_before(framework:
     assert hook_dicts() == before
 
 
+def _hook_dicts(framework: str, model: Any) -> list[Any]:
+    """Every forward-hook table of every layer of ``model``, as the framework keeps them."""
+    if framework == "paddle":
+        return [dict(m._forward_post_hooks) for m in model.sublayers(include_self=True)]
+    names = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
+    return [dict(getattr(m, n)) for m in model.modules() for n in names]
+
+
+def test_no_hook_is_registered_while_nothing_records_and_recorded_batches_still_match(
+    framework: str, tmp_path: Path
+) -> None:
+    model = _net(framework, in_place=False)
+    attn, ffn = RealOutputs(framework, model, ATTN), RealOutputs(framework, model, FFN)
+    bare = _hook_dicts(framework, model)  # the reference hooks only
+    monitor = Monitor(model, MIXED, [1], tmp_path, [1])
+    assert _hook_dicts(framework, model) != bare  # all registered until the first call says "eager"
+    monitor.set_epoch(0)
+    monitor.set_batch_idx(0)
+    model(_x(framework))  # the first call: eager, so hooks now come and go with recording
+    hooked: dict[tuple[int, int], list[str]] = {}
+    for epoch in (0, 1, 2):
+        monitor.set_epoch(epoch)
+        for batch in range(3):
+            monitor.set_batch_idx(batch)
+            hooked[epoch, batch] = sorted(e.alias for e in monitor.layers if e.handle is not None)
+            if not hooked[epoch, batch]:
+                assert _hook_dicts(framework, model) == bare  # not one hook of the monitor's
+            model(_x(framework, 10 * epoch + batch))
+        if epoch == 1:
+            single, full = monitor.get_single_data(), monitor.get_epoch_data()
+    assert hooked == {
+        (epoch, batch): ((["attention_weights"] if batch == 1 else []) + ["ffn_epoch_stats"])
+        if epoch == 1
+        else []
+        for epoch in (0, 1, 2)
+        for batch in range(3)
+    }
+    # epoch 1 is calls 5, 6, 7 of the layers (call 1: the first forward, then epoch 0's three)
+    assert list(single["attention_weights"]["data"]) == [(1, 1)]
+    assert_same(single["attention_weights"]["data"][(1, 1)], attn.outputs[5])
+    assert list(full["ffn_epoch_stats"]["data"]) == [(1, 0), (1, 1), (1, 2)]
+    for batch in range(3):
+        assert_same(full["ffn_epoch_stats"]["data"][(1, batch)], ffn.outputs[4 + batch])
+    monitor.remove_hooks()
+    monitor.set_epoch(1)
+    monitor.set_batch_idx(1)  # recording settings after remove_hooks(): still no hook
+    assert _hook_dicts(framework, model) == bare
+
+
+def test_a_compiled_model_keeps_its_hooks_on_batches_that_record_nothing(tmp_path: Path) -> None:
+    """A compiled graph keeps the hooks it was traced with: removing them would lose later captures."""
+    torch = _import("torch")
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    monitor = Monitor(model, {"0": {"alias": "fc", "record_type": "single"}}, [0], tmp_path, [3])
+    compiled = torch.compile(model, backend="eager")
+    monitor.set_epoch(0)
+    for batch in range(5):
+        monitor.set_batch_idx(batch)
+        assert monitor.layers[0].handle is not None
+        compiled(torch.randn(4, 8))
+    assert list(monitor.get_single_data()["fc"]["data"]) == [(0, 3)]
+    monitor.remove_hooks()
+    torch._dynamo.reset()
+
+
 def test_hooks_registered_before_torch_compile_still_capture_without_recompiling(tmp_path: Path) -> None:
     torch = _import("torch")
     torch._dynamo.reset()

@@ -206,6 +206,61 @@ def test_thread_pool_gives_the_same_maps_and_restores_opencv_threads(framework: 
     np.testing.assert_array_equal(_numpy(pooled), _numpy(EdgeMapGenerator(threads=1)(images)))
 
 
+def _grey_reference(images: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """``[N, H, W]`` uint8 grey in float64 numpy: BT.601, clamp to the range, scale, round half to even."""
+    images = images.astype(np.float64)
+    grey = images[:, 0] if images.shape[1] == 1 else np.tensordot([0.299, 0.587, 0.114], images, (0, 1))
+    black, white = value_range
+    return np.rint((np.clip(grey, black, white) - black) * (255.0 / (white - black))).astype(np.uint8)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_maps_are_cv2_canny_of_the_grey_images_pixel_for_pixel_on_noisy_overshooting_images(
+    framework: str, channels: int, dtype: str, threads: int
+) -> None:
+    """Noise, out-of-range values and infinities: every map is exactly OpenCV's blur + Canny of the
+    grey image the generator made, and that grey is numpy's float64 grey up to rounding ties."""
+    rng = np.random.default_rng(7)
+    rgb = _in_range(_scenes(4, seed=8), (-1, 1), rgb=channels == 3)
+    images = rgb * 1.2 + rng.normal(0, 0.05, rgb.shape)  # overshoots [-1, 1] here and there
+    images[1, :, 5, :7] = np.inf
+    images[2, :, 9:12, 3] = -np.inf
+    images = images.astype(dtype)
+    generator = EdgeMapGenerator(threads=threads)
+    tensor = _tensor(framework, images, dtype)
+    maps, grey = _numpy(generator(tensor)), generator.grey_uint8(tensor)
+    expected = np.stack([cv2.Canny(cv2.GaussianBlur(g, (5, 5), 1.4), 100, 200) / 255.0 for g in grey])
+    assert expected.sum() > 100
+    np.testing.assert_array_equal(maps, expected[:, None])
+    reference = _grey_reference(images, (-1, 1))
+    differ = grey != reference
+    assert np.abs(grey.astype(int) - reference).max() <= 1 and differ.mean() < 1e-3  # ties only
+
+
+def test_the_images_are_never_written_to(framework: str) -> None:
+    rng = np.random.default_rng(3)
+    for channels in (1, 3):
+        images = rng.uniform(-1.5, 1.5, (2, channels, 24, 24)).astype(np.float32)
+        tensor = _tensor(framework, images)
+        EdgeMapGenerator()(tensor)
+        np.testing.assert_array_equal(_numpy(tensor), images)
+
+
+def test_maps_of_one_call_are_not_changed_by_the_next_call_on_the_same_thread(framework: str) -> None:
+    """Each thread reuses its work arrays from image to image; the maps returned are the caller's own."""
+    generator = EdgeMapGenerator(threads=1)
+    first_images = _tensor(framework, _in_range(_scenes(2, seed=1), (-1, 1), rgb=True))
+    first = generator(first_images)
+    kept = _numpy(first).copy()
+    generator(_tensor(framework, _in_range(_scenes(2, seed=2), (-1, 1), rgb=True)))
+    generator(_tensor(framework, _in_range(_scenes(3, 40, 56, seed=3), (-1, 1), rgb=False)))
+    np.testing.assert_array_equal(_numpy(first), kept)
+    np.testing.assert_array_equal(_numpy(generator(first_images)), kept)
+    np.testing.assert_array_equal(kept, _cv2_edges(_scenes(2, seed=1)))
+
+
 def test_device_conversion_path_matches_the_host_path(framework: str) -> None:
     """The accelerator path (framework ops, one uint8 copy) agrees with the OpenCV host path.
 

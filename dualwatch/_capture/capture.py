@@ -13,6 +13,14 @@ asked for. What it does differently from the layer-output Monitor script, and wh
 * **The record-or-not decision is made once per batch** in :meth:`ActivationCapture.set_batch_idx`;
   the hook only reads a bool. Comparing a changing batch number inside the hook made
   ``torch.compile`` recompile every batch. Hooks registered before ``torch.compile`` keep capturing.
+* **No hook while not recording.** A hook, even one that only reads a bool, moves every call of
+  its layer off the framework's hook-free fast path; so a layer's hook is registered only while
+  its record type records (from the :meth:`~ActivationCapture.set_batch_idx` that starts
+  recording to the one that stops it) and a batch that records nothing runs the model exactly as
+  if no monitor existed. The exception is a compiled model (``torch.compile``, Paddle's static
+  graph): a compiled graph keeps the hooks it was traced with and never sees hooks added later,
+  so all hooks stay from construction until :meth:`~ActivationCapture.remove_hooks`. Which of the
+  two a model is, the hooks' first call tells: they are all registered until then.
 * **Structure is kept**: tuples (torch ``MultiheadAttention`` gives ``(out, weights)`` or
   ``(out, None)``), named tuples (paddle's attention cache), lists and dicts; ``output_shape``
   mirrors the structure (a list for tuples and lists, a dict for dicts, ``None`` for ``None``).
@@ -38,6 +46,7 @@ import copy
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -168,9 +177,11 @@ class ActivationCapture:
         self._not_written: set[str] = set()  # aliases holding captures no save has written (autosave)
         self._epoch_moments: dict[str, dict[str, Moments]] = {}  # 'epoch_full' statistics so far
         self._warned: set[str] = set()
-        for entry in self.layers:
-            hook = self._make_hook(entry)
-            entry.handle = backend.register_forward_hook(entry.layer, hook)
+        self._backend = backend
+        self._hooks = {entry.alias: self._make_hook(entry) for entry in self.layers}
+        self._compiled: bool | None = None  # None until a hook's first call says eager or compiled
+        self._closed = False  # remove_hooks() was called: no hook is registered again
+        self._sync_hooks()  # all of them, until the first call
 
     @classmethod
     def from_config(
@@ -228,6 +239,22 @@ class ActivationCapture:
             "single": epoch_on and self.current_batch_idx in self.batch_indices,
             "epoch_full": epoch_on,
         }
+        self._sync_hooks()
+
+    def _sync_hooks(self) -> None:
+        """Registers the hooks of the record types that record now and removes the others; keeps
+        them all while the model may be compiled (not known yet, or known to be): see the module's
+        note on hooks."""
+        if self._closed:
+            return
+        keep_all = self._compiled is not False
+        for entry in self.layers:
+            wanted = keep_all or self._recording[entry.record_type]
+            if wanted and entry.handle is None:
+                entry.handle = self._backend.register_forward_hook(entry.layer, self._hooks[entry.alias])
+            elif not wanted and entry.handle is not None:
+                entry.handle.remove()
+                entry.handle = None
 
     def _end_epoch(self) -> None:
         """Logs the ``'epoch_full'`` statistics of the epoch that ends and, with ``autosave``,
@@ -260,7 +287,9 @@ class ActivationCapture:
         kind = entry.record_type
 
         def hook(module: Any, inputs: Any, output: Any) -> None:
-            if self._recording[kind]:  # the only work on a batch that is not recorded
+            if self._compiled is None:  # the first call: eager, or traced by a compiler?
+                self._compiled = _compiling(self._framework.name)
+            if self._recording[kind]:  # the only work on a compiled model's batch that is not recorded
                 self._capture(entry, output)
 
         return hook
@@ -431,6 +460,7 @@ class ActivationCapture:
         """Removes every hook this monitor registered and ends the epoch (statistics, ``autosave``);
         the captures stay readable. Safe to call more than once."""
         self._end_epoch()
+        self._closed = True
         for entry in self.layers:
             if entry.handle is not None:
                 entry.handle.remove()
@@ -441,6 +471,15 @@ class ActivationCapture:
 
     def __exit__(self, *exc: object) -> None:
         self.remove_hooks()
+
+
+def _compiling(framework: str) -> bool:
+    """Whether the running forward pass is being traced by a compiler: ``torch.compile``'s Dynamo, or
+    Paddle's static graph (``paddle.jit.to_static``), where hooks run on symbolic values."""
+    module = sys.modules[framework]
+    if framework == "torch":
+        return bool(module.compiler.is_compiling())
+    return not module.in_dynamic_mode()
 
 
 def _check_max_bytes(max_bytes: Any) -> int | None:

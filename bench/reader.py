@@ -9,27 +9,32 @@ What it measures
     * TensorBoard, one event per scalar (as torch's ``SummaryWriter`` writes);
     * ``metrics.jsonl``.
 
-    For each, ``RunReader(run).poll()`` is timed from a fresh reader (the first full
-    read, checksums checked; one untimed read first loads the parsers), interleaved
-    round-robin, then the idle poll (nothing
-    appended: a listing and one ``stat`` per file). Beside it, each once and in its own
-    process: ``visualdl.LogReader(file_path=...)`` on the VisualDL file, TensorBoard's
-    legacy ``EventAccumulator`` (``size_guidance`` scalars=0, every point kept) on the
-    torch-style file, and ``tbparse`` if it is installed. Resident memory is the peak
-    RSS of a child process that only imports its reader and reads the run
-    (``VmHWM``), with the growth over the peak before the read beside it.
+    For each, ``RunReader(run).poll()`` is timed warm, in this process, from a fresh
+    reader (the first full read, checksums checked; one untimed read first loads the
+    parsers), interleaved round-robin, then the idle poll (nothing appended: a listing and
+    one ``stat`` per file). It is also timed cold, the way the library readers are: in a
+    fresh process that only imports its reader and reads the run once (parsers loaded in
+    the timed read), ``--processes`` times per run, round-robin, medians printed. Beside
+    it, each once and in its own process: ``visualdl.LogReader(file_path=...)`` on the
+    VisualDL file, TensorBoard's legacy ``EventAccumulator`` (``size_guidance`` scalars=0,
+    every point kept) on the torch-style file, and ``tbparse`` if it is installed, each
+    with dualwatch's cold time on the same file and the ratio. Resident memory is the peak
+    RSS of such a child process (``VmHWM``), with the growth over the peak before the read
+    beside it: what the read itself holds, and per point.
 
 Why
     The targets of ../shared/research/writers.md (4.2 and 7, item 12): a first read of
     1M scalars at >= 500k records/s from VisualDL files and >= 300k records/s from
     TensorBoard files with CRC checking, an idle poll <= 5 ms, and <= 150 MB resident
     for 1M records; the library readers take 6-25 s and 260-670 MB for the same data.
+    Issue 20: each tag held as columns (typed arrays), at most 60 MB of growth per 1M
+    scalars where lists of Python numbers took 72-95 MB (about 80 bytes a point).
     Nothing is asserted; the script prints medians and MET / NOT MET and exits 0.
 
 Usage
-    python bench/reader.py [--records N] [--repeats R] [--smoke]
+    python bench/reader.py [--records N] [--repeats R] [--processes P] [--smoke]
 
-``--smoke`` reads 2,000 records once, so CI runs it in seconds.
+``--smoke`` reads 2,000 records once (one process per run), so CI runs it in seconds.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,6 +78,9 @@ RUNS = {
 TARGETS = {"visualdl": 500_000, "tensorboard": 300_000}
 IDLE_POLL_MS = 5.0
 RSS_MB = 150.0
+#: the most resident memory a read of up to a million scalars may add, and per million beyond
+#: (issue 20: columnar series)
+GROWTH_MB = 60.0
 
 
 def build(root: str, steps: int) -> dict[str, str]:
@@ -171,17 +180,39 @@ def idle_poll_ms(directory: str, polls: int) -> float:
     return samples.median * 1e3
 
 
+def cold_children(dirs: dict[str, str], processes: int) -> dict[str, dict[str, float]]:
+    """Median seconds, peak RSS and growth (KiB) of ``processes`` fresh-process reads of each run,
+    taken round-robin so no run always meets the same load."""
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in dirs}
+    for _ in range(processes):
+        for name, directory in dirs.items():
+            results[name].append(in_child("dualwatch", directory))
+    return {
+        name: {
+            "seconds": statistics.median(r["seconds"] for r in rs),
+            "rss_kb": statistics.median(r["rss_kb"] for r in rs),
+            "growth_kb": statistics.median(r["rss_kb"] - r["before_kb"] for r in rs),
+        }
+        for name, rs in results.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="scalars per run (10 tags)")
     parser.add_argument("--repeats", type=int, default=3, help="timed dualwatch reads per run")
+    parser.add_argument(
+        "--processes", type=int, default=3, help="fresh processes per run: dualwatch's cold time and memory"
+    )
     parser.add_argument("--smoke", action="store_true", help="2,000 records, 1 repeat (for CI)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
-    records, repeats = (2_000, 1) if args.smoke else (args.records, args.repeats)
+    records, repeats, processes = (args.records, args.repeats, args.processes)
+    if args.smoke:
+        records, repeats, processes = 2_000, 1, 1
     steps = max(1, records // len(TAGS))
     n = steps * len(TAGS)
 
@@ -203,18 +234,22 @@ def main() -> None:
             {name: (lambda d=directory: RunReader(d).poll()) for name, directory in dirs.items()},
             repeats,
         )
-        print(f"\ndualwatch RunReader, first full read, median of {repeats} interleaved runs")
-        print(f"  {'run':<32} {'records/s':>12} {'median s':>9} {'idle poll ms':>13}", end="")
-        print(f" {'peak RSS MB':>12} {'growth MB':>10}")
+        cold = cold_children(dirs, processes)
+        print(
+            f"\ndualwatch RunReader, first full read: warm (in-process, median of {repeats} interleaved"
+            f" runs) and cold\n(a fresh process, as the library readers below; median of {processes})"
+        )
+        print(f"  {'run':<32} {'records/s':>11} {'warm s':>7} {'cold s':>7} {'idle poll ms':>13}", end="")
+        print(f" {'peak RSS MB':>12} {'growth MB':>10} {'B/point':>8}")
         verdicts = []
         for name, directory in dirs.items():
             fmt = RUNS[name][0]
             rate = n / reads[name].median
             idle = idle_poll_ms(directory, 20 if args.smoke else 200)
-            memory = in_child("dualwatch", directory)
-            peak, growth = memory["rss_kb"] / 1024, (memory["rss_kb"] - memory["before_kb"]) / 1024
-            print(f"  {name:<32} {rate:>12,.0f} {reads[name].median:>9.2f} {idle:>13.3f}", end="")
-            print(f" {peak:>12.0f} {growth:>10.0f}")
+            peak, growth = cold[name]["rss_kb"] / 1024, cold[name]["growth_kb"] / 1024
+            warm_s, cold_s = reads[name].median, cold[name]["seconds"]
+            print(f"  {name:<32} {rate:>11,.0f} {warm_s:>7.2f} {cold_s:>7.2f}", end="")
+            print(f" {idle:>13.3f} {peak:>12.0f} {growth:>10.1f} {growth * 2**20 / n:>8.0f}")
             if fmt in TARGETS:
                 verdicts.append(
                     (
@@ -227,13 +262,17 @@ def main() -> None:
                 (f"{name}: idle poll <= {IDLE_POLL_MS:g} ms", idle <= IDLE_POLL_MS, f"{idle:.3f} ms")
             )
             verdicts.append((f"{name}: peak RSS <= {RSS_MB:g} MB", peak <= RSS_MB, f"{peak:.0f} MB"))
+            growth_target = GROWTH_MB * max(1.0, n / 1_000_000)  # a fixed part (parsers) does not scale down
+            verdicts.append(
+                (f"{name}: RSS growth <= {growth_target:g} MB", growth <= growth_target, f"{growth:.1f} MB")
+            )
 
-        print("\nlibrary readers, one read each in its own process")
-        print(f"  {'reader':<50} {'records/s':>12} {'seconds':>9} {'peak RSS MB':>12} {'points':>10}")
-        vdl_file = os.path.join(dirs["visualdl"], RUNS["visualdl"][1])
-        torch_like = dirs["tensorboard (1 scalar/event)"]
+        print("\nlibrary readers, one read each in its own process, beside dualwatch's cold read of it")
+        print(f"  {'reader':<46} {'records/s':>11} {'seconds':>8} {'dualwatch s':>12} {'ratio':>7}", end="")
+        print(f" {'peak RSS MB':>12} {'growth MB':>10} {'points':>10}")
+        torch_like = "tensorboard (1 scalar/event)"
         libraries = [
-            ("visualdl.LogReader(file_path=...)", "visualdl", vdl_file),
+            ("visualdl.LogReader(file_path=...)", "visualdl", "visualdl"),
             ("tensorboard EventAccumulator (1 scalar/event)", "eventaccumulator", torch_like),
         ]
         try:
@@ -242,12 +281,16 @@ def main() -> None:
             libraries.append(("tbparse SummaryReader (1 scalar/event)", "tbparse", torch_like))
         except ImportError:
             print("  tbparse not installed: skipped")
-        for label, kind, path in libraries:
+        for label, kind, run in libraries:
+            path = os.path.join(dirs[run], RUNS[run][1]) if kind == "visualdl" else dirs[run]
             result = in_child(kind, path)
+            ours = cold[run]["seconds"]
             print(
-                f"  {label:<50} {n / result['seconds']:>12,.0f} {result['seconds']:>9.2f} "
-                f"{result['rss_kb'] / 1024:>12.0f} {result['points']:>10,}"
+                f"  {label:<46} {n / result['seconds']:>11,.0f} {result['seconds']:>8.2f} {ours:>12.2f}"
+                f" {result['seconds'] / ours:>6.1f}x {result['rss_kb'] / 1024:>12.0f}"
+                f" {(result['rss_kb'] - result['before_kb']) / 1024:>10.1f} {result['points']:>10,}"
             )
+        print("  (ratio: the library's seconds over dualwatch's cold seconds on the same file)")
         print()
         for label, met, value in verdicts:
             print(f"  {label:<62} {'MET' if met else 'NOT MET'} ({value})")

@@ -8,6 +8,8 @@ Nothing is mocked.
 
 from __future__ import annotations
 
+import gc
+import json
 import math
 import os
 import struct
@@ -15,7 +17,9 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 
+import numpy as np
 import pytest
 
 from dualwatch import Writer
@@ -79,7 +83,8 @@ def _expected(records: list[Scalars]) -> dict[str, list[tuple[int, float]]]:
 
 @pytest.mark.parametrize("fmt", ["tensorboard", "visualdl", "jsonl"])
 def test_each_format_written_by_dualwatch_reads_back_steps_values_and_wall_times(tmp_path, fmt) -> None:
-    with Writer(tmp_path, run="r", formats=(fmt,)) as w:
+    # overview=False: the overview's repeats of the loss are the writer's tests' business
+    with Writer(tmp_path, run="r", formats=(fmt,), overview=False) as w:
         for step in range(40):
             w.log(step, {"train/loss": step * 0.25, "train/acc": 1 - step / 64}, walltime=WALL + step)
             w.add_scalar("lr", 0.5, step, walltime=WALL + step)
@@ -320,12 +325,12 @@ def test_random_garbage_and_bit_flips_never_raise_or_hang(tmp_path) -> None:
 
 @pytest.mark.parametrize("fmt", ["tensorboard", "visualdl", "jsonl"])
 def test_a_resumed_dualwatch_run_gives_each_step_once_with_the_new_values(tmp_path, fmt) -> None:
-    with Writer(tmp_path, run="r", formats=(fmt,)) as w:
+    with Writer(tmp_path, run="r", formats=(fmt,), overview=False) as w:
         for step in range(100):
             w.add_scalar("loss", float(step), step, walltime=WALL + step)
     reader = RunReader(str(tmp_path / "r"))
     assert reader.poll() == 100
-    with Writer(tmp_path, run="r", formats=(fmt,), resume=50) as w:
+    with Writer(tmp_path, run="r", formats=(fmt,), resume=50, overview=False) as w:
         for step in range(50, 80):
             w.add_scalar("loss", -float(step), step, walltime=WALL + 1000 + step)
     reader.poll()
@@ -416,3 +421,74 @@ def test_series_keeps_one_point_per_step_in_step_order() -> None:
     assert s.steps == [0, 1, 2, 3] and s.values == [0.5, 1.0, 2.0, 30.0]
     s.drop_from(2)
     assert s.last() == (1, 1.0, 1.0) and Series().last() is None
+
+
+def test_series_columns_equal_lists_convert_to_numpy_and_accept_lists() -> None:
+    s = Series()
+    s.steps, s.wall_times, s.values = [0, 2, 4], [1.0, 2.0, 3.0], [0.5, -1.0, 2.5]
+    s.put(3, 2.5, 9.0)
+    assert (s.steps.typecode, s.wall_times.typecode, s.values.typecode) == ("q", "d", "d")
+    assert s.steps == [0, 2, 3, 4] and s.steps != [0, 2, 4] and s.values == [0.5, -1.0, 9.0, 2.5]
+    assert s.values == pytest.approx([0.5, -1.0, 9.0, 2.5]) and list(s.values[-2:]) == [9.0, 2.5]
+    assert np.asarray(s.steps).dtype == np.int64
+    np.testing.assert_array_equal(np.asarray(s.values), np.array([0.5, -1.0, 9.0, 2.5]))
+    assert s.best() == (2, -1.0)
+    s.put(5, 4.0, math.nan)
+    # the same tuple until the series changes: a report built twice from it compares equal, NaN and all
+    assert s.last() is s.last() and s.last() == s.last()
+    s.put(5, 4.0, 1.0)
+    assert s.last() == (5, 4.0, 1.0) and len(s) == 5
+
+
+@pytest.mark.parametrize("fmt", ["tensorboard", "visualdl", "jsonl"])
+def test_a_read_run_holds_about_24_bytes_a_point_in_typed_columns_exactly(tmp_path, fmt) -> None:
+    """Steps, wall times and values live in int64/float64 arrays (lists of Python numbers took
+    about 80 bytes a point); float32 values (TensorBoard, VisualDL) and float64 ones (JSON lines)
+    come back exactly."""
+    tags, steps = tuple(f"m{i}" for i in range(10)), 2000
+    records = _records(range(steps), tags, offset=1 / 7)
+    (tmp_path / FILE_NAMES[fmt]).write_bytes(_joined(_framed(fmt, records)))
+    RunReader(str(tmp_path)).poll()  # loads the parsers once: not memory held per point
+    gc.collect()
+    tracemalloc.start()
+    try:
+        reader = RunReader(str(tmp_path))
+        assert reader.poll() == steps * len(tags) and reader.corrupt == 0
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held / (steps * len(tags)) < 30  # lists of Python numbers held 53-57 here
+    stored = np.float64 if fmt == "jsonl" else np.float32
+    for i, tag in enumerate(tags):
+        s = reader.series[tag]
+        np.testing.assert_array_equal(np.asarray(s.steps), np.arange(steps))
+        want = (np.arange(steps) * 0.5 + i + 1 / 7).astype(stored).astype(np.float64)
+        np.testing.assert_array_equal(np.asarray(s.values), want)
+        np.testing.assert_array_equal(np.asarray(s.wall_times), (int(WALL * 1000) + np.arange(steps)) / 1000)
+
+
+def test_thousands_of_jsonl_lines_read_alike_across_batches_with_damage_and_a_step_again(tmp_path) -> None:
+    """A block of JSON lines is handed over a batch at a time; new tags, damage and a step logged
+    again in a later batch read as in one go."""
+    lines, expected = [], {"loss": {}, "val": {}}
+    for step in range(3000):
+        record = {"step": step, "wall_time": WALL + step, "loss": step / 3}
+        if step >= 1500 and step % 7 == 0:
+            record["val"] = -step / 3
+        lines.append(json.dumps(record))
+        if step == 2100:
+            lines.append('{"step": 2100, "loss": ')  # damaged
+    lines.append(json.dumps({"step": 1000, "wall_time": WALL + 5000, "loss": 42.0}))  # logged again
+    for line in lines[:-1]:
+        if line.endswith("}"):
+            record = json.loads(line)
+            for tag in ("loss", "val"):
+                if tag in record:
+                    expected[tag][record["step"]] = record[tag]
+    expected["loss"][1000] = 42.0
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    reader = RunReader(str(tmp_path))
+    assert reader.poll() == 3000 + len(expected["val"]) + 1 and reader.corrupt == 1
+    assert _points(reader) == {tag: sorted(points.items()) for tag, points in expected.items()}
+    assert reader.series["loss"].wall_times[1000] == WALL + 5000

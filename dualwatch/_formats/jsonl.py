@@ -44,6 +44,9 @@ NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float(
 _NOT_TAGS = ("step", "wall_time")
 #: steps are int64s: from -STEPS to STEPS - 1
 STEPS = 1 << 63
+#: parsed lines handed to the reader's columns at once: a 4 MiB block holds some 13,000 lines, whose
+#: dicts, held all at once, would take more memory (about 20 MB) than a million points in columns
+BATCH = 1024
 
 
 def to_json(value: Any) -> Any:
@@ -85,6 +88,9 @@ class JsonlDecoder:
                 self.points.corrupt += 1
                 continue
             dated.append((step, _float(wall), record))
+            if len(dated) == BATCH:
+                self._extend(dated)
+                dated = []
         self._extend(dated)
         return done
 

@@ -83,8 +83,7 @@ def _expected(records: list[Scalars]) -> dict[str, list[tuple[int, float]]]:
 
 @pytest.mark.parametrize("fmt", ["tensorboard", "visualdl", "jsonl"])
 def test_each_format_written_by_dualwatch_reads_back_steps_values_and_wall_times(tmp_path, fmt) -> None:
-    # overview=False: the overview's repeats of the loss are the writer's tests' business
-    with Writer(tmp_path, run="r", formats=(fmt,), overview=False) as w:
+    with Writer(tmp_path, run="r", formats=(fmt,)) as w:
         for step in range(40):
             w.log(step, {"train/loss": step * 0.25, "train/acc": 1 - step / 64}, walltime=WALL + step)
             w.add_scalar("lr", 0.5, step, walltime=WALL + step)
@@ -325,12 +324,12 @@ def test_random_garbage_and_bit_flips_never_raise_or_hang(tmp_path) -> None:
 
 @pytest.mark.parametrize("fmt", ["tensorboard", "visualdl", "jsonl"])
 def test_a_resumed_dualwatch_run_gives_each_step_once_with_the_new_values(tmp_path, fmt) -> None:
-    with Writer(tmp_path, run="r", formats=(fmt,), overview=False) as w:
+    with Writer(tmp_path, run="r", formats=(fmt,)) as w:
         for step in range(100):
             w.add_scalar("loss", float(step), step, walltime=WALL + step)
     reader = RunReader(str(tmp_path / "r"))
     assert reader.poll() == 100
-    with Writer(tmp_path, run="r", formats=(fmt,), resume=50, overview=False) as w:
+    with Writer(tmp_path, run="r", formats=(fmt,), resume=50) as w:
         for step in range(50, 80):
             w.add_scalar("loss", -float(step), step, walltime=WALL + 1000 + step)
     reader.poll()

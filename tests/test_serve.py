@@ -47,6 +47,21 @@ class Serve:
         )
         self.lines: list[str] = []
 
+    @classmethod
+    def on(cls, logdir: Path, ports: tuple[int, int], host: str = "127.0.0.1", blocked: str = "") -> Serve:
+        """``dualwatch serve`` on ``host`` with both viewers' ports given."""
+        vdl_port, tb_port = ports
+        return cls(
+            logdir,
+            "--host",
+            host,
+            "--visualdl-port",
+            str(vdl_port),
+            "--tensorboard-port",
+            str(tb_port),
+            blocked=blocked,
+        )
+
     def wait_served(self, timeout: float = 90) -> list[str]:
         """The lines printed up to "Press Ctrl-C"; fails with stderr when the command exits first."""
         deadline = time.monotonic() + timeout
@@ -119,9 +134,7 @@ def test_both_viewers_serve_the_run_and_a_signal_stops_both_with_exit_0(
     logdir: Path, ports: tuple[int, int], signum: int
 ) -> None:
     vdl_port, tb_port = ports
-    serve = Serve(
-        logdir, "--host", "127.0.0.1", "--visualdl-port", str(vdl_port), "--tensorboard-port", str(tb_port)
-    )
+    serve = Serve.on(logdir, ports)
     try:
         lines = serve.wait_served()
         assert lines[:2] == [
@@ -150,15 +163,7 @@ def test_a_port_already_taken_is_an_error_naming_it_exit_2_and_nothing_left_runn
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", tb_port))
         taken.listen()
-        serve = Serve(
-            logdir,
-            "--host",
-            "127.0.0.1",
-            "--visualdl-port",
-            str(vdl_port),
-            "--tensorboard-port",
-            str(tb_port),
-        )
+        serve = Serve.on(logdir, ports)
         try:
             assert serve.proc.wait(60) == 2
             stderr = serve.proc.stderr.read()
@@ -175,10 +180,8 @@ def test_a_port_already_taken_is_an_error_naming_it_exit_2_and_nothing_left_runn
 def test_a_viewer_that_dies_is_an_error_naming_its_port_exit_2_and_the_other_is_stopped(
     logdir: Path, ports: tuple[int, int]
 ) -> None:
-    vdl_port, tb_port = ports
-    serve = Serve(
-        logdir, "--host", "127.0.0.1", "--visualdl-port", str(vdl_port), "--tensorboard-port", str(tb_port)
-    )
+    _, tb_port = ports
+    serve = Serve.on(logdir, ports)
     try:
         serve.wait_served()
         servers = serve.servers()
@@ -196,10 +199,7 @@ def test_a_viewer_that_dies_is_an_error_naming_its_port_exit_2_and_the_other_is_
 
 
 def test_serve_killed_by_sigkill_takes_its_servers_with_it(logdir: Path, ports: tuple[int, int]) -> None:
-    vdl_port, tb_port = ports
-    serve = Serve(
-        logdir, "--host", "127.0.0.1", "--visualdl-port", str(vdl_port), "--tensorboard-port", str(tb_port)
-    )
+    serve = Serve.on(logdir, ports)
     try:
         serve.wait_served()
         servers = serve.servers()
@@ -213,9 +213,7 @@ def test_the_host_given_is_where_both_listen_and_what_the_urls_show(
     logdir: Path, ports: tuple[int, int]
 ) -> None:
     vdl_port, tb_port = ports
-    serve = Serve(
-        logdir, "--host", "0.0.0.0", "--visualdl-port", str(vdl_port), "--tensorboard-port", str(tb_port)
-    )
+    serve = Serve.on(logdir, ports, host="0.0.0.0")
     try:
         lines = serve.wait_served()
         assert lines[:3] == [
@@ -235,17 +233,8 @@ def test_the_host_given_is_where_both_listen_and_what_the_urls_show(
 def test_with_tensorboard_not_installed_it_serves_visualdl_and_names_the_extra(
     logdir: Path, ports: tuple[int, int]
 ) -> None:
-    vdl_port, tb_port = ports
-    serve = Serve(
-        logdir,
-        "--host",
-        "127.0.0.1",
-        "--visualdl-port",
-        str(vdl_port),
-        "--tensorboard-port",
-        str(tb_port),
-        blocked="tensorboard",
-    )
+    vdl_port, _ = ports
+    serve = Serve.on(logdir, ports, blocked="tensorboard")
     try:
         assert serve.wait_served() == [
             f"VisualDL     http://127.0.0.1:{vdl_port}/",

@@ -210,16 +210,18 @@ def _wait_until_served(servers: list[_Server]) -> None:
 
 @contextlib.contextmanager
 def _stop_on_signal() -> Iterator[None]:
-    """SIGTERM (``docker stop``, ``kill``) stops the servers as Ctrl-C does."""
+    """SIGTERM (``docker stop``, ``kill``) stops the servers as Ctrl-C does; SIGINT too when this
+    process inherited it ignored (started in the background by a shell script)."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    before = signal.signal(signal.SIGTERM, interrupt)
+    before = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def _die_with_parent() -> None:

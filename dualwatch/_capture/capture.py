@@ -46,7 +46,6 @@ import copy
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -288,7 +287,7 @@ class ActivationCapture:
 
         def hook(module: Any, inputs: Any, output: Any) -> None:
             if self._compiled is None:  # the first call: eager, or traced by a compiler?
-                self._compiled = _compiling(self._framework.name)
+                self._compiled = self._framework.compiling()
             if self._recording[kind]:  # the only work on a compiled model's batch that is not recorded
                 self._capture(entry, output)
 
@@ -471,15 +470,6 @@ class ActivationCapture:
 
     def __exit__(self, *exc: object) -> None:
         self.remove_hooks()
-
-
-def _compiling(framework: str) -> bool:
-    """Whether the running forward pass is being traced by a compiler: ``torch.compile``'s Dynamo, or
-    Paddle's static graph (``paddle.jit.to_static``), where hooks run on symbolic values."""
-    module = sys.modules[framework]
-    if framework == "torch":
-        return bool(module.compiler.is_compiling())
-    return not module.in_dynamic_mode()
 
 
 def _check_max_bytes(max_bytes: Any) -> int | None:

@@ -60,6 +60,11 @@ class Framework(ABC):
         """How many CUDA devices the framework sees (0 when it was built without CUDA)."""
         return 0
 
+    def compiling(self) -> bool:
+        """Whether the running forward pass is traced by a compiler (its hooks see symbolic values,
+        and hooks added later never run): activation capture keeps its hooks on such a model."""
+        return False
+
     # -- tensors: what watching, histograms, images and the writer need --------------------------
     @abstractmethod
     def on_host(self, x: Any) -> bool:

@@ -50,6 +50,9 @@ class PaddleFramework(Framework):
     name = "paddle"
     native_extensions = (".pdtensor", ".pdparams")
 
+    def compiling(self) -> bool:
+        return not paddle.in_dynamic_mode()  # paddle.jit.to_static's static graph
+
     def is_tensor(self, x: Any) -> bool:
         return isinstance(x, paddle.Tensor)
 

@@ -90,6 +90,9 @@ class TorchFramework(Framework):
         x = x.detach()
         return (x.float() if x.dtype == torch.bfloat16 else x).cpu().numpy()
 
+    def compiling(self) -> bool:
+        return bool(torch.compiler.is_compiling())  # torch.compile's Dynamo tracing
+
     def scalar(self, x: Any) -> Any:
         x = x.detach()  # never hold the graph
         return float(x.item()) if x.device.type == "cpu" else x.clone()

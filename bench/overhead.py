@@ -49,7 +49,8 @@ Usage
 
 ``--steps`` defaults to 30, and to 20 in the MLP sections (about a second a step here).
 
-``--smoke`` trains 4 steps, 2 repeats a variant, so CI runs it in seconds.
+``--smoke`` trains 4 steps, 2 repeats a variant, and the MLP at ``SMOKE_WIDTHS``, so CI runs it
+in seconds.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ from bench._timing import (  # noqa: E402
 EVERY = 10
 BATCH, SIZE = 8, 32
 MLP_WIDTHS = (1024, 2048, 2048, 2048, 1024)  # 12.6M parameters in 8 tensors
+SMOKE_WIDTHS = (64, 128, 128, 128, 64)  # the same layers, small enough for CI
 MLP_BATCH = 16
 WANDB = "wandb.watch(log='all')"
 SECTIONS = ("torch", "torch_mlp", "paddle", "paddle_mlp", "lightning", "paddle_fit", "mmengine")
@@ -96,10 +98,10 @@ def batches(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [synthetic_batch(rng, BATCH, SIZE) for _ in range(steps)]
 
 
-def mlp_batches(steps: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def mlp_batches(steps: int, widths: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Random inputs and targets for the parameter-heavy model."""
     rng = np.random.default_rng(0)
-    shape_in, shape_out = (MLP_BATCH, MLP_WIDTHS[0]), (MLP_BATCH, MLP_WIDTHS[-1])
+    shape_in, shape_out = (MLP_BATCH, widths[0]), (MLP_BATCH, widths[-1])
     return [
         (rng.standard_normal(shape_in, np.float32), rng.standard_normal(shape_out, np.float32))
         for _ in range(steps)
@@ -138,12 +140,12 @@ class Framework:
         self.fw.seed(0)
         return edge_model(nn, nn.Conv2D, nn.BatchNorm2D, nn.Layer)
 
-    def mlp(self) -> Any:
-        """The parameter-heavy model: 12.6M parameters in 8 tensors (``MLP_WIDTHS``)."""
+    def mlp(self, widths: tuple[int, ...]) -> Any:
+        """The parameter-heavy model: linear layers of these widths with ReLUs between."""
         nn = self.nn
         (self.fw.manual_seed if self.name == "torch" else self.fw.seed)(0)
         layers: list[Any] = []
-        for fan_in, fan_out in zip(MLP_WIDTHS, MLP_WIDTHS[1:]):
+        for fan_in, fan_out in zip(widths, widths[1:]):
             layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
         return nn.Sequential(*layers[:-1])  # no ReLU after the last layer
 
@@ -165,12 +167,14 @@ class Framework:
 # -- sections ----------------------------------------------------------------------------------
 
 
-def plain_loop(framework: str, model_kind: str, steps: int, repeats: int, logdir: str) -> None:
+def plain_loop(
+    framework: str, model_kind: str, steps: int, repeats: int, logdir: str, widths: tuple[int, ...]
+) -> None:
     """A hand-written loop: bare, dualwatch's Watcher, the seed-style callback, wandb.watch (torch).
 
     ``model_kind``: ``"conv"`` (the edge monitor's model, batch 8 of 32x32 images) or ``"mlp"``
-    (the parameter-heavy model, batch ``MLP_BATCH``). Every variant but the bare one gets the
-    loss after ``backward`` and logs it each step the way its users do.
+    (the parameter-heavy model of these ``widths``, batch ``MLP_BATCH``). The step callbacks get
+    the loss after ``backward``; dualwatch's and wandb's log it each step, as their users do.
     """
     from dualwatch import Watcher
 
@@ -179,8 +183,8 @@ def plain_loop(framework: str, model_kind: str, steps: int, repeats: int, logdir
         data = [(fw.tensor(x), fw.tensor(y)) for x, y in batches(steps)]
         build, module = fw.model, "edge_processor"
     else:
-        data = [(fw.tensor(x), fw.tensor(y)) for x, y in mlp_batches(steps)]
-        build, module = fw.mlp, None
+        data = [(fw.tensor(x), fw.tensor(y)) for x, y in mlp_batches(steps, widths)]
+        build, module = (lambda: fw.mlp(widths)), None
 
     def network(model: Any) -> Any:
         """What is trained and watched."""
@@ -526,13 +530,14 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, help="training steps per sample (default 30; 20 in the MLP sections)"
     )
-    parser.add_argument("--smoke", action="store_true", help="4 steps, 2 repeats (for CI)")
+    parser.add_argument("--smoke", action="store_true", help="4 steps, 2 repeats, a small MLP (for CI)")
     args = parser.parse_args()
     steps, repeats = (4, 2) if args.smoke else (args.steps, args.repeats)
     if args.section is None:
         for section in SECTIONS:
             cmd = [sys.executable, __file__, "--section", section, "--repeats", str(repeats)]
             cmd += ["--steps", str(steps)] if steps is not None else []
+            cmd += ["--smoke"] if args.smoke else []
             print(f"\n== {section} ==", flush=True)
             subprocess.run(cmd, check=True)
         return
@@ -541,7 +546,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as logdir:
         if args.section in ("torch", "torch_mlp", "paddle", "paddle_mlp"):
             framework, _, kind = args.section.partition("_")
-            plain_loop(framework, kind or "conv", steps, repeats, logdir)
+            widths = SMOKE_WIDTHS if args.smoke else MLP_WIDTHS
+            plain_loop(framework, kind or "conv", steps, repeats, logdir, widths)
         elif args.section == "lightning":
             lightning_trainer(steps, repeats, logdir)
         elif args.section == "paddle_fit":

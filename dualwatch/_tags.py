@@ -50,8 +50,8 @@ EPOCH_TAGS = ("epoch", "train/epoch", "Epoch")
 #: the group both viewers open on. VisualDL and TensorBoard lay tag groups (the part before the
 #: first ``/``) out sorted by name, whatever order they were written in: VisualDL ignoring case,
 #: opening only the first; TensorBoard upper case first, opening the first two. A leading digit
-#: sorts before every letter in both, so this group comes first. The writer repeats the run's loss
-#: and global gradient norm in it (``Writer(overview=False)`` does not).
+#: sorts before every letter in both, so this group comes first. A run a Watcher writes to repeats
+#: its loss and global gradient norm in it (``Writer(overview=...)`` forces it on or off).
 OVERVIEW = "0_overview"
 #: what the overview repeats: each of its tags, and the tags it repeats, in the order preferred
 #: (the first of them a run writes is the one repeated, for the whole run)

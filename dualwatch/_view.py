@@ -187,9 +187,11 @@ def status(report: RunReport) -> str:
     if report.ok:
         warned = sum(notice.label == "warning" for notice in report.warnings)
         info = len(report.warnings) - warned
-        shown = [f"{warned} warning{'s' if warned > 1 else ''}"] * bool(warned) + [f"{info} info"] * bool(
-            info
-        )
+        shown = []
+        if warned:
+            shown.append(f"{warned} warning{'s' if warned > 1 else ''}")
+        if info:
+            shown.append(f"{info} info")
         return "OK" + (f" ({', '.join(shown)})" if shown else "")
     return f"{len(report.alerts)} alert{'s' if len(report.alerts) > 1 else ''}"
 

@@ -248,3 +248,22 @@ def test_std_is_the_frameworks_own_default_std(framework: str, path) -> None:
             want = (float(paddle.std(param)), float(paddle.std(param.grad)))
         assert math.isclose(out[f"model/{name}/weight_std"], want[0], rel_tol=RTOL), name
         assert math.isclose(out[f"model/{name}/grad_std"], want[1], rel_tol=RTOL), name
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_kernel_counts_nan_and_inf_apart_in_every_block_and_chunk_share(dtype: str) -> None:
+    """NaNs are counted by a second look at a block holding a non-finite value: a block with only
+    Inf, one with only NaN, one with both, and the tail all count right, on one thread or two."""
+    x = np.arange(3 * host.CHUNK + 777, dtype=dtype)
+    x[[5, 2048 * 3 + 1, 2048 * 3 + 2, host.CHUNK + 1, x.size - 1]] = np.nan
+    x[[2048 * 7, 2048 * 3 + 9, 2 * host.CHUNK - 1, x.size - 2]] = [np.inf, -np.inf, np.inf, -np.inf]
+    prev = np.zeros_like(x)
+    for threads in (1, 2):
+        out = host.FusedReducer(threads).stats([x, x], [prev.copy(), None])
+        assert out["nonfinite"].tolist() == [9.0, 9.0]
+        assert np.isnan(out["sum"]).all() and np.isnan(out["min"]).all()
+    finite = np.where(np.isfinite(x), x, 0)
+    out = host.FusedReducer(2).stats([finite], [np.zeros_like(finite)])
+    exact = finite.astype(np.float64)
+    np.testing.assert_allclose(out["absdiff"], [np.abs(exact).sum()], rtol=RTOL)
+    np.testing.assert_allclose(out["m2"], [((exact - exact.mean()) ** 2).sum()], rtol=RTOL)

@@ -125,6 +125,12 @@ class Notice:
         else ``warning``: the word the report shows it under."""
         return "info" if self.kind in INFO_KINDS else "warning"
 
+    @property
+    def advice(self) -> str:
+        """The hint shown under a warning-level finding: information is worth reading for its
+        advice; a warning's hint is left to ``--format json``, to keep the report short."""
+        return self.hint if self.label == "info" else ""
+
 
 @dataclass(frozen=True)
 class RunReport:

@@ -95,8 +95,8 @@ def render_text(report: RunReport) -> str:
             lines.append(f"{'':<9}{notice.hint}")
     for notice in report.warnings:
         lines.append(f"{notice.label:<9}{notice.message}")
-        if notice.hint and notice.label == "info":  # information is worth reading for its advice
-            lines.append(f"{'':<9}{notice.hint}")
+        if notice.advice:
+            lines.append(f"{'':<9}{notice.advice}")
     lines.append(f"{'status':<9}{status(report)}")
     return "\n".join(lines)
 
@@ -121,10 +121,9 @@ def render_rich(report: RunReport) -> RenderableType:
         hint = f"\n{notice.hint}" if notice.hint else ""
         table.add_row(Text("ALERT", style="bold red"), Text(notice.message + hint, style="red"))
     for notice in report.warnings:
-        info = notice.label == "info"  # information is worth reading for its advice
-        hint = f"\n{notice.hint}" if notice.hint and info else ""
-        style = "cyan" if info else "yellow"
-        table.add_row(Text(notice.label, style=style), Text(notice.message + hint, style=style))
+        advice = f"\n{notice.advice}" if notice.advice else ""
+        style = "cyan" if notice.label == "info" else "yellow"
+        table.add_row(Text(notice.label, style=style), Text(notice.message + advice, style=style))
     table.add_row("status", Text(status(report), style="bold green" if report.ok else "bold red"))
     return table
 

@@ -108,7 +108,7 @@ def peak_rss_mb() -> float:
 
 def child(logdir: str, polls: int, steps: int, naive_runs: int) -> None:
     """One monitor's polls over ``logdir``; prints the timings as JSON."""
-    from dualwatch._cli import Runs
+    from dualwatch._following import Runs
     from dualwatch._report import Options, build_report
     from dualwatch._view import render_runs_text
     from dualwatch.readers import RunReader

@@ -18,7 +18,8 @@ from click.testing import CliRunner, Result
 
 from dualwatch import Writer
 from dualwatch._alerts import AlertHook
-from dualwatch._cli import MANY_KEEP, Runs, main
+from dualwatch._cli import main
+from dualwatch._following import MANY_KEEP, Runs
 from dualwatch._report import Options, aged, build_report
 from dualwatch._rules import BUILT_IN, ESAM_RULES, load_rules
 from dualwatch.readers import RunReader

@@ -344,7 +344,7 @@ def _one_pass_agrees() -> bool:
             _log.debug(
                 "edge maps: the C grey loop and OpenCV round differently on this CPU; OpenCV makes the grey"
             )
-    return _ONE_PASS
+    return _ONE_PASS and _edgehost is not None
 
 
 def _c_grey(image: np.ndarray, scale: _GreyScale) -> np.ndarray:

@@ -12,8 +12,9 @@ What it measures
       100/200), one image at a time: ``.cpu().numpy()``, float math to uint8 (no clamp),
       ``cvtColor``, blur, ``Canny``, a 3-channel float map back to a tensor, ``stack``, and the
       loss's ``(e + 1) / 2`` to [0, 1];
-    * dualwatch: :class:`dualwatch.EdgeMapGenerator` (zero-copy view, per-image OpenCV into
-      per-thread arrays, one copy back) on 1 and on 2 threads;
+    * dualwatch: :class:`dualwatch.EdgeMapGenerator` (zero-copy view; per image, one C pass to
+      uint8 grey, OpenCV's blur + Canny into per-thread arrays, one C pass to the float map;
+      OpenCV and numpy calls instead where the C loops are not built) on 1 and on 2 threads;
     * kornia (torch only, when installed): ``kornia.filters.canny`` with hysteresis. It is
       slower by orders of magnitude, so it is timed on ``--kornia-images`` images (default 1)
       and reported per image.
@@ -140,6 +141,7 @@ def run(framework: str, repeats: int, smoke: bool, kornia_images: int) -> None:
     print(env_line({framework: fw.__version__, "opencv": cv2.__version__}, threads_before))
     print(f"{framework}: {n} x 3 x {size} x {size} float32 per batch, {repeats} interleaved repeats")
     print(f"  edge pixels: {float(one(x).mean()):.2%}; OpenCV's own threads: {cv2.getNumThreads()}")
+    print(f"  dualwatch's grey and map passes: {_host_passes()}")
     names = {
         "floor1": "floor: blur+Canny, 1 thread",
         "floor2": "floor: blur+Canny, 2 threads",
@@ -185,6 +187,17 @@ def run(framework: str, repeats: int, smoke: bool, kornia_images: int) -> None:
     print(verdict("dualwatch / seed", best / rates["seed"], SEED_TARGET, at_most=False))
     met = "MET" if best >= RATE_TARGET else "NOT MET"
     print(f"  {'dualwatch images/s':<20} {best:8.0f}    (target >= {RATE_TARGET:g})  {met}")
+
+
+def _host_passes() -> str:
+    """Which host passes dualwatch uses around blur + Canny here (after a first call)."""
+    from dualwatch import _edge
+
+    if _edge._one_pass_agrees():
+        return "one C loop each (dualwatch._edgehost)"
+    if _edge._edgehost is not None:
+        return "OpenCV calls for the grey (the C loop rounds differently on this CPU), a C loop for the map"
+    return "OpenCV and numpy calls (dualwatch._edgehost not built)"
 
 
 def _cpu_seconds(variants: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:

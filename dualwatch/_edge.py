@@ -15,13 +15,18 @@ Here the parts are kept apart by what they can do:
 * :func:`sobel_edge_l1` is the optional differentiable edge term: L1 between Sobel
   magnitudes ``sqrt(gx^2 + gy^2 + eps)``; the ``eps`` keeps gradients finite on flat images.
 
-Speed: the floor is OpenCV's blur + Canny on ready uint8 grey images (~2 ms per 512x512
-image on one core); everything else is kept to a few cheap passes around it. CPU tensors are
-read through a zero-copy numpy view and each image goes grey -> clamp -> uint8 -> blur -> Canny
--> float map in OpenCV calls that release the GIL, on a thread pool, each call writing into
-arrays the thread keeps from one image to the next: a fresh megabyte-sized array is mapped and
-page-faulted in by the kernel on every allocation, which cost more than the arithmetic (the
-same pipeline allocating its temporaries ran at half the speed). Tensors on an accelerator are
+Speed: the floor is OpenCV's blur + Canny on ready uint8 grey images (~0.35 ms per 512x512
+image on one core of a 2-core x86 VM); everything else is kept to two passes around it. CPU
+tensors are read through a zero-copy numpy view; per image, one C loop (``_edgehost.c``) reads
+the float channels once and writes the uint8 grey (BT.601, clamp, round: the bytes of the
+OpenCV calls it replaced, which took five to seven passes), OpenCV blurs and runs Canny, and a
+second C loop writes the float map. Every step releases the GIL; the threads take images from a
+shared counter and write into arrays each thread keeps from one image to the next: a fresh
+megabyte-sized array is mapped and page-faulted in by the kernel on every allocation, which cost
+more than the arithmetic (the same pipeline allocating its temporaries ran at half the speed).
+What is left above the floor is reading the float image once (12 bytes a pixel for RGB float32:
+memory bandwidth) and writing the float map. Installs built without a C compiler use OpenCV and
+numpy calls for both passes (the same maps, ~1.3x the time). Tensors on an accelerator are
 converted to uint8 grey on their device and cross to the host once, as a quarter of the float
 data. The maps come back in one host-to-device copy.
 
@@ -272,9 +277,9 @@ def _work(shape: tuple[int, int], dtype: np.dtype) -> _Work:
 
 
 class _GreyScale(NamedTuple):
-    """The numbers that take one image's channels to uint8 grey: ``grey = R * wr + G + B * wb``
-    (BT.601 divided by the green weight, which is folded into ``alpha``), clamped to
-    ``[low, high]`` (the value range in those units), then ``|grey * alpha + beta|`` rounded."""
+    """The numbers that take one image's channels to uint8 grey, the same for both host paths:
+    ``grey = R * wr + G + B * wb`` (the BT.601 weights divided by green's, which ``alpha`` holds),
+    clamped to ``[low, high]`` (the value range in those units), ``|grey * alpha + beta|`` rounded."""
 
     wr: float
     wb: float
@@ -325,29 +330,28 @@ _ONE_PASS: bool | None = None  # whether the C loop gives OpenCV's bytes here (c
 def _one_pass_agrees() -> bool:
     """Whether :mod:`dualwatch._edgehost` is built and gives the OpenCV path's bytes on this CPU.
 
-    OpenCV fuses its multiply-adds where the CPU has FMA, as the C loop does; an OpenCV build or
-    CPU without it rounds differently in a few pixels in ten thousand. The check converts images
-    made of values next to the uint8 rounding boundaries (where fused and unfused arithmetic
-    disagree in about 1% of pixels) both ways, float32 and float64, 1 and 3 channels: ~1 ms once.
+    OpenCV fuses its multiply-adds where the CPU has FMA (x86 since 2013, ARM), as the C loop
+    does; an OpenCV build or CPU without FMA rounds a few pixels in ten thousand of a natural
+    image the other way. So the first call converts both ways images whose grey sits next to the
+    uint8 rounding boundaries, where unfused arithmetic gives other bytes in 5-8% of the pixels
+    (1 and 3 channels, float32 and float64; about a millisecond, once), and keeps the OpenCV
+    path if any byte differs.
     """
     global _ONE_PASS
-    if _ONE_PASS is None:
-        _ONE_PASS = _edgehost is not None and all(
-            np.array_equal(
-                _grey_uint8_opencv(image, scale, None, _Work(image.shape[1:], image.dtype)),
-                _c_grey(image, scale),
-            )
-            for image in _boundary_images((64, 64))
-            for scale in [_GreyScale.of(len(image), -1.0, 1.0)]
-        )
-        if not _ONE_PASS and _edgehost is not None:
-            _log.debug(
-                "edge maps: the C grey loop and OpenCV round differently on this CPU; OpenCV makes the grey"
-            )
-    return _ONE_PASS and _edgehost is not None
+    if _ONE_PASS is None and _edgehost is not None:
+        agrees = True  # set once the check is done: another thread may call meanwhile
+        for image in _boundary_images((64, 64)):
+            scale = _GreyScale.of(len(image), -1.0, 1.0)
+            opencv = _grey_uint8_opencv(image, scale, None, _Work(image.shape[1:], image.dtype))
+            agrees = agrees and np.array_equal(opencv, _c_grey(image, scale))
+        _ONE_PASS = agrees
+        if not agrees:
+            _log.debug("edge maps: the C grey loop rounds unlike OpenCV on this CPU; OpenCV makes the grey")
+    return bool(_ONE_PASS) and _edgehost is not None
 
 
 def _c_grey(image: np.ndarray, scale: _GreyScale) -> np.ndarray:
+    """``image``'s uint8 grey from the C loop, in a new array."""
     out = np.empty(image.shape[1:], np.uint8)
     if _edgehost.grey_uint8(image, out, *scale) >= 0:
         raise ValueError(_nan_message(None))

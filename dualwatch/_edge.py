@@ -26,7 +26,7 @@ megabyte-sized array is mapped and page-faulted in by the kernel on every alloca
 more than the arithmetic (the same pipeline allocating its temporaries ran at half the speed).
 What is left above the floor is reading the float image once (12 bytes a pixel for RGB float32:
 memory bandwidth) and writing the float map. Installs built without a C compiler use OpenCV and
-numpy calls for both passes (the same maps, ~1.3x the time). Tensors on an accelerator are
+numpy calls for both passes (the same maps, ~1.1x the time). Tensors on an accelerator are
 converted to uint8 grey on their device and cross to the host once, as a quarter of the float
 data. The maps come back in one host-to-device copy.
 

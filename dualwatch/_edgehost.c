@@ -41,8 +41,8 @@
 #include <string.h>
 
 /* x86-64 builds without -mfma would call libm's fmaf per pixel (and use 16-byte vectors): an
- * AVX2 + FMA copy of each loop is compiled too and chosen at run time (target_clones' "arch=haswell" tests for an Intel model,
- * so AMD CPUs with the same instructions would get the slow copy). */
+ * AVX2 + FMA copy of each loop is compiled too and chosen at import from what the CPU has
+ * (target_clones' "arch=haswell" tests for an Intel model: AMD CPUs would get the slow copy). */
 #if defined(__GNUC__) && defined(__x86_64__)
 #define FMA_COPY(NAME) __attribute__((target("avx2,fma"))) NAME##_fma
 #define HAS_FMA_COPY 1

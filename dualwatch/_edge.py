@@ -20,7 +20,8 @@ image on one core of a 2-core x86 VM); everything else is kept to two passes aro
 tensors are read through a zero-copy numpy view; per image, one C loop (``_edgehost.c``) reads
 the float channels once and writes the uint8 grey (BT.601, clamp, round: the bytes of the
 OpenCV calls it replaced, which took five to seven passes), OpenCV blurs and runs Canny, and a
-second C loop writes the float map. Every step releases the GIL; the threads take images from a
+second C loop writes the float map (a large one with streaming stores, which skip reading the
+target's cache lines first). Every step releases the GIL; the threads take images from a
 shared counter and write into arrays each thread keeps from one image to the next: a fresh
 megabyte-sized array is mapped and page-faulted in by the kernel on every allocation, which cost
 more than the arithmetic (the same pipeline allocating its temporaries ran at half the speed).

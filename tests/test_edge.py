@@ -334,6 +334,22 @@ def test_the_agreement_check_tells_fused_from_unfused_rounding() -> None:
         assert (unfused != one_pass).mean() > 0.02, image.dtype
 
 
+@pytest.mark.parametrize("shape", [(7, 9), (96, 128), (256, 256), (512, 515)])
+@pytest.mark.parametrize("map_range", [(0.0, 1.0), (-1.0, 1.0), (0.25, -3.5)])
+def test_the_map_loop_writes_the_edge_value_on_edges_and_the_other_elsewhere(
+    shape: tuple[int, int], map_range: tuple[float, float]
+) -> None:
+    """Small maps and large ones (streamed past the cache), into targets at any float offset."""
+    edges = np.where(np.random.default_rng(sum(shape)).random(shape) < 0.1, 255, 0).astype(np.uint8)
+    off, on = map_range
+    expected = np.where(edges == 255, np.float32(on), np.float32(off))
+    for offset in (0, 1, 5):
+        target = np.full(edges.size + 8, 7.0, np.float32)
+        _edge._edgehost.edge_map(edges, target[offset : offset + edges.size], off, on)
+        np.testing.assert_array_equal(target[offset : offset + edges.size].reshape(shape), expected)
+        assert (target[:offset] == 7).all() and (target[offset + edges.size :] == 7).all()
+
+
 def test_the_c_loops_refuse_buffers_of_the_wrong_type_or_size() -> None:
     out = np.empty((8, 8), np.uint8)
     for image in (np.zeros((3, 8, 8), np.float16), np.zeros((2, 8, 8), np.float32), np.zeros((3, 8, 9))):

@@ -491,7 +491,7 @@ class EdgeMapGenerator:
         """One ``[C, H, W]`` float image -> ``[H, W]`` uint8 grey in ``work.grey_uint8``: one pass of
         the C loop where it is built (:mod:`dualwatch._edgehost`, the same bytes), else OpenCV calls."""
         scale = self._grey_scales[image.shape[0]]
-        if image[0].size >= ONE_PASS_MIN_PIXELS and _one_pass_agrees():
+        if image.shape[1] * image.shape[2] >= ONE_PASS_MIN_PIXELS and _one_pass_agrees():
             if _edgehost.grey_uint8(image, work.grey_uint8, *scale) >= 0:
                 raise ValueError(_nan_message(index))
             return work.grey_uint8

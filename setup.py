@@ -44,11 +44,15 @@ setup(
     packages=find_packages(include=["dualwatch", "dualwatch.*"]),
     install_requires=["numpy>=1.21", "click>=8.0", "rich>=13", "pyyaml>=5.1"],
     extras_require=EXTRAS,
-    # Optional: without a C compiler the install still succeeds; CPU checks then use framework ops
-    # and the writer encodes scalars with protobuf and json (the same bytes, slower).
+    # Optional: without a C compiler the install still succeeds; CPU checks then use framework ops,
+    # the writer encodes scalars with protobuf and json (the same bytes, slower), and edge maps use
+    # OpenCV and numpy calls around Canny (the same bytes, slower).
     ext_modules=[
         Extension(
             "dualwatch._hoststats", ["dualwatch/_hoststats.c"], extra_compile_args=["-O3"], optional=True
+        ),
+        Extension(
+            "dualwatch._edgehost", ["dualwatch/_edgehost.c"], extra_compile_args=["-O3"], optional=True
         ),
         Extension(
             "dualwatch._scalarcodec", ["dualwatch/_scalarcodec.c"], extra_compile_args=["-O3"], optional=True

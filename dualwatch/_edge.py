@@ -15,13 +15,19 @@ Here the parts are kept apart by what they can do:
 * :func:`sobel_edge_l1` is the optional differentiable edge term: L1 between Sobel
   magnitudes ``sqrt(gx^2 + gy^2 + eps)``; the ``eps`` keeps gradients finite on flat images.
 
-Speed: the floor is OpenCV's blur + Canny on ready uint8 grey images (~2 ms per 512x512
-image on one core); everything else is kept to a few cheap passes around it. CPU tensors are
-read through a zero-copy numpy view and each image goes grey -> clamp -> uint8 -> blur -> Canny
--> float map in OpenCV calls that release the GIL, on a thread pool, each call writing into
-arrays the thread keeps from one image to the next: a fresh megabyte-sized array is mapped and
-page-faulted in by the kernel on every allocation, which cost more than the arithmetic (the
-same pipeline allocating its temporaries ran at half the speed). Tensors on an accelerator are
+Speed: the floor is OpenCV's blur + Canny on ready uint8 grey images (~0.35 ms per 512x512
+image on one core of a 2-core x86 VM); everything else is kept to two passes around it. CPU
+tensors are read through a zero-copy numpy view; per image, one C loop (``_edgehost.c``) reads
+the float channels once and writes the uint8 grey (BT.601, clamp, round: the bytes of the
+OpenCV calls it replaced, which took five to seven passes), OpenCV blurs and runs Canny, and a
+second C loop writes the float map (a large one with streaming stores, which skip reading the
+target's cache lines first). Every step releases the GIL; the threads take images from a
+shared counter and write into arrays each thread keeps from one image to the next: a fresh
+megabyte-sized array is mapped and page-faulted in by the kernel on every allocation, which cost
+more than the arithmetic (the same pipeline allocating its temporaries ran at half the speed).
+What is left above the floor is reading the float image once (12 bytes a pixel for RGB float32:
+memory bandwidth) and writing the float map. Installs built without a C compiler use OpenCV and
+numpy calls for both passes (the same maps, ~1.1x the time). Tensors on an accelerator are
 converted to uint8 grey on their device and cross to the host once, as a quarter of the float
 data. The maps come back in one host-to-device copy.
 
@@ -32,18 +38,24 @@ The few operations torch and paddle spell differently come from the images' fram
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from dualwatch import _log
 from dualwatch.backends import Framework, framework_of, frameworks
+
+try:
+    from dualwatch import _edgehost
+except ImportError:  # installed without a C compiler: OpenCV and numpy calls give the same maps
+    _edgehost = None
 
 BT601 = (0.299, 0.587, 0.114)  # RGB -> grey luma weights (ITU-R BT.601), as OpenCV's RGB2GRAY
 SEPARATOR = 0.5  # grey level of the 2-pixel gap between the pred and gt maps of log_edge_maps
@@ -265,6 +277,101 @@ def _work(shape: tuple[int, int], dtype: np.dtype) -> _Work:
     return work
 
 
+class _GreyScale(NamedTuple):
+    """The numbers that take one image's channels to uint8 grey, the same for both host paths:
+    ``grey = R * wr + G + B * wb`` (the BT.601 weights divided by green's, which ``alpha`` holds),
+    clamped to ``[low, high]`` (the value range in those units), ``|grey * alpha + beta|`` rounded."""
+
+    wr: float
+    wb: float
+    low: float
+    high: float
+    alpha: float
+    beta: float
+
+    @classmethod
+    def of(cls, channels: int, black: float, white: float) -> _GreyScale:
+        scale = 255.0 / (white - black)
+        if channels == 1:
+            return cls(0.0, 0.0, black, white, scale, -black * scale)
+        r, g, b = BT601
+        return cls(r / g, b / g, black / g, white / g, scale * g, -black * scale)
+
+
+def _grey_uint8_opencv(image: np.ndarray, scale: _GreyScale, index: int | None, work: _Work) -> np.ndarray:
+    """:func:`_edgehost.grey_uint8` in OpenCV and numpy calls, for installs built without a C
+    compiler (and the reference the C loop is checked against): BT.601 grey, NaN check, min/max,
+    clamp where needed, scale + round to uint8, five to seven passes into ``work``'s arrays.
+
+    The grey is summed as ``g * (R * r/g + G + B * b/g)``: two ``cv2.scaleAdd`` passes, with the
+    factor ``g`` folded into the final scaling (``cv2.addWeighted(R, r, G, g, 0)``, the obvious
+    first pass, measured about 4x slower than ``scaleAdd`` on a 2-core x86 VM).
+    """
+    cv2 = _cv2()
+    grey = image[0]
+    if image.shape[0] == 3:
+        grey = cv2.scaleAdd(image[0], scale.wr, image[1], dst=work.grey)
+        cv2.scaleAdd(image[2], scale.wb, grey, dst=grey)
+    if np.isnan(grey).any():
+        raise ValueError(_nan_message(index))
+    darkest, brightest = cv2.minMaxLoc(grey)[:2]  # one pass; the clamp below is two
+    if darkest < scale.low or brightest > scale.high:  # Inf too: convertScaleAbs would wrap it to 0
+        grey = np.clip(grey, scale.low, scale.high, out=work.grey)
+    # >= 0 in range (up to rounding), so convertScaleAbs's abs changes nothing: a rounding,
+    # saturating cast
+    return cv2.convertScaleAbs(grey, dst=work.grey_uint8, alpha=scale.alpha, beta=scale.beta)
+
+
+# Smaller images stay on the OpenCV path: below its vector width (16 to 32 pixels) OpenCV's
+# convertScaleAbs rounds in scalar code, which the C loop does not copy. They cost nothing.
+ONE_PASS_MIN_PIXELS = 64
+_ONE_PASS: bool | None = None  # whether the C loop gives OpenCV's bytes here (checked once)
+
+
+def _one_pass_agrees() -> bool:
+    """Whether :mod:`dualwatch._edgehost` is built and gives the OpenCV path's bytes on this CPU.
+
+    OpenCV fuses its multiply-adds where the CPU has FMA (x86 since 2013, ARM), as the C loop
+    does; an OpenCV build or CPU without FMA rounds a few pixels in ten thousand of a natural
+    image the other way. So the first call converts both ways images whose grey sits next to the
+    uint8 rounding boundaries, where unfused arithmetic gives other bytes in 5-8% of the pixels
+    (1 and 3 channels, float32 and float64; about a millisecond, once), and keeps the OpenCV
+    path if any byte differs.
+    """
+    global _ONE_PASS
+    if _ONE_PASS is None and _edgehost is not None:
+        agrees = True  # set once the check is done: another thread may call meanwhile
+        for image in _boundary_images((64, 64)):
+            scale = _GreyScale.of(len(image), -1.0, 1.0)
+            opencv = _grey_uint8_opencv(image, scale, None, _Work(image.shape[1:], image.dtype))
+            agrees = agrees and np.array_equal(opencv, _c_grey(image, scale))
+        _ONE_PASS = agrees
+        if not agrees:
+            _log.debug("edge maps: the C grey loop rounds unlike OpenCV on this CPU; OpenCV makes the grey")
+    return bool(_ONE_PASS) and _edgehost is not None
+
+
+def _c_grey(image: np.ndarray, scale: _GreyScale) -> np.ndarray:
+    """``image``'s uint8 grey from the C loop, in a new array."""
+    out = np.empty(image.shape[1:], np.uint8)
+    if _edgehost.grey_uint8(image, out, *scale) >= 0:
+        raise ValueError(_nan_message(None))
+    return out
+
+
+def _boundary_images(shape: tuple[int, int]) -> list[np.ndarray]:
+    """Images in [-1, 1] whose grey lands within a few float ulps of ``k + 0.5`` after scaling to
+    0..255, the values whose rounding depends on whether multiply-adds are fused; 1 and 3 channels
+    (random colours whose grey is the level), float32 and float64."""
+    rng = np.random.default_rng(0)
+    level = (rng.integers(0, 255, shape) + 0.5) / 127.5 - 1.0
+    grey = (level + rng.normal(0, 1e-7, shape))[None]
+    r, g, b = BT601
+    red, blue = rng.uniform(-1, 1, (2, *shape))
+    rgb = np.stack([red, (grey[0] - r * red - b * blue) / g, blue])
+    return [image.astype(dtype) for image in (grey, rgb) for dtype in (np.float32, np.float64)]
+
+
 class EdgeMapGenerator:
     """Canny edge maps of a batch of images, in the images' framework and dtype, on their device
     (or on ``device``).
@@ -337,6 +444,7 @@ class EdgeMapGenerator:
                 raise ValueError(f"no CUDA device {self.device!r} here ({seen}): {_cuda_fix(device)}")
         self.canny = _Canny(low, high, int(blur_kernel), sigma, bool(adaptive))
         self.value_range = (black, white)
+        self._grey_scales = {channels: _GreyScale.of(channels, black, white) for channels in (1, 3)}
         # off-edge value at 0 and edge value at 255: Canny's uint8 {0, 255} maps to the range exactly
         self._levels = np.full(256, self.map_range[0], np.float32)
         self._levels[255] = self.map_range[1]
@@ -380,31 +488,14 @@ class EdgeMapGenerator:
         return np.stack([self._grey_uint8_host(host[i], i, work).copy() for i in range(host.shape[0])])
 
     def _grey_uint8_host(self, image: np.ndarray, index: int, work: _Work) -> np.ndarray:
-        """One ``[C, H, W]`` float image -> ``[H, W]`` uint8 in ``work.grey_uint8``: a few OpenCV and
-        numpy passes into ``work``'s arrays (BT.601 grey, NaN check, clamp, scale + round to uint8).
-
-        The grey is summed as ``g * (R * r/g + G + B * b/g)``: two ``cv2.scaleAdd`` passes, with the
-        factor ``g`` folded into the final scaling (``cv2.addWeighted(R, r, G, g, 0)``, the obvious
-        first pass, measured about 4x slower than ``scaleAdd`` on a 2-core x86 VM).
-        """
-        cv2 = _cv2()
-        black, white = self.value_range
-        scale = 255.0 / (white - black)
-        if image.shape[0] == 3:
-            r, g, b = BT601
-            grey = cv2.scaleAdd(image[0], r / g, image[1], dst=work.grey)
-            cv2.scaleAdd(image[2], b / g, grey, dst=grey)
-            low, high, alpha = black / g, white / g, scale * g
-        else:
-            grey, low, high, alpha = image[0], black, white, scale
-        if np.isnan(grey).any():
-            raise ValueError(_nan_message(index))
-        darkest, brightest = cv2.minMaxLoc(grey)[:2]  # one pass; the clamp below is two
-        if darkest < low or brightest > high:  # Inf too: convertScaleAbs would wrap it to 0
-            grey = np.clip(grey, low, high, out=work.grey)
-        # >= 0 in range (up to rounding), so convertScaleAbs's abs changes nothing: a rounding,
-        # saturating cast
-        return cv2.convertScaleAbs(grey, dst=work.grey_uint8, alpha=alpha, beta=-black * scale)
+        """One ``[C, H, W]`` float image -> ``[H, W]`` uint8 grey in ``work.grey_uint8``: one pass of
+        the C loop where it is built (:mod:`dualwatch._edgehost`, the same bytes), else OpenCV calls."""
+        scale = self._grey_scales[image.shape[0]]
+        if image.shape[1] * image.shape[2] >= ONE_PASS_MIN_PIXELS and _one_pass_agrees():
+            if _edgehost.grey_uint8(image, work.grey_uint8, *scale) >= 0:
+                raise ValueError(_nan_message(index))
+            return work.grey_uint8
+        return _grey_uint8_opencv(image, scale, index, work)
 
     def grey_uint8_on_device(self, images: Any, fw: Framework) -> np.ndarray:
         """Grey, clamp and uint8 on the images' device, then one copy of N*H*W bytes to the host."""
@@ -420,34 +511,53 @@ class EdgeMapGenerator:
     def _edge_map(self, grey: np.ndarray, target: np.ndarray, work: _Work) -> None:
         """Canny edges of one uint8 grey image written to ``target`` as ``map_range`` floats.
 
-        The default (0, 1) maps are a threshold to 0/1 and a uint8 -> float copy, two cheap passes;
+        One pass of the C loop where it is built (:func:`_edgehost.edge_map`). Without it, the
+        default (0, 1) maps are a threshold to 0/1 and a uint8 -> float copy, two cheap passes;
         other ranges go through a 256-entry table (``cv2.LUT``), exact for any pair of values.
         """
         cv2 = _cv2()
         edges = self.canny(grey, work)
-        if self.map_range != MAP_RANGE:
+        if _edgehost is not None:
+            _edgehost.edge_map(edges, target, *self.map_range)
+        elif self.map_range != MAP_RANGE:
             cv2.LUT(edges, self._levels, dst=target)
-            return
-        flags = cv2.threshold(edges, 127, 1, cv2.THRESH_BINARY, dst=work.flags)[1]
-        np.copyto(target, flags, casting="unsafe")
+        else:
+            flags = cv2.threshold(edges, 127, 1, cv2.THRESH_BINARY, dst=work.flags)[1]
+            np.copyto(target, flags, casting="unsafe")
 
     def _map(self, work: Callable[[int], None], n: int) -> None:
-        """Runs ``work(i)`` for each image, on a thread pool with OpenCV's own threads off meanwhile.
+        """Runs ``work(i)`` for each image, on this thread and ``threads - 1`` pool threads, with
+        OpenCV's own threads off meanwhile.
 
-        OpenCV's per-call threads and ours would compete for the same cores (measured: ~30%
-        slower than either alone), so its setting is lowered to 1 for the call and restored.
+        Each thread takes the next image from a shared counter until none is left: one task per
+        thread rather than one future per image, and this thread works too instead of waiting,
+        while images of uneven cost still spread evenly. OpenCV's per-call threads and ours would
+        compete for the same cores (measured: ~30% slower than either alone), so its setting is
+        lowered to 1 for the call and restored.
         """
         cv2 = _cv2()
-        if self.threads == 1 or n == 1:
+        threads = min(self.threads, n)
+        if threads == 1:
             for i in range(n):
                 work(i)
             return
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dualwatch-edge")
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="dualwatch-edge")
+        images = itertools.count()  # next() hands each index to one thread (it holds the GIL)
+
+        def take() -> None:
+            while (i := next(images)) < n:
+                work(i)
+
         before = cv2.getNumThreads()
         cv2.setNumThreads(1)
         try:
-            list(self._pool.map(work, range(n)))  # list(): re-raises an image's error here
+            helpers = [self._pool.submit(take) for _ in range(threads - 1)]
+            try:
+                take()
+            finally:
+                for helper in helpers:
+                    helper.result()  # waits, and re-raises an image's error here
         finally:
             cv2.setNumThreads(before)
 

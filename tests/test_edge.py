@@ -18,7 +18,7 @@ from conftest import _import, build_model
 from PIL import Image as PILImage
 
 import dualwatch
-from dualwatch import Watcher, Writer
+from dualwatch import Watcher, Writer, _edge
 from dualwatch._edge import (
     SEPARATOR,
     EdgeMapGenerator,
@@ -95,10 +95,21 @@ def _cv2_edges(grey: np.ndarray, low: float = 100, high: float = 200, adaptive: 
 # -- edge maps ---------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["one-pass", "opencv"])
+def host_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The host path through the C loops (:mod:`dualwatch._edgehost`, built in the test
+    environment), or through the OpenCV and numpy calls of an install built without a C compiler."""
+    assert _edge._edgehost is not None, "the C loops should be built in the test environment"
+    assert _edge._one_pass_agrees(), "the C grey loop should give OpenCV's bytes on this CPU"
+    if request.param == "opencv":
+        monkeypatch.setattr(_edge, "_edgehost", None)
+    return request.param
+
+
 @pytest.mark.parametrize("rgb", [True, False], ids=["rgb", "grey"])
 @pytest.mark.parametrize("value_range", [(-1.0, 1.0), (0.0, 1.0), (0.0, 255.0)])
 def test_edge_maps_match_cv2_canny_pixel_for_pixel(
-    framework: str, rgb: bool, value_range: tuple[float, float]
+    framework: str, host_path: str, rgb: bool, value_range: tuple[float, float]
 ) -> None:
     grey = _scenes(6)
     images = _tensor(framework, _in_range(grey, value_range, rgb))
@@ -110,7 +121,7 @@ def test_edge_maps_match_cv2_canny_pixel_for_pixel(
 
 @pytest.mark.parametrize("map_range", [(0.0, 1.0), (-1.0, 1.0)])
 def test_map_range_gives_edges_one_and_the_rest_its_low_value(
-    framework: str, map_range: tuple[float, float]
+    framework: str, host_path: str, map_range: tuple[float, float]
 ) -> None:
     grey = _scenes(3, seed=4)
     maps = EdgeMapGenerator(map_range=map_range)(_tensor(framework, _in_range(grey, (-1, 1), rgb=True)))
@@ -132,7 +143,9 @@ def test_median_from_the_histogram_equals_numpy_median(shape: tuple[int, int]) -
     assert median_grey(image) == np.median(image)
 
 
-def test_grey_conversion_uses_bt601_weights_and_clamps_instead_of_wrapping(framework: str) -> None:
+def test_grey_conversion_uses_bt601_weights_and_clamps_instead_of_wrapping(
+    framework: str, host_path: str
+) -> None:
     rgb = np.zeros((1, 3, 1, 5), np.float32)
     rgb[0, :, 0, 0] = [1.0, 0.0, 0.0]  # pure red in [0, 1]
     rgb[0, :, 0, 1] = [0.0, 1.0, 0.0]
@@ -170,14 +183,14 @@ def test_a_vertical_step_gives_one_vertical_edge_line(framework: str) -> None:
     )
 
 
-def test_nan_pixels_raise_a_clear_error(framework: str) -> None:
+def test_nan_pixels_raise_a_clear_error(framework: str, host_path: str) -> None:
     images = np.zeros((3, 3, 16, 16), np.float32)
     images[2, 1, 4, 4] = np.nan
     with pytest.raises(ValueError, match=r"image 2 holds NaN.*nan_to_num"):
         EdgeMapGenerator()(_tensor(framework, images))
 
 
-def test_infinite_pixels_are_clamped_like_other_out_of_range_values(framework: str) -> None:
+def test_infinite_pixels_are_clamped_like_other_out_of_range_values(framework: str, host_path: str) -> None:
     images = np.zeros((1, 1, 16, 16), np.float32)
     images[..., 8:] = np.inf
     maps = _numpy(EdgeMapGenerator()(_tensor(framework, images)))
@@ -198,7 +211,7 @@ def test_maps_come_back_in_the_input_framework_dtype_without_gradient(framework:
     np.testing.assert_array_equal(_numpy(maps), _cv2_edges(grey))
 
 
-def test_thread_pool_gives_the_same_maps_and_restores_opencv_threads(framework: str) -> None:
+def test_thread_pool_gives_the_same_maps_and_restores_opencv_threads(framework: str, host_path: str) -> None:
     images = _tensor(framework, _in_range(_scenes(5), (-1, 1), rgb=True))
     before = cv2.getNumThreads()
     pooled = EdgeMapGenerator(threads=3)(images)
@@ -218,7 +231,7 @@ def _grey_reference(images: np.ndarray, value_range: tuple[float, float]) -> np.
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_maps_are_cv2_canny_of_the_grey_images_pixel_for_pixel_on_noisy_overshooting_images(
-    framework: str, channels: int, dtype: str, threads: int
+    framework: str, host_path: str, channels: int, dtype: str, threads: int
 ) -> None:
     """Noise, out-of-range values and infinities: every map is exactly OpenCV's blur + Canny of the
     grey image the generator made, and that grey is numpy's float64 grey up to rounding ties."""
@@ -237,6 +250,125 @@ def test_maps_are_cv2_canny_of_the_grey_images_pixel_for_pixel_on_noisy_overshoo
     reference = _grey_reference(images, (-1, 1))
     differ = grey != reference
     assert np.abs(grey.astype(int) - reference).max() <= 1 and differ.mean() < 1e-3  # ties only
+
+
+# -- the C loops against the OpenCV calls they replace -------------------------------------------
+
+
+def _grey_both_ways(image: np.ndarray, value_range: tuple[float, float]) -> tuple[Any, Any]:
+    """``image``'s uint8 grey from the C loop and from the OpenCV calls (an error, where one raises)."""
+    scale = _edge._GreyScale.of(len(image), *value_range)
+    out = np.empty(image.shape[1:], np.uint8)
+    nan = _edge._edgehost.grey_uint8(image, out, *scale)
+    try:
+        opencv = _edge._grey_uint8_opencv(image, scale, 0, _edge._Work(image.shape[1:], image.dtype)).copy()
+    except ValueError as err:
+        opencv = err
+    return (out if nan < 0 else nan), opencv
+
+
+def _hard_images(channels: int, shape: tuple[int, int], value_range: tuple[float, float], seed: int) -> dict:
+    """Named ``[C, H, W]`` float64 images that stress the conversion (cast to the dtype under test)."""
+    rng = np.random.default_rng(seed)
+    black, white = value_range
+    span = white - black
+    levels = (rng.integers(0, 256, shape) + 0.5) / 255 * span + black  # grey at k + 0.5 after scaling
+    ties = np.repeat(levels[None], channels, 0) + rng.normal(0, 1e-7 * span, (channels, *shape))
+    infinite = rng.uniform(black - span, white + span, (channels, *shape))
+    infinite[:, ::3, ::2] = np.inf
+    infinite[:, 1::3, 1::2] = -np.inf
+    infinite[0, -1, 1] = np.inf  # a lone infinity in one channel of a pixel
+    return {
+        "random overshooting": rng.uniform(black - 0.3 * span, white + 0.3 * span, (channels, *shape)),
+        "rounding ties": ties,
+        "constant": np.full((channels, *shape), black + 0.37 * span),
+        "constant below black": np.full((channels, *shape), black - 5.0),
+        "constant above white": np.full((channels, *shape), white + 1e6),
+        "infinite": infinite,
+        "huge": rng.choice([-3e38, 3e38, 1e30, -1e-30, 0.0], (channels, *shape)),
+    }
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("value_range", [(-1.0, 1.0), (0.0, 1.0), (0.0, 255.0), (-0.3, 2.7)])
+@pytest.mark.parametrize("shape", [(64, 64), (67, 45), (1, 64), (513, 3)])
+def test_the_one_pass_grey_loop_gives_the_opencv_calls_bytes(
+    dtype: str, channels: int, value_range: tuple[float, float], shape: tuple[int, int]
+) -> None:
+    """Same weights, clamp, fused multiply-adds and round half to even as ``cv2.scaleAdd``,
+    ``np.clip`` and ``cv2.convertScaleAbs``: byte for byte, on ties, infinities and huge values."""
+    for case, image in _hard_images(channels, shape, value_range, seed=sum(shape) + channels).items():
+        with np.errstate(over="ignore"):  # float32 holds neither 3e38 / 0.587 nor its square
+            one_pass, opencv = _grey_both_ways(image.astype(dtype), value_range)
+        np.testing.assert_array_equal(one_pass, opencv, err_msg=case)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_one_pass_grey_loop_finds_nan_where_the_opencv_calls_raise(dtype: str, channels: int) -> None:
+    """A NaN pixel, and in colour an Inf minus an Inf (red +Inf, blue -Inf: the grey is NaN)."""
+    image = np.zeros((channels, 40, 40))
+    image[channels - 1, 30, 7] = np.nan
+    index, opencv = _grey_both_ways(image.astype(dtype), (-1, 1))
+    assert index == 30 * 40 + 7 and isinstance(opencv, ValueError)
+    if channels == 3:
+        image = np.zeros((3, 40, 40))
+        image[0, 3, 4], image[2, 3, 4] = np.inf, -np.inf
+        index, opencv = _grey_both_ways(image.astype(dtype), (-1, 1))
+        assert index == 3 * 40 + 4 and isinstance(opencv, ValueError)
+
+
+def test_the_agreement_check_tells_fused_from_unfused_rounding() -> None:
+    """The images the one-time check converts both ways round differently in many pixels when the
+    multiply-adds are not fused (as in an OpenCV built or run without FMA): the check would see it."""
+    for image in _edge._boundary_images((64, 64)):
+        scale = _edge._GreyScale.of(len(image), -1.0, 1.0)
+        one_pass, opencv = _grey_both_ways(image, (-1.0, 1.0))
+        np.testing.assert_array_equal(one_pass, opencv)
+        t = image.dtype.type
+        grey = image[0] if len(image) == 1 else image[2] * t(scale.wb) + (image[0] * t(scale.wr) + image[1])
+        grey = np.clip(grey, scale.low, scale.high).astype(np.float32)
+        f = np.float32
+        unfused = np.rint(np.abs(grey * f(scale.alpha) + f(scale.beta))).astype(np.uint8)
+        assert (unfused != one_pass).mean() > 0.02, image.dtype
+
+
+@pytest.mark.parametrize("shape", [(7, 9), (96, 128), (256, 256), (512, 515)])
+@pytest.mark.parametrize("map_range", [(0.0, 1.0), (-1.0, 1.0), (0.25, -3.5)])
+def test_the_map_loop_writes_the_edge_value_on_edges_and_the_other_elsewhere(
+    shape: tuple[int, int], map_range: tuple[float, float]
+) -> None:
+    """Small maps and large ones (streamed past the cache), into targets at any float offset."""
+    edges = np.where(np.random.default_rng(sum(shape)).random(shape) < 0.1, 255, 0).astype(np.uint8)
+    off, on = map_range
+    expected = np.where(edges == 255, np.float32(on), np.float32(off))
+    for offset in (0, 1, 5):
+        target = np.full(edges.size + 8, 7.0, np.float32)
+        _edge._edgehost.edge_map(edges, target[offset : offset + edges.size], off, on)
+        np.testing.assert_array_equal(target[offset : offset + edges.size].reshape(shape), expected)
+        assert (target[:offset] == 7).all() and (target[offset + edges.size :] == 7).all()
+
+
+def test_the_c_loops_refuse_buffers_of_the_wrong_type_or_size() -> None:
+    out = np.empty((8, 8), np.uint8)
+    for image in (np.zeros((3, 8, 8), np.float16), np.zeros((2, 8, 8), np.float32), np.zeros((3, 8, 9))):
+        with pytest.raises(ValueError, match="float32/float64"):
+            _edge._edgehost.grey_uint8(image, out, 1, 1, 0, 1, 1, 0)
+    with pytest.raises(ValueError, match="float32 target"):
+        _edge._edgehost.edge_map(out, np.empty((8, 8)), 0.0, 1.0)
+
+
+def test_an_error_on_a_pool_thread_reaches_the_caller_and_the_pool_still_works(
+    framework: str, host_path: str
+) -> None:
+    images = np.zeros((6, 3, 32, 32), np.float32)
+    images[4, 0, 1, 1] = np.nan
+    generator = EdgeMapGenerator(threads=2)
+    with pytest.raises(ValueError, match="image 4 holds NaN"):
+        generator(_tensor(framework, images))
+    clean = _tensor(framework, _in_range(_scenes(5), (-1, 1), rgb=True))
+    np.testing.assert_array_equal(_numpy(generator(clean)), _cv2_edges(_scenes(5)))
 
 
 def test_the_images_are_never_written_to(framework: str) -> None:

@@ -78,7 +78,7 @@ FROM kernel AS builder
 COPY . .
 RUN python3 -m build --wheel --no-isolation --skip-dependency-check --outdir /wheels . \
     && python3 -m installer --destdir /overlay /wheels/*.whl \
-    && cd /overlay/opt/venv/lib/python3*/site-packages/dualwatch && ls _hoststats.*.so _scalarcodec.*.so
+    && cd /overlay/opt/venv/lib/python3*/site-packages/dualwatch && ls _hoststats.*.so _scalarcodec.*.so _edgehost.*.so
 
 # The runtime: the deps' venv (no compiler), then dualwatch over it.
 FROM base AS runtime

@@ -69,9 +69,9 @@ if [ "$size" -le 2700000000 ]; then pass "image size <= 2.7 GB"; else fail "imag
 docker run --rm dualwatch sh -c 'du -sh /opt/venv/lib/python3*/site-packages/* | sort -rh | head -12'
 
 echo "== C kernel"
-loaded=$(docker run --rm dualwatch python -c "from dualwatch._host import fused_kernel_built; from dualwatch._formats._codec import codec; print(fused_kernel_built(), codec is not None)")
-echo "host-stats kernel, scalar codec loaded: $loaded"
-if [ "$loaded" = "True True" ]; then pass "C kernel and codec loaded"; else fail "C parts not loaded"; fi
+loaded=$(docker run --rm dualwatch python -c "from dualwatch._host import fused_kernel_built; from dualwatch._formats._codec import codec; from dualwatch import _edge; print(fused_kernel_built(), codec is not None, _edge._edgehost is not None)")
+echo "host-stats kernel, scalar codec, edge-map loops loaded: $loaded"
+if [ "$loaded" = "True True True" ]; then pass "C kernel, codec and edge loops loaded"; else fail "C parts not loaded"; fi
 
 echo "== docker stop during the demo"
 docker rm -f dualwatch >/dev/null 2>&1

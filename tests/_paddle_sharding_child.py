@@ -4,8 +4,8 @@
 one-process reference) trained with ``fleet`` ``sharding_degree=RANKS`` (``DygraphShardingOptimizer``
 inside ``HybridParallelOptimizer``), each rank on its share of every global batch, watched at every
 step with ``watch_fleet_optimizer``. ``sharding-unlinked OUT RANKS`` is the same without it (a warning
-says the statistics are the rank's own). Each rank saves the scalars of its checks to ``OUT.<rank>.json``; the run goes under
-``OUT.runs``.
+says the statistics are the rank's own). Each rank saves the scalars of its checks to
+``OUT.<rank>.json``; the run goes under ``OUT.runs``.
 """
 
 from __future__ import annotations

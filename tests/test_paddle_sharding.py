@@ -109,6 +109,8 @@ def test_watch_fleet_optimizer_refuses_an_optimizer_fleet_did_not_make() -> None
     from dualwatch.integrations.paddle import watch_fleet_optimizer
 
     layer = paddle.nn.Linear(2, 1)
-    with Watcher(layer, logdir=None, console=False) as w:
-        with pytest.raises(TypeError, match=r"fleet\.distributed_optimizer.*got SGD"):
-            watch_fleet_optimizer(w, paddle.optimizer.SGD(0.1, parameters=layer.parameters()))
+    optimizer = paddle.optimizer.SGD(0.1, parameters=layer.parameters())
+    w = Watcher(layer, logdir=None, console=False)
+    with pytest.raises(TypeError, match=r"fleet\.distributed_optimizer.*got SGD"):
+        watch_fleet_optimizer(w, optimizer)
+    w.close()

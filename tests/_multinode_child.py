@@ -2,9 +2,10 @@
 
 ``torchrun --nnodes=2 --nproc-per-node=1 ... _multinode_child.py OUT [single]`` trains the model of
 ``tests/test_distributed.py`` (6-8-2 MLP, 3 steps, global batches of 8 split over the ranks), watched
-at every step, and saves what this rank's Watcher computed to ``OUT.<rank>.json``; the run goes under
-``OUT.runs``. The script ends as many users' scripts end: ``destroy_process_group()`` with no
-barrier before it. ``single`` trains the whole batches in one process without a launcher.
+at every step (two parameter groups), and saves what this rank's Watcher computed to
+``OUT.<rank>.json``; the run goes under ``OUT.runs``. The script ends as many users' scripts
+end: ``destroy_process_group()`` with no barrier before it. ``single`` trains the whole batches in
+one process without a launcher.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def main(out: str, distributed: bool) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     part = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
     seen = []
-    with Watcher(model, every=1, logdir=f"{out}.runs", console=False) as w:
+    with Watcher(model, every=1, groups={"first": "0.*"}, logdir=f"{out}.runs", console=False) as w:
         for step, (x, y) in enumerate(data):
             torch.nn.functional.mse_loss(model(x[part]), y[part]).backward()
             seen.append(w.step(step))

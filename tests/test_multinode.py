@@ -77,6 +77,9 @@ def test_a_two_node_torchrun_job_has_one_writer_and_the_single_process_statistic
     tmp_path: Path, single: list[dict[str, float]], rendezvous: str
 ) -> None:
     out = tmp_path / f"job-{rendezvous}"
+    assert {"train/gradient/first/share", "train/gradient/other/norm"} <= set(
+        single[0]
+    )  # groups compared too
     for code, err in _launch_two_nodes(out, rendezvous, stagger_s=1.0):
         assert code == 0, err[-3000:]
     ranks = [json.loads(Path(f"{out}.{rank}.json").read_text()) for rank in (0, 1)]

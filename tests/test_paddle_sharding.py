@@ -50,11 +50,11 @@ def _sharded_job(mode: str, out: Path, ranks: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, float]]:
-    """``tests/_paddle_child.py single``: the same model and batches, one process, the whole batch."""
+    """The same model, batches and groups, one process, the whole batch."""
     out = tmp_path_factory.mktemp("single") / "single"
-    done = _job(str(TESTS / "_paddle_child.py"), "single", str(out))
+    done = _job(CHILD, "single", str(out), "1")
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(Path(f"{out}.0.json").read_text())
+    return json.loads(Path(f"{out}.0.json").read_text())["seen"]
 
 
 def _differences(seen: list[dict[str, float]], single: list[dict[str, float]]) -> list[tuple[int, str]]:
@@ -78,6 +78,9 @@ def test_a_sharding_stage_1_job_gives_the_single_process_statistics_on_every_ran
 ) -> None:
     """Every per-parameter statistic, group, norm and the verdict, on every rank; one run, by rank 0."""
     records = _sharded_job("sharding", tmp_path / "job", ranks)
+    assert {"train/gradient/first/share", "train/gradient/other/norm"} <= set(
+        single[0]
+    )  # groups compared too
     assert all(r["seen"] == records[0]["seen"] for r in records)  # every rank the same: the same verdict
     assert all(set(step) == set(expected) for step, expected in zip(records[0]["seen"], single))
     assert _differences(records[0]["seen"], single) == []

@@ -220,13 +220,14 @@ class PaddleBackend(Backend):
         return self.model.get_submodule(layer).register_forward_hook(hook)
 
     def shard_key(self, param: Any) -> Hashable | None:
-        """Parameters split across ranks: two kinds.
+        """Parameters whose rows come from other ranks: three kinds.
 
         Auto-parallel DistTensors with a ``Shard`` placement (``shard_tensor``), keyed by the
-        mesh dimension they are split over; and fleet's tensor-parallel layers
+        mesh dimension they are split over; fleet's tensor-parallel layers
         (``ColumnParallelLinear``, ...), whose parameters are marked ``is_distributed`` and
         split over the model-parallel group, the group Paddle's own ``HybridParallelClipGrad``
-        reduces them over.
+        reduces them over; and, once :meth:`read_owned_rows` was called, the parameters of fleet's
+        sharding stage 1, whole on their owner rank and empty on the others.
         """
         if self._sharding is not None and id(param) in self._sharding.owned:
             return ("sharding",)

@@ -224,7 +224,8 @@ def watch_fleet_optimizer(watcher: Watcher, optimizer: Any) -> None:
     and each rank reduces only its own share of the model. Reducing the gradients ourselves
     before ``step()`` would move the whole gradient once more per check (one reduce per
     parameter, as fleet does) and copy it. With data parallelism beside sharding (``dp_degree``
-    > 1) fleet's all-reduce runs before the check too. Sharding with ``split_param`` (V2),
+    > 1) fleet's all-reduce over the data-parallel group also runs before the check (not tried on
+    the CPU: ``fleet.init`` of that layout times out creating its gloo groups). Sharding with ``split_param`` (V2),
     ``tensor_fusion`` or ``comm_overlap``, and sharding together with tensor parallelism, are
     refused: their gradients live in fused buffers or slices this reading does not know.
     """

@@ -225,9 +225,10 @@ def watch_fleet_optimizer(watcher: Watcher, optimizer: Any) -> None:
     before ``step()`` would move the whole gradient once more per check (one reduce per
     parameter, as fleet does) and copy it. With data parallelism beside sharding (``dp_degree``
     > 1) fleet's all-reduce over the data-parallel group also runs before the check (not tried on
-    the CPU: ``fleet.init`` of that layout times out creating its gloo groups). Sharding with ``split_param`` (V2),
-    ``tensor_fusion`` or ``comm_overlap``, and sharding together with tensor parallelism, are
-    refused: their gradients live in fused buffers or slices this reading does not know.
+    the CPU: ``fleet.init`` of that layout times out creating its gloo groups). Sharding with
+    ``split_param`` (V2), ``tensor_fusion`` or ``comm_overlap``, and sharding together with tensor
+    parallelism, are refused: their gradients live in fused buffers or slices this reading does
+    not know.
     """
     sync = getattr(optimizer, "_hybrid_sync_grad", None)
     if sync is None:

@@ -366,7 +366,8 @@ class Watcher:
         if problem:
             warn(
                 f"Watcher.close waited {self.close_timeout_s:g} s for every rank to close its Watcher: "
-                f"{problem}; a rank may have died or skipped close(). Going on"
+                f"{problem}; a rank may have died, or closes its Watcher elsewhere (close it on every rank "
+                "at the same point of the script). Going on"
             )
 
     def __enter__(self) -> Watcher:

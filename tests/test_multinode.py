@@ -1,5 +1,5 @@
-"""Jobs started as two torchrun "nodes" on this machine: one writer per job, the job's statistics,
-and an exit that never aborts.
+"""Jobs started as two torchrun (or ``paddle.distributed.launch``) "nodes" on this machine: one writer
+per job, the job's statistics, and an exit that never aborts.
 
 Every job runs ``tests/_multinode_child.py`` (a DDP training script ending as users end theirs,
 ``destroy_process_group()`` without a barrier) under two ``torchrun --nnodes=2 --nproc-per-node=1``
@@ -170,3 +170,49 @@ def test_closing_never_hangs_on_ranks_that_do_not_come(tmp_path: Path, case: str
         assert "Watcher.close waited 3 s for every rank" in out and "1 of 2 ranks came" in out, out
     else:
         assert seconds < 1.0 and "waited" not in out, out
+
+
+def test_a_two_node_paddle_launch_job_has_one_writer_and_the_single_process_statistics(
+    tmp_path: Path,
+) -> None:
+    """``paddle.distributed.launch --nnodes 2``, twice: ``tests/_paddle_child.py``'s DataParallel job."""
+    child = str(Path(__file__).with_name("_paddle_child.py"))
+    done = subprocess.run(
+        [sys.executable, child, "single", str(tmp_path / "single")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    master = f"127.0.0.1:{_free_port()}"
+    procs = []
+    for node in (0, 1):
+        launch = [sys.executable, "-m", "paddle.distributed.launch", "--master", master, "--nnodes", "2"]
+        launch += ["--nproc_per_node", "1", "--log_dir", str(tmp_path / f"log{node}")]
+        procs.append(
+            subprocess.Popen(
+                [*launch, child, "launch", str(tmp_path / "job")],
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+        )
+        time.sleep(1.0)
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("a paddle launcher hung")
+        assert proc.returncode == 0, err[-3000:]
+    (run_dir,) = list((tmp_path / "job.runs").iterdir())
+    assert sorted(p.name.split(".")[0] for p in run_dir.iterdir()) == ["events", "metrics", "vdlrecords"]
+    seen = [json.loads((tmp_path / f"job.{rank}.json").read_text()) for rank in (0, 1)]
+    assert seen[0] == seen[1]
+    single = json.loads((tmp_path / "single.0.json").read_text())
+    for step, scalars in enumerate(single):
+        assert set(scalars) == set(seen[0][step])
+        for tag, value in scalars.items():
+            assert seen[0][step][tag] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, tag)

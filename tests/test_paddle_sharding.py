@@ -85,6 +85,9 @@ def test_a_sharding_stage_1_job_gives_the_single_process_statistics_on_every_ran
     assert all(set(step) == set(expected) for step, expected in zip(records[0]["seen"], single))
     assert _differences(records[0]["seen"], single) == []
     assert not [w for r in records for w in r["warnings"] if "dualwatch" in w]
+    assert all(
+        "already runs a Watcher's checks" in r["relinked"] for r in records
+    )  # a second link is refused
     (run_dir,) = list((tmp_path / "job.runs").iterdir())
     assert sorted(p.name.split(".")[0] for p in run_dir.iterdir()) == ["events", "metrics", "vdlrecords"]
     written: dict[int, dict[str, float]] = {}

@@ -237,6 +237,11 @@ def watch_fleet_optimizer(watcher: Watcher, optimizer: Any) -> None:
             f"(a HybridParallelOptimizer), got {type(optimizer).__name__}: pass "
             "fleet.distributed_optimizer(optimizer) after fleet.init(is_collective=True, strategy=...)"
         )
+    if getattr(sync, "watcher", None) is not None:
+        raise ValueError(
+            "this optimizer already runs a Watcher's checks (watch_fleet_optimizer was called for it "
+            "before): link one Watcher to it, once"
+        )
     if optimizer._sharding_enable:
         _link_sharding(watcher, optimizer._inner_opt, optimizer._hcg)
     check = watcher.check
@@ -252,6 +257,7 @@ def watch_fleet_optimizer(watcher: Watcher, optimizer: Any) -> None:
             check(due.pop(0))
         return result
 
+    synchronise_then_check.watcher = watcher  # type: ignore[attr-defined]
     watcher.check = check_when_synchronised  # type: ignore[method-assign]
     optimizer._hybrid_sync_grad = synchronise_then_check
 

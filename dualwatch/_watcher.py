@@ -85,6 +85,9 @@ class Watcher:
     :meth:`report` gives the ESAM guide's framed report in any training loop.
     """
 
+    #: how long ``close`` waits for the other ranks of a multi-process job (see :meth:`close`)
+    close_timeout_s: float = 60.0
+
     def __init__(
         self,
         model: Any,
@@ -134,6 +137,7 @@ class Watcher:
                 "(the Watcher opens one under logdir) or pass e.g. a DualwatchLogger's writer"
             )
         self.backend = backend_for(model)
+        self._meeting = self.backend.framework.rank_meeting()
         self._reducer = Reducer(self.backend)
         self.every = every
         params = self.backend.parameters()
@@ -345,15 +349,33 @@ class Watcher:
             warn(f"{ADVICE['zero_grad']} ({listing(new)})", UserWarning)
 
     def close(self) -> None:
-        """Write what is queued, close the files (of a writer this Watcher opened) and drop the snapshots."""
+        """Write what is queued, close the files (of a writer this Watcher opened), drop the snapshots,
+        and, in a multi-process job where every rank made this Watcher, wait until every rank has
+        closed it too (at most :attr:`close_timeout_s`; if some rank never comes a warning says how
+        many came, and this rank goes on), so the ranks reach the job's teardown together."""
         if self._own_writer:
             self.writer.close()
         self._reducer.forget_snapshots()
+        self._meet_every_rank()
+
+    def _meet_every_rank(self) -> None:
+        meeting, self._meeting = self._meeting, None  # once: a second close meets nobody
+        if meeting is None:
+            return
+        problem = meeting.meet(self.close_timeout_s)
+        if problem:
+            warn(
+                f"Watcher.close waited {self.close_timeout_s:g} s for every rank to close its Watcher: "
+                f"{problem}; a rank may have died, or closes its Watcher elsewhere (close it on every rank "
+                "at the same point of the script). Going on"
+            )
 
     def __enter__(self) -> Watcher:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self._meeting = None  # this rank stops early: the others time out, it does not wait for them
         self.close()
 
 

@@ -56,6 +56,11 @@ class Framework(ABC):
         """This process's global rank in the framework's initialised process group, else None."""
         return None
 
+    def rank_meeting(self) -> RankMeeting | None:
+        """A place where every rank of a multi-process job can meet at the end without a collective
+        (:class:`RankMeeting`); None when this process is in no such job, or the framework has none."""
+        return None
+
     def cuda_device_count(self) -> int:
         """How many CUDA devices the framework sees (0 when it was built without CUDA)."""
         return 0
@@ -137,6 +142,18 @@ class Framework(ABC):
     def from_numpy(self, array: np.ndarray, like: Any) -> Any:
         """A tensor of ``array``'s values on ``like``'s device, in ``like``'s dtype."""
         raise _lacking(self, "from_numpy", "edge maps")
+
+
+class RankMeeting(ABC):
+    """Every rank of a job announces itself when it makes a Watcher, and meets the others when it
+    closes it, through the job's key-value store: no collective, so a rank that does not come
+    can neither mismatch nor deadlock the job's own collectives; it only costs the others a
+    bounded wait."""
+
+    @abstractmethod
+    def meet(self, timeout_s: float) -> str | None:
+        """Wait (at most ``timeout_s``) until every rank that announced itself comes here; None when
+        all came, or when not every rank announced itself (none would come), else what went wrong."""
 
 
 class Backend(ABC):

@@ -44,6 +44,7 @@ _LOW_PRECISION = frozenset((paddle.float16, paddle.bfloat16))  # a set: `in` a t
 # Running statistics are parameters of these layers in paddle but buffers in torch.
 _BATCH_NORMS = (paddle.nn.layer.norm._BatchNormBase, paddle.nn.BatchNorm)
 _RUNNING_STATS = ("_mean", "_variance")
+_WRAPPERS = {"DataParallel", "MetaParallelBase"}  # hold the user's layer in ``_layers``
 
 
 class PaddleFramework(Framework):
@@ -60,8 +61,9 @@ class PaddleFramework(Framework):
         return isinstance(obj, paddle.nn.Layer)
 
     def backend(self, model: Any) -> PaddleBackend:
-        """Looks through paddle.DataParallel: parameter names are the inner layer's."""
-        while type(model).__name__ == "DataParallel" and hasattr(model, "_layers"):
+        """Looks through paddle.DataParallel and fleet's wrappers (``fleet.distributed_model``'s
+        ``ShardingParallel``, ``TensorParallel``...): parameter names are the inner layer's."""
+        while _WRAPPERS.intersection(c.__name__ for c in type(model).__mro__) and hasattr(model, "_layers"):
             model = model._layers
         return PaddleBackend(model, self)
 
@@ -159,6 +161,8 @@ class PaddleBackend(Backend):
     def __init__(self, model: paddle.nn.Layer, framework: PaddleFramework) -> None:
         super().__init__(model, framework)
         self._scratch: dict[tuple[str, Any], Any] = {}
+        self._sharding: _Sharding | None = None
+        self._unlinked_sharding_checked = False
 
     def parameters(self) -> list[tuple[str, Any]]:
         """Parameters as torch would list them: BatchNorm running statistics left out."""
@@ -183,11 +187,30 @@ class PaddleBackend(Backend):
             dtype=self.framework.dtype_name(param),
         )
 
+    def read_owned_rows(self, owner: dict[int, int], rank: int, group: Any) -> None:
+        """Fleet sharding stage 1: parameter ``id -> owner rank`` in ``group``; this is ``rank``.
+
+        From here on a parameter owned by another rank reads as empty on this one, weight and
+        gradient, and its row comes whole from its owner when the rows are gathered (the
+        owner's is the only one with elements, so :func:`~dualwatch._table.combine_shards`
+        returns it unchanged). Only the owner holds the averaged gradient once fleet has
+        reduced it; every rank holds the same weights, so the owner's are as good as any.
+        """
+        self._sharding = _Sharding({i: r == rank for i, r in owner.items()}, group)
+
     def weight(self, param: Any) -> paddle.Tensor:
+        if self._sharding is not None and self._sharding.owned.get(id(param)) is False:
+            return self._sharding.nothing(param)
         return _local(param.detach())
 
     def grad(self, param: Any) -> paddle.Tensor | None:
         """``main_grad`` where a mixed-precision optimizer keeps the fp32 gradient, else ``grad``."""
+        if self._sharding is not None:
+            if self._sharding.owned.get(id(param)) is False:
+                return None
+        elif not self._unlinked_sharding_checked:
+            self._unlinked_sharding_checked = True
+            _warn_if_sharded_by_fleet()
         g = getattr(param, "main_grad", None)
         if g is None:
             g = param.grad
@@ -197,14 +220,17 @@ class PaddleBackend(Backend):
         return self.model.get_submodule(layer).register_forward_hook(hook)
 
     def shard_key(self, param: Any) -> Hashable | None:
-        """Parameters split across ranks: two kinds.
+        """Parameters whose rows come from other ranks: three kinds.
 
         Auto-parallel DistTensors with a ``Shard`` placement (``shard_tensor``), keyed by the
-        mesh dimension they are split over; and fleet's tensor-parallel layers
+        mesh dimension they are split over; fleet's tensor-parallel layers
         (``ColumnParallelLinear``, ...), whose parameters are marked ``is_distributed`` and
         split over the model-parallel group, the group Paddle's own ``HybridParallelClipGrad``
-        reduces them over.
+        reduces them over; and, once :meth:`read_owned_rows` was called, the parameters of fleet's
+        sharding stage 1, whole on their owner rank and empty on the others.
         """
+        if self._sharding is not None and id(param) in self._sharding.owned:
+            return ("sharding",)
         if param.is_dist():
             dim = next((i for i, p in enumerate(param.placements) if p.is_shard()), None)
             if dim is None:
@@ -224,6 +250,8 @@ class PaddleBackend(Backend):
         """
         import paddle.distributed as dist
 
+        if key == ("sharding",):
+            return self._sharding.group, None
         if key == ("mp",):
             from paddle.distributed import fleet
 
@@ -398,6 +426,40 @@ class PaddleBackend(Backend):
             places += [np.arange(ends[i] - sizes[i], ends[i]) for i in blocks]
             out[np.concatenate(places)] = paddle.concat(pieces).numpy()
         return out
+
+
+class _Sharding:
+    """Which parameters this rank owns under fleet sharding stage 1, and the sharding group."""
+
+    def __init__(self, owned: dict[int, bool], group: Any) -> None:
+        self.owned = owned  # id(parameter) -> owned by this rank
+        self.group = group
+        self._empty: dict[Any, paddle.Tensor] = {}
+
+    def nothing(self, like: Any) -> paddle.Tensor:
+        """An empty tensor of ``like``'s dtype: a row with no elements, kept per dtype."""
+        empty = self._empty.get(like.dtype)
+        if empty is None:
+            empty = self._empty[like.dtype] = paddle.zeros([0], dtype=like.dtype)
+        return empty
+
+
+def _warn_if_sharded_by_fleet() -> None:
+    """Fleet's sharding stage 1 averages each gradient onto one rank inside ``optimizer.step()``:
+    before that every rank holds its own batch's gradients, and the statistics would be this rank's."""
+    from paddle.distributed import fleet
+
+    try:
+        sharded = fleet.get_hybrid_communicate_group().get_sharding_parallel_world_size() > 1
+    except AttributeError:  # fleet.init was not called
+        return
+    if sharded:
+        warn(
+            "fleet sharding is on: each gradient is averaged over the ranks only inside optimizer.step(), "
+            "so these statistics are this rank's own batch's; call "
+            "dualwatch.integrations.paddle.watch_fleet_optimizer(watcher, optimizer) once, with the "
+            "optimizer fleet.distributed_optimizer returned, to check the averaged gradients there"
+        )
 
 
 def _local(x: paddle.Tensor) -> paddle.Tensor:

@@ -19,7 +19,9 @@ float64 reduce them all.
 
 from __future__ import annotations
 
+import datetime
 import functools
+import itertools
 import sys
 from typing import Any, BinaryIO, Callable, Hashable
 
@@ -28,7 +30,7 @@ import torch
 
 from dualwatch._device import Layout
 from dualwatch._table import ParamInfo
-from dualwatch.backends.base import Backend, Framework
+from dualwatch.backends.base import Backend, Framework, RankMeeting
 from dualwatch.records import GraphNode
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -56,6 +58,46 @@ def _shard_dim(param: Any) -> int | None:
     return next((dim for dim, placement in enumerate(param.placements) if placement.is_shard()), None)
 
 
+class _StoreMeeting(RankMeeting):
+    """A meeting in the job's ``TCPStore`` (``init_process_group``'s): the n-th Watcher made in this
+    process announces itself under ``dualwatch/watchers/<n>``; closing, each rank counts itself in
+    under ``dualwatch/closing/<n>`` and the last one sets ``dualwatch/closed/<n>``, which the others
+    wait for. A few small messages to the store per Watcher; no gloo/NCCL traffic.
+
+    Why at all: a gloo job whose ranks reach ``destroy_process_group()`` (or exit) at different
+    moments can die at exit with ``terminate called without an active exception`` (SIGABRT), often
+    so under torchrun's c10d rendezvous with launchers started seconds apart. Ranks that leave
+    ``Watcher.close`` together reach the user's teardown together.
+    """
+
+    _made = itertools.count()  # Watchers made in this process: every rank makes them in the same order
+
+    def __init__(self, store: Any, world: int) -> None:
+        self._store, self._world = store, world
+        self._n = next(self._made)
+        store.add(f"dualwatch/watchers/{self._n}", 1)
+
+    def meet(self, timeout_s: float) -> str | None:
+        store, n = self._store, self._n
+        try:
+            if store.add(f"dualwatch/watchers/{n}", 0) < self._world:
+                return None  # some rank made no Watcher (rank 0 alone watches): nobody would come
+            if store.add(f"dualwatch/closing/{n}", 1) == self._world:
+                store.set(f"dualwatch/closed/{n}", "1")
+            store.wait([f"dualwatch/closed/{n}"], datetime.timedelta(seconds=timeout_s))
+        except Exception as err:  # timed out, or the store's host is gone
+            arrived = _count(store, f"dualwatch/closing/{n}")
+            return f"{arrived} of {self._world} ranks came ({type(err).__name__}: {err})"
+        return None
+
+
+def _count(store: Any, key: str) -> str:
+    try:
+        return str(store.add(key, 0))
+    except Exception:
+        return "an unknown number"
+
+
 class TorchFramework(Framework):
     name = "torch"
     native_extensions = (".pt", ".pth")
@@ -79,6 +121,15 @@ class TorchFramework(Framework):
     def process_rank(self) -> int | None:
         dist = torch.distributed
         return int(dist.get_rank()) if dist.is_available() and dist.is_initialized() else None
+
+    def rank_meeting(self) -> RankMeeting | None:
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return None
+        try:
+            return _StoreMeeting(dist.distributed_c10d._get_default_store(), dist.get_world_size())
+        except Exception:  # a store that cannot be reached now will not be at the end either
+            return None
 
     def cuda_device_count(self) -> int:
         return int(torch.cuda.device_count())

@@ -205,6 +205,88 @@ class WatchCallback(paddle.callbacks.Callback):
         self.watcher.close()
 
 
+def watch_fleet_optimizer(watcher: Watcher, optimizer: Any) -> None:
+    """Run ``watcher``'s checks inside fleet's ``optimizer.step()``, where the gradients are synchronised.
+
+    ``optimizer`` is what ``fleet.distributed_optimizer`` returned (a ``HybridParallelOptimizer``).
+    Call this once, before training, on every rank; then train as usual, ``watcher.step(step)``
+    after ``loss.backward()`` and before ``optimizer.step()``: a check that falls due there waits
+    for that ``optimizer.step()`` (or ``minimize``), and runs in it right after fleet has
+    synchronised the gradients and before any update, so ``watcher.step`` returns ``{}`` and the
+    scalars are in ``watcher.last.scalars`` once the step returns.
+
+    Why: under sharding stage 1 (``sharding_degree`` > 1, ``DygraphShardingOptimizer``) every rank
+    holds, after backward, the gradients of its own batch only; ``step()`` averages each one onto
+    the rank that owns it (``paddle.distributed.reduce``), and nowhere else is the global gradient.
+    So a check reads each parameter on its owner rank only (others skip it) and one ``all_gather``
+    of the statistics table over the sharding group (``parameters x 15`` float64 per rank) gives
+    every rank the rows of the whole job: no gradient bytes are moved beyond fleet's own reduce,
+    and each rank reduces only its own share of the model. Reducing the gradients ourselves
+    before ``step()`` would move the whole gradient once more per check (one reduce per
+    parameter, as fleet does) and copy it. With data parallelism beside sharding (``dp_degree``
+    > 1) fleet's all-reduce over the data-parallel group also runs before the check (not tried on
+    the CPU: ``fleet.init`` of that layout times out creating its gloo groups). Sharding with
+    ``split_param`` (V2), ``tensor_fusion`` or ``comm_overlap``, and sharding together with tensor
+    parallelism, are refused: their gradients live in fused buffers or slices this reading does
+    not know.
+    """
+    sync = getattr(optimizer, "_hybrid_sync_grad", None)
+    if sync is None:
+        raise TypeError(
+            "watch_fleet_optimizer takes the optimizer that fleet.distributed_optimizer returned "
+            f"(a HybridParallelOptimizer), got {type(optimizer).__name__}: pass "
+            "fleet.distributed_optimizer(optimizer) after fleet.init(is_collective=True, strategy=...)"
+        )
+    if getattr(sync, "watcher", None) is not None:
+        raise ValueError(
+            "this optimizer already runs a Watcher's checks (watch_fleet_optimizer was called for it "
+            "before): link one Watcher to it, once"
+        )
+    if optimizer._sharding_enable:
+        _link_sharding(watcher, optimizer._inner_opt, optimizer._hcg)
+    check = watcher.check
+    due: list[int] = []
+
+    def check_when_synchronised(step: int) -> dict[str, float]:
+        due.append(step)
+        return {}
+
+    def synchronise_then_check(parameter_list: Any) -> Any:
+        result = sync(parameter_list)
+        while due:
+            check(due.pop(0))
+        return result
+
+    synchronise_then_check.watcher = watcher  # type: ignore[attr-defined]
+    watcher.check = check_when_synchronised  # type: ignore[method-assign]
+    optimizer._hybrid_sync_grad = synchronise_then_check
+
+
+def _link_sharding(watcher: Watcher, sharding: Any, hcg: Any) -> None:
+    """Tell the watcher's backend which rank owns each parameter, refusing layouts not read here."""
+    unsupported = [
+        name
+        for name, on in (
+            ("split_param (DygraphShardingOptimizerV2)", not hasattr(sharding, "_param2rank")),
+            ("tensor_fusion", getattr(sharding, "tensor_fusion", False)),
+            ("comm_overlap", getattr(sharding, "comm_overlap", False)),
+            ("tensor parallelism (mp_degree > 1)", hcg.get_model_parallel_world_size() > 1),
+        )
+        if on
+    ]
+    if unsupported:
+        raise ValueError(
+            f"fleet sharding with {', '.join(unsupported)} is not supported: its gradients live in "
+            "fused buffers or slices that dualwatch does not read; turn it off, or watch without "
+            "watch_fleet_optimizer (the statistics are then each rank's own)"
+        )
+    ranks = sharding._param2rank  # parameter name -> owner rank; parameters it lacks are not trained
+    owner = {id(p): ranks[p.name] for _, p in watcher.backend.parameters() if p.name in ranks}
+    watcher.backend.read_owned_rows(
+        owner, hcg.get_sharding_parallel_rank(), hcg.get_sharding_parallel_group()
+    )
+
+
 def _last_steps(logdir: str | os.PathLike[str] | None, run: str) -> tuple[int, int]:
     """The last epoch and the last batch step written in ``<logdir>/<run>`` (-1 where none).
 

@@ -48,7 +48,9 @@ class Watcher:
 
     Args:
         model: a ``torch.nn.Module`` or a ``paddle.nn.Layer`` (DDP/DataParallel and
-            ``torch.compile`` wrappers are looked through).
+            ``torch.compile`` wrappers are looked through), or a DeepSpeed engine: its ``module``
+            is watched, and the Watcher checks on its own inside ``engine.step()``, before the
+            optimizer step, every ``every`` optimizer steps (``w.step`` is then not needed).
         every: check every ``every`` steps (the edge monitor callback's ``check_frequency``).
         module: watch only this submodule (``"edge_processor"``); tags use names relative to it.
         include: globs (``"backbone.*"``), ``"re:<regex>"`` strings or compiled regexes that
@@ -199,6 +201,8 @@ class Watcher:
         self.last: Report | None = None
         self._warned_zero: set[str] = set()
         self._epoch_started = time.perf_counter()
+        self._warned_hooked = False
+        self._unhook = self.backend.hook_optimizer_step(self._check_before_step)
 
     @property
     def health(self) -> Health | None:
@@ -208,9 +212,23 @@ class Watcher:
     def step(self, step: int) -> dict[str, float]:
         """Check on every ``every``-th step; returns the scalars (``{}`` on skipped steps)."""
         step = _step(step)
+        if self._unhook is not None:
+            if not self._warned_hooked:
+                self._warned_hooked = True
+                warn(
+                    "this Watcher checks on its own inside engine.step(), where the engine's gradients "
+                    "are final; w.step() is not needed and does nothing (w.last holds the latest check)",
+                    UserWarning,
+                )
+            return {}
         if step % self.every:
             return {}
         return self.check(step)
+
+    def _check_before_step(self, step: int) -> None:
+        """What an engine's optimizer step runs first (see :meth:`Backend.hook_optimizer_step`)."""
+        if step % self.every == 0:
+            self.check(step)
 
     def check(self, step: int) -> dict[str, float]:
         """Check now, whatever the step; a failure warns and returns ``{}``."""
@@ -346,6 +364,9 @@ class Watcher:
 
     def close(self) -> None:
         """Write what is queued, close the files (of a writer this Watcher opened) and drop the snapshots."""
+        if self._unhook is not None:
+            self._unhook()
+            self._unhook = None
         if self._own_writer:
             self.writer.close()
         self._reducer.forget_snapshots()

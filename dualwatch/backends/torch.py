@@ -67,14 +67,7 @@ class TorchFramework(Framework):
         return isinstance(obj, torch.nn.Module)
 
     def backend(self, model: Any) -> TorchBackend:
-        """Looks through DDP/DataParallel and torch.compile: parameter names are the inner module's.
-        A DeepSpeed engine, or a model whose parameters ZeRO partitions, gets the ZeRO backend."""
-        if "deepspeed" in sys.modules:  # a model can only be DeepSpeed's once it is imported
-            from dualwatch.backends import torch_deepspeed
-
-            zero = torch_deepspeed.backend_of(model, self)
-            if zero is not None:
-                return zero
+        """Looks through DDP/DataParallel and torch.compile: parameter names are the inner module's."""
         while True:
             inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
             if inner is None and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):

@@ -54,14 +54,23 @@ def _partitioned(param: Any) -> bool:
     return hasattr(param, "ds_tensor") or hasattr(param, "_hp_mapping")
 
 
-def backend_of(model: Any, framework: TorchFramework) -> DeepSpeedBackend | None:
-    """A :class:`DeepSpeedBackend` for an engine, or for a model whose parameters ZeRO partitions
-    (an engine's ``module``, a Lightning module under ``strategy="deepspeed"``); else None."""
-    if is_engine(model):
-        return DeepSpeedBackend(model.module, framework, engine=model)
-    if isinstance(model, torch.nn.Module) and any(_partitioned(p) for p in model.parameters()):
-        return DeepSpeedBackend(model, framework)
-    return None
+class DeepSpeedFramework(TorchFramework):
+    """torch, for the models DeepSpeed drives: an engine, or a model whose parameters ZeRO
+    partitions (an engine's ``module``, a Lightning module under ``strategy="deepspeed"``).
+    Tensors stay torch's own (:data:`dualwatch.backends.torch.FRAMEWORK`)."""
+
+    def is_tensor(self, x: Any) -> bool:
+        return False
+
+    def is_model(self, obj: Any) -> bool:
+        if is_engine(obj):
+            return True
+        return isinstance(obj, torch.nn.Module) and any(_partitioned(p) for p in obj.parameters())
+
+    def backend(self, model: Any) -> DeepSpeedBackend:
+        if is_engine(model):
+            return DeepSpeedBackend(model.module, self, engine=model)
+        return DeepSpeedBackend(model, self)
 
 
 class DeepSpeedBackend(TorchBackend):
@@ -192,3 +201,6 @@ class DeepSpeedBackend(TorchBackend):
         optimizer = getattr(param, "_z3_optimizer", None) or getattr(param, "_zero_optimizer", None)
         scale = float(getattr(optimizer, "loss_scale", 1.0) or 1.0)
         return grad.detach() if scale == 1.0 else grad.detach().float().div_(scale)
+
+
+FRAMEWORK = DeepSpeedFramework()

@@ -6,6 +6,10 @@ weights are those the gradients belong to. Every ``every`` steps it runs one
 check (one device-to-host transfer), writes the scalars to its sinks and returns
 them; other steps cost a modulo and return ``{}``. Bad configuration raises
 before training starts; a failure during a check only warns.
+
+Given a DeepSpeed engine (``Watcher(engine)``) the Watcher finds that moment itself: it
+wraps ``engine.step()`` and checks first, every ``every`` optimizer steps (the engine's
+``global_steps``), so a loop of ``engine.backward(loss); engine.step()`` needs no call.
 """
 
 from __future__ import annotations
@@ -137,6 +141,7 @@ class Watcher:
             )
         self.backend = backend_for(model)
         self._reducer = Reducer(self.backend)
+        self._settled = False  # whether the first check has looked at the parameters' layout again
         self.every = every
         params = self.backend.parameters()
         names = [name for name, _ in params]
@@ -225,6 +230,15 @@ class Watcher:
             return {}
         return self.check(step)
 
+    def _settle(self) -> None:
+        """At the first check, the backend again: an engine set up after this Watcher (DeepSpeed
+        under Lightning, or ``deepspeed.initialize`` called after ``Watcher(model)``) has since
+        split the same parameters into partitions, which only its own backend reads."""
+        self._settled = True
+        backend = backend_for(self.model)
+        if type(backend) is not type(self.backend):
+            self.backend, self._reducer = backend, Reducer(backend)
+
     def _check_before_step(self, step: int) -> None:
         """What an engine's optimizer step runs first (see :meth:`Backend.hook_optimizer_step`)."""
         if step % self.every == 0:
@@ -234,6 +248,8 @@ class Watcher:
         """Check now, whatever the step; a failure warns and returns ``{}``."""
         step = _step(step)
         try:
+            if not self._settled:
+                self._settle()
             table = self._reducer.reduce(
                 self._params, self._full, grads=self.log_gradients, track_change=self.log_weights
             )

@@ -34,7 +34,8 @@ def _worker(rank: int, world: int, stage: int, dtype: str, port: int, logdir: st
     """One rank of a ZeRO job: each global batch of 8 is split over the ranks and over two
     micro-batches of gradient accumulation; the Watcher checks inside ``engine.step()`` by itself.
 
-    A second Watcher, on ``engine.module``, is checked by hand at the same moment: it must agree.
+    A second Watcher, made on the model before ``deepspeed.initialize`` partitions it (as a
+    Lightning callback's is), is checked by hand at the same moment: it must agree.
     Rank 0 also saves the statistics of the whole tensors DeepSpeed assembles (its own
     ``safe_get_full_grad`` and gathered weights), and DeepSpeed's global gradient norm.
     """
@@ -66,9 +67,9 @@ def _worker(rank: int, world: int, stage: int, dtype: str, port: int, logdir: st
             "zero_allow_untested_optimizer": True,
             "steps_per_print": 10**9,
         }
+        by_hand = Watcher(model, every=1, groups=GROUPS, logdir=None, console=False)  # before DeepSpeed
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
-        by_hand = Watcher(engine.module, every=1, groups=GROUPS, logdir=None, console=False)
         seen, deepspeeds = [], []
         with Watcher(engine, every=1, groups=GROUPS, logdir=logdir, console=False) as w:
             for step, (x, y) in enumerate(data):

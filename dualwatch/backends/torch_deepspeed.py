@@ -145,11 +145,19 @@ class DeepSpeedBackend(TorchBackend):
         """Wraps ``engine.step`` so that ``check(engine.global_steps)`` runs first at each boundary of
         gradient accumulation (where the optimizer steps); returns what takes the wrapper off again.
 
-        None without an engine, and with ``managed_gradient_accumulation`` off, where DeepSpeed
-        reduces the gradients only inside ``step`` (a warning says so).
+        None without an engine; also, with a warning, for a pipeline engine (its ``train_batch``
+        steps without calling ``step``) and with ``managed_gradient_accumulation`` off, where
+        DeepSpeed reduces the gradients only inside ``step``.
         """
         engine = self.engine
         if engine is None:
+            return None
+        if getattr(engine, "pipeline_parallelism", False):
+            warn(
+                "a DeepSpeed pipeline engine steps inside train_batch(), and each stage's parameters "
+                "live on their own ranks: dualwatch does not watch it on its own",
+                UserWarning,
+            )
             return None
         managed = getattr(engine, "managed_gradient_accumulation", None)
         if managed is not None and not managed():
@@ -161,16 +169,18 @@ class DeepSpeedBackend(TorchBackend):
             )
             return None
         original = engine.step
+        hooked = [True]
 
         @functools.wraps(original)
         def step(*args: Any, **kwargs: Any) -> Any:
-            if engine.is_gradient_accumulation_boundary():
+            if hooked[0] and engine.is_gradient_accumulation_boundary():
                 check(int(engine.global_steps))
             return original(*args, **kwargs)
 
         engine.step = step
 
         def unhook() -> None:
+            hooked[0] = False  # a wrapper put on top of ours since keeps calling it: it only passes on
             if engine.__dict__.get("step") is step:
                 del engine.step
                 if getattr(original, "__self__", None) is not engine:  # someone else's wrapper

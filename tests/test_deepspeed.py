@@ -70,6 +70,8 @@ def _worker(rank: int, world: int, stage: int, dtype: str, port: int, logdir: st
         by_hand = Watcher(model, every=1, groups=GROUPS, logdir=None, console=False)  # before DeepSpeed
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+        if dtype == "bfloat16":  # gradients loss-scaled until step() unscales them, as under fp16
+            engine.optimizer.loss_scale = 8.0  # (which this CPU lacks); DeepSpeed's norm is unscaled
         seen, deepspeeds = [], []
         with Watcher(engine, every=1, groups=GROUPS, logdir=logdir, console=False) as w:
             for step, (x, y) in enumerate(data):
@@ -79,9 +81,13 @@ def _worker(rank: int, world: int, stage: int, dtype: str, port: int, logdir: st
                     engine.backward(torch.nn.functional.mse_loss(engine(x_part).float(), y[part]))
                     if m == ACCUMULATE - 1:
                         checked = by_hand.check(step)
-                        deepspeeds.append(_whole_tensor_stats(deepspeed, engine.module, safe_get_full_grad))
+                        scale = engine.optimizer.loss_scale
+                        deepspeeds.append(
+                            _whole_tensor_stats(deepspeed, engine.module, safe_get_full_grad, scale)
+                        )
                     engine.step()  # the Watcher's check runs in here, before the optimizer step
-                assert w.last.scalars == checked
+                if stage == 3 or engine.optimizer.loss_scale == 1:  # ZeRO-2 parameters do not lead
+                    assert w.last.scalars == checked  # to the loss scale: only the engine's Watcher knows it
                 seen.append(w.last.scalars)
                 deepspeeds[-1]["train/gradient/total_norm"] = float(engine.get_global_grad_norm())
             assert w.step(0) == {}  # checks run inside engine.step(): a late w.step does nothing
@@ -95,14 +101,15 @@ def _worker(rank: int, world: int, stage: int, dtype: str, port: int, logdir: st
         dist.destroy_process_group()
 
 
-def _whole_tensor_stats(deepspeed, model, full_grad) -> dict[str, float]:
-    """Per-parameter statistics of the whole weights and gradients DeepSpeed assembles itself
-    (collectives on every rank: weights gathered under ZeRO-3, a gradient all-reduce per parameter)."""
+def _whole_tensor_stats(deepspeed, model, full_grad, scale: float) -> dict[str, float]:
+    """Per-parameter statistics of the whole weights and gradients (divided by the loss scale)
+    DeepSpeed assembles itself (collectives on every rank: weights gathered under ZeRO-3, a
+    gradient all-reduce per parameter)."""
     stats = {}
     params = dict(model.named_parameters())
     with deepspeed.zero.GatheredParameters(list(params.values())):
         for name, p in params.items():
-            grad = full_grad(p) if p.requires_grad else None
+            grad = full_grad(p) / scale if p.requires_grad else None
             for kind, x in (("weight", p.detach()), ("grad", grad)):
                 if x is None:
                     continue

@@ -80,6 +80,18 @@ class DeepSpeedBackend(TorchBackend):
         super().__init__(model, framework)
         self.engine = engine
         self._ranks: dict[int, int] = {}  # id(process group) -> this rank in it
+        unknown_scale = [
+            name
+            for name, p in model.named_parameters()
+            if hasattr(p, "_hp_mapping") and p.dtype == torch.float16 and not hasattr(p, "_zero_optimizer")
+        ]
+        if engine is None and unknown_scale:
+            warn(
+                "under ZeRO-1/2 with fp16 the gradients carry DeepSpeed's loss scale until engine.step(), "
+                "and a model's parameters do not lead to the engine's optimizer: pass the engine "
+                "itself (Watcher(engine)) for gradient statistics that are not multiplied by the scale",
+                UserWarning,
+            )
 
     def info(self, name: str, param: Any) -> ParamInfo:
         """The whole parameter's shape, also under ZeRO-3 (where the local ``param`` is empty)."""
@@ -129,7 +141,8 @@ class DeepSpeedBackend(TorchBackend):
             if part.numel() == param.numel() != address.numel:  # a whole accumulation buffer (bf16 optimizer)
                 part = part.narrow(0, address.start, address.numel)
             return self._unscaled(param, part)
-        return super().grad(param)
+        grad = super().grad(param)
+        return None if grad is None else self._unscaled(param, grad)
 
     def shard_key(self, param: Any) -> Hashable | None:
         """The data-parallel group ZeRO partitions ``param`` over; None for a parameter it leaves whole."""
@@ -205,10 +218,15 @@ class DeepSpeedBackend(TorchBackend):
         size = int(param.ds_tensor.ds_numel)
         return max(0, min(size, int(param.ds_numel) - rank * size))
 
-    @staticmethod
-    def _unscaled(param: Any, grad: torch.Tensor) -> torch.Tensor:
-        """``grad`` divided by the fp16 loss scale it still carries (1 with bf16 and float32)."""
-        optimizer = getattr(param, "_z3_optimizer", None) or getattr(param, "_zero_optimizer", None)
+    def _unscaled(self, param: Any, grad: torch.Tensor) -> torch.Tensor:
+        """``grad`` divided by the fp16 loss scale it still carries (1 with bf16 and float32), which
+        the engine's optimizer holds (ZeRO-3 parameters, and ZeRO-1/2 ones under CPU offload, also
+        point to it)."""
+        optimizer = (
+            getattr(self.engine, "optimizer", None)
+            or getattr(param, "_z3_optimizer", None)
+            or getattr(param, "_zero_optimizer", None)
+        )
         scale = float(getattr(optimizer, "loss_scale", 1.0) or 1.0)
         return grad.detach() if scale == 1.0 else grad.detach().float().div_(scale)
 

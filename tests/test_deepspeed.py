@@ -7,6 +7,7 @@ fresh environment compiles a small communication op with g++ (about 30 s, then c
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from pathlib import Path
@@ -54,7 +55,7 @@ def _worker(rank: int, world: int, stage: int, dtype: str, port: int, logdir: st
 
     from dualwatch import Watcher
 
-    deepspeed.init_distributed(dist_backend="gloo")
+    deepspeed.init_distributed(dist_backend="gloo", timeout=datetime.timedelta(seconds=300))  # a hang fails
     try:
         model, data = _model_and_data(torch)
         micro = BATCH // world // ACCUMULATE
@@ -70,7 +71,7 @@ def _worker(rank: int, world: int, stage: int, dtype: str, port: int, logdir: st
         by_hand = Watcher(model, every=1, groups=GROUPS, logdir=None, console=False)  # before DeepSpeed
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
-        if dtype == "bfloat16":  # gradients loss-scaled until step() unscales them, as under fp16
+        if dtype == "bfloat16" and stage > 1:  # gradients loss-scaled until step() unscales them, as fp16
             engine.optimizer.loss_scale = 8.0  # (which this CPU lacks); DeepSpeed's norm is unscaled
         seen, deepspeeds = [], []
         with Watcher(engine, every=1, groups=GROUPS, logdir=logdir, console=False) as w:
@@ -178,7 +179,7 @@ def test_a_zero_job_writes_one_run_with_the_single_process_statistics(
             assert written[step][tag] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, tag)
 
 
-@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("stage", [1, 2, 3])
 def test_a_bfloat16_zero_job_gives_the_statistics_of_the_tensors_deepspeed_assembles(
     tmp_path: Path, stage: int
 ) -> None:

@@ -54,6 +54,15 @@ def _partitioned(param: Any) -> bool:
     return hasattr(param, "ds_tensor") or hasattr(param, "_hp_mapping")
 
 
+def _scale_unknown(param: Any) -> bool:
+    """Whether ``param`` is a ZeRO-1/2 fp16 parameter with no link to its optimizer's loss scale."""
+    return (
+        hasattr(param, "_hp_mapping")
+        and param.dtype == torch.float16
+        and not hasattr(param, "_zero_optimizer")
+    )
+
+
 class DeepSpeedFramework(TorchFramework):
     """torch, for the models DeepSpeed drives: an engine, or a model whose parameters ZeRO
     partitions (an engine's ``module``, a Lightning module under ``strategy="deepspeed"``).
@@ -80,12 +89,7 @@ class DeepSpeedBackend(TorchBackend):
         super().__init__(model, framework)
         self.engine = engine
         self._ranks: dict[int, int] = {}  # id(process group) -> this rank in it
-        unknown_scale = [
-            name
-            for name, p in model.named_parameters()
-            if hasattr(p, "_hp_mapping") and p.dtype == torch.float16 and not hasattr(p, "_zero_optimizer")
-        ]
-        if engine is None and unknown_scale:
+        if engine is None and any(_scale_unknown(p) for p in model.parameters()):
             warn(
                 "under ZeRO-1/2 with fp16 the gradients carry DeepSpeed's loss scale until engine.step(), "
                 "and a model's parameters do not lead to the engine's optimizer: pass the engine "
@@ -123,18 +127,16 @@ class DeepSpeedBackend(TorchBackend):
             from deepspeed.utils import safe_get_local_grad
 
             part = safe_get_local_grad(param)
-            return (
-                None if part is None else self._unscaled(param, part.narrow(0, 0, self._zero3_valid(param)))
-            )
+            if part is None:
+                return None
+            return self._unscaled(param, part.narrow(0, 0, self._zero3_valid(param)))
         if hasattr(param, "_hp_mapping"):
             mapping = param._hp_mapping
             if mapping is None:
                 return None
             try:
                 part = mapping.get_lp_grad_fragment(param._index_in_param_group)
-            except (
-                ValueError
-            ):  # DeepSpeed's "only available immediately after backward and before engine step"
+            except ValueError:  # "only available immediately after backward and before engine step"
                 return None
             part = part.detach().reshape(-1)
             address = mapping.lp_fragment_address

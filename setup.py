@@ -18,6 +18,8 @@ EXTRAS = {
     "lightning": ["lightning>=2.0"],
     # mmengine-lite: MMEngine without its pull of OpenCV's GUI build; its runner imports cv2.
     "mmengine": ["mmengine-lite>=0.10", "opencv-python-headless>=4.5"],
+    # ZeRO-2/3 jobs (Watcher(engine)); on the CPU its first run compiles a small comm op with g++.
+    "deepspeed": ["deepspeed>=0.14"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 # tbparse and wandb: the peers bench/reader.py and bench/overhead.py measure against; jsonargparse

@@ -6,6 +6,10 @@ weights are those the gradients belong to. Every ``every`` steps it runs one
 check (one device-to-host transfer), writes the scalars to its sinks and returns
 them; other steps cost a modulo and return ``{}``. Bad configuration raises
 before training starts; a failure during a check only warns.
+
+Given a DeepSpeed engine (``Watcher(engine)``) the Watcher finds that moment itself: it
+wraps ``engine.step()`` and checks first, every ``every`` optimizer steps (the engine's
+``global_steps``), so a loop of ``engine.backward(loss); engine.step()`` needs no call.
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ class Watcher:
 
     Args:
         model: a ``torch.nn.Module`` or a ``paddle.nn.Layer`` (DDP/DataParallel and
-            ``torch.compile`` wrappers are looked through).
+            ``torch.compile`` wrappers are looked through), or a DeepSpeed engine: its ``module``
+            is watched, and the Watcher checks on its own inside ``engine.step()``, before the
+            optimizer step, every ``every`` optimizer steps (``w.step`` is then not needed).
         every: check every ``every`` steps (the edge monitor callback's ``check_frequency``).
         module: watch only this submodule (``"edge_processor"``); tags use names relative to it.
         include: globs (``"backbone.*"``), ``"re:<regex>"`` strings or compiled regexes that
@@ -139,6 +145,7 @@ class Watcher:
         self.backend = backend_for(model)
         self._meeting = self.backend.framework.rank_meeting()
         self._reducer = Reducer(self.backend)
+        self._settled = False  # whether the first check has looked at the parameters' layout again
         self.every = every
         params = self.backend.parameters()
         names = [name for name, _ in params]
@@ -203,6 +210,8 @@ class Watcher:
         self.last: Report | None = None
         self._warned_zero: set[str] = set()
         self._epoch_started = time.perf_counter()
+        self._warned_hooked = False
+        self._unhook = self.backend.hook_optimizer_step(self._check_before_step)
 
     @property
     def health(self) -> Health | None:
@@ -212,14 +221,39 @@ class Watcher:
     def step(self, step: int) -> dict[str, float]:
         """Check on every ``every``-th step; returns the scalars (``{}`` on skipped steps)."""
         step = _step(step)
+        if self._unhook is not None:
+            if not self._warned_hooked:
+                self._warned_hooked = True
+                warn(
+                    "this Watcher checks on its own inside engine.step(), where the engine's gradients "
+                    "are final; w.step() is not needed and does nothing (w.last holds the latest check)",
+                    UserWarning,
+                )
+            return {}
         if step % self.every:
             return {}
         return self.check(step)
+
+    def _settle(self) -> None:
+        """At the first check, the backend again: an engine set up after this Watcher (DeepSpeed
+        under Lightning, or ``deepspeed.initialize`` called after ``Watcher(model)``) has since
+        split the same parameters into partitions, which only its own backend reads."""
+        self._settled = True
+        backend = backend_for(self.model)
+        if type(backend) is not type(self.backend):
+            self.backend, self._reducer = backend, Reducer(backend)
+
+    def _check_before_step(self, step: int) -> None:
+        """What an engine's optimizer step runs first (see :meth:`Backend.hook_optimizer_step`)."""
+        if step % self.every == 0:
+            self.check(step)
 
     def check(self, step: int) -> dict[str, float]:
         """Check now, whatever the step; a failure warns and returns ``{}``."""
         step = _step(step)
         try:
+            if not self._settled:
+                self._settle()
             table = self._reducer.reduce(
                 self._params, self._full, grads=self.log_gradients, track_change=self.log_weights
             )
@@ -353,6 +387,9 @@ class Watcher:
         and, in a multi-process job where every rank made this Watcher, wait until every rank has
         closed it too (at most :attr:`close_timeout_s`; if some rank never comes a warning says how
         many came, and this rank goes on), so the ranks reach the job's teardown together."""
+        if self._unhook is not None:
+            self._unhook()
+            self._unhook = None
         if self._own_writer:
             self.writer.close()
         self._reducer.forget_snapshots()

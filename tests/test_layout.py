@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dualwatch"
 #: subclass the framework's, beside it) and the integrations, which subclass trainers' callbacks
 FRAMEWORK_PLACES = ("backends", "integrations")
 FRAMEWORK = re.compile(r"^(torch|paddle)(\.|$)")
-TRAINER = re.compile(r"^(lightning|pytorch_lightning|mmengine)(\.|$)")
+TRAINER = re.compile(r"^(lightning|pytorch_lightning|mmengine|deepspeed)(\.|$)")
 
 
 def _modules() -> dict[str, Path]:

@@ -30,8 +30,14 @@ __all__ = [
 #: package whose presence in ``sys.modules`` means its tensors may exist, and its module here
 FRAMEWORKS = {"torch": "dualwatch.backends.torch", "paddle": "dualwatch.backends.paddle"}
 
+#: engines that lay a built-in framework's parameters out their own way, by the package whose
+#: presence in ``sys.modules`` means their models may exist, and their module here: each is asked
+#: before the framework, for the models it drives (a DeepSpeed engine and the model it partitions)
+ENGINES = {"deepspeed": "dualwatch.backends.torch_deepspeed"}
+
 _registered: list[Framework] = []
 _loaded: dict[str, Framework] = {}
+_engines: dict[str, Framework] = {}
 
 
 def register(framework: Framework) -> None:
@@ -49,11 +55,14 @@ def unregister(framework: Framework) -> None:
 
 
 def frameworks() -> list[Framework]:
-    """The registered frameworks, then the built-in ones whose package is imported."""
+    """The registered frameworks, then the engines and built-in ones whose package is imported."""
     for name, module in FRAMEWORKS.items():
         if name not in _loaded and name in sys.modules:
             _loaded[name] = importlib.import_module(module).FRAMEWORK
-    return [*_registered, *_loaded.values()]
+    for name, module in ENGINES.items():
+        if name not in _engines and name in sys.modules:
+            _engines[name] = importlib.import_module(module).FRAMEWORK
+    return [*_registered, *_engines.values(), *_loaded.values()]
 
 
 def framework_of(x: Any) -> Framework | None:

@@ -262,6 +262,13 @@ class Backend(ABC):
         """``[ranks, *rows.shape]``: every rank's ``rows`` in ``group``, in one collective."""
         raise NotImplementedError
 
+    # -- engines that step their own optimizer (none unless a framework says so) -----------------
+    def hook_optimizer_step(self, check: Callable[[int], Any]) -> Callable[[], None] | None:
+        """Where the model is an engine that steps its own optimizer (DeepSpeed), has ``check(step)``
+        run just before each optimizer step, where the gradients are final, with the engine's count of
+        steps; returns what removes the hook. None, the default: the user calls ``Watcher.step``."""
+        return None
+
 
 def _lacking(owner: Framework | Backend, method: str, feature: str) -> NotImplementedError:
     name = owner.name if isinstance(owner, Framework) else owner.framework.name

@@ -245,6 +245,18 @@ class Backend(ABC):
         """``[ranks, *rows.shape]``: every rank's ``rows`` in ``group``, in one collective."""
         raise NotImplementedError
 
+    # -- parameters partitioned across ranks, each whole on one (pipeline stages) ----------------
+    def stage(self) -> tuple[int, int, Any] | None:
+        """``(index, count, group)`` when the model is stage ``index`` of a pipeline of ``count``
+        stages whose other stages' parameters live on the other ranks of ``group`` (as
+        :meth:`all_gather` takes it); None, the default, when this rank holds the whole model.
+        Called once, when watching starts (see :mod:`dualwatch._stages`)."""
+        return None
+
+    def all_gather_object(self, obj: Any, group: Any) -> list[Any]:
+        """Every rank's picklable ``obj`` in ``group``, in the group's rank order, in one collective."""
+        raise NotImplementedError
+
 
 def _lacking(owner: Framework | Backend, method: str, feature: str) -> NotImplementedError:
     name = owner.name if isinstance(owner, Framework) else owner.framework.name

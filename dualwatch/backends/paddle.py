@@ -28,6 +28,7 @@ no copy at all.
 
 from __future__ import annotations
 
+import sys
 from types import ModuleType
 from typing import Any, BinaryIO, Callable, Hashable
 
@@ -60,8 +61,9 @@ class PaddleFramework(Framework):
         return isinstance(obj, paddle.nn.Layer)
 
     def backend(self, model: Any) -> PaddleBackend:
-        """Looks through paddle.DataParallel: parameter names are the inner layer's."""
-        while type(model).__name__ == "DataParallel" and hasattr(model, "_layers"):
+        """Looks through paddle.DataParallel and fleet's pipeline wrapper (``PipelineParallel``, what
+        ``fleet.distributed_model`` makes of a ``PipelineLayer``): parameter names are the inner layer's."""
+        while _wrapper(model) and hasattr(model, "_layers"):
             model = model._layers
         return PaddleBackend(model, self)
 
@@ -255,6 +257,36 @@ class PaddleBackend(Backend):
         parts = np.stack([part.numpy() for part in gathered])
         return parts if ranks is None else parts[ranks]  # the default group's order is the global rank
 
+    def stage(self) -> tuple[int, int, Any] | None:
+        """A fleet ``PipelineLayer``: this rank's stage, the stage count and the pipeline's group."""
+        module = sys.modules.get("paddle.distributed.fleet.meta_parallel.parallel_layers.pp_layers")
+        pipeline = getattr(module, "PipelineLayer", None)
+        if pipeline is None or not isinstance(self.model, pipeline):
+            return None
+        if self.model._num_virtual_pipeline_stages > 1 or getattr(self.model, "_use_dualpipev", False):
+            raise ValueError(
+                "this PipelineLayer runs several stages on each rank (num_virtual_pipeline_stages > 1 or "
+                "dualpipev): dualwatch watches one stage per rank; build it with one stage per rank"
+            )
+        from paddle.distributed import fleet
+
+        try:
+            hcg = fleet.get_hybrid_communicate_group()
+        except AttributeError:  # fleet.init was not called: nothing says which ranks hold the other stages
+            warn(
+                "a PipelineLayer without fleet.init(is_collective=True, strategy=...): its statistics "
+                "are this stage's parameters only"
+            )
+            return None
+        return self.model._stage_id, self.model._num_stages, (hcg.get_pipe_parallel_group(), None)
+
+    def all_gather_object(self, obj: Any, group: Any) -> list[Any]:
+        import paddle.distributed as dist
+
+        gathered: list[Any] = []
+        dist.all_gather_object(gathered, obj, group=group[0])
+        return gathered
+
     def _array(self, x: paddle.Tensor) -> tuple[Any, ModuleType]:
         """A flat float view of ``x`` (float32 for half precision) and the namespace that reduces it."""
         if x.dtype in _LOW_PRECISION:
@@ -398,6 +430,11 @@ class PaddleBackend(Backend):
             places += [np.arange(ends[i] - sizes[i], ends[i]) for i in blocks]
             out[np.concatenate(places)] = paddle.concat(pieces).numpy()
         return out
+
+
+def _wrapper(model: Any) -> bool:
+    """paddle.DataParallel, or fleet's ``PipelineParallel`` (and its interleaved subclasses)."""
+    return any(cls.__name__ in ("DataParallel", "PipelineParallel") for cls in type(model).__mro__)
 
 
 def _local(x: paddle.Tensor) -> paddle.Tensor:

@@ -1,0 +1,167 @@
+"""Pipeline-parallel jobs for tests/test_pipeline.py, each run as its own process.
+
+Every job trains the same model, ``Linear(6, 8) -> Tanh -> Linear(8, 2)`` with the same weights,
+on the same 3 batches of 8 (SGD, lr 0.1), watched at every step with the groups ``head`` (the
+last Linear) and ``other``, and saves what its Watcher computed to ``OUT.<rank>.json``; runs are
+written under ``OUT.runs``:
+
+* ``torch-single OUT`` / ``paddle-single OUT``: one process, the whole model, the whole batch.
+* ``torchrun --nproc-per-node 2 _pipeline_child.py torch-pipe OUT``: two stages (``model[:2]``
+  and ``model[2:]``, slices keep the whole model's names) run by ``PipelineStage`` and
+  ``ScheduleGPipe`` over 2 microbatches. Rank 0 gives the Watcher its stage, rank 1 the stage's
+  module: both forms are watched as the whole model.
+* ``python -m paddle.distributed.launch --nproc_per_node 2 _pipeline_child.py paddle-pipe OUT``:
+  a fleet ``PipelineLayer`` of 2 stages (pp_degree 2), 2 microbatches, trained with
+  ``forward_backward_pipeline`` and checked before ``optimizer.step()``. On the CPU Paddle needs
+  two settings from its user, made here: ``ParallelEnv`` has no ``_device_id`` there, and gloo
+  has no batched send (``pp_configs={"use_batch_p2p_comm": False}``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+import numpy as np
+
+from dualwatch import Watcher
+
+STEPS, BATCH, MICROBATCHES = 3, 8, 2
+GROUPS = {"head": "2.*"}
+
+
+def weights() -> dict[str, np.ndarray]:
+    """The model's starting weights, by the whole model's parameter names (``[in, out]`` as paddle)."""
+    rng = np.random.default_rng(0)
+    shapes = {"0.weight": (6, 8), "0.bias": (8,), "2.weight": (8, 2), "2.bias": (2,)}
+    return {name: rng.standard_normal(shape).astype("float32") * 0.5 for name, shape in shapes.items()}
+
+
+def batches() -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    return [
+        (rng.standard_normal((BATCH, 6)).astype("float32"), rng.standard_normal((BATCH, 2)).astype("float32"))
+        for _ in range(STEPS)
+    ]
+
+
+def save(seen: list[dict[str, float]], out: str, rank: int) -> None:
+    with open(f"{out}.{rank}.json", "w") as f:
+        json.dump(seen, f)
+
+
+def torch_model():
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            value = torch.from_numpy(weights()[name])
+            p.copy_(value.T if value.ndim == 2 else value)  # torch's Linear keeps [out, in]
+    return model
+
+
+def torch_single(out: str) -> None:
+    import torch
+
+    model = torch_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+    with Watcher(model, every=1, groups=GROUPS, logdir=f"{out}.runs", console=False) as w:
+        for step, (x, y) in enumerate(batches()):
+            torch.nn.functional.mse_loss(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+            seen.append(w.step(step))
+            optimizer.step()
+            optimizer.zero_grad()
+    save(seen, out, 0)
+
+
+def torch_pipe(out: str) -> None:
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    try:
+        part = torch_model()[:2] if rank == 0 else torch_model()[2:]
+        stage = PipelineStage(part, rank, 2, torch.device("cpu"))
+        schedule = ScheduleGPipe(stage, MICROBATCHES, loss_fn=torch.nn.functional.mse_loss)
+        optimizer = torch.optim.SGD(part.parameters(), lr=0.1)
+        seen = []
+        watched = stage if rank == 0 else stage.submod
+        with Watcher(watched, every=1, groups=GROUPS, logdir=f"{out}.runs", console=False) as w:
+            for step, (x, y) in enumerate(batches()):
+                if rank == 0:
+                    schedule.step(torch.from_numpy(x))
+                else:
+                    schedule.step(target=torch.from_numpy(y))
+                seen.append(w.step(step))
+                optimizer.step()
+                optimizer.zero_grad()
+        save(seen, out, rank)
+        dist.barrier()  # no rank tears gloo down while another still talks to it
+    finally:
+        dist.destroy_process_group()
+
+
+def paddle_single(out: str) -> None:
+    import paddle
+
+    model = paddle.nn.Sequential(paddle.nn.Linear(6, 8), paddle.nn.Tanh(), paddle.nn.Linear(8, 2))
+    model.set_state_dict(weights())
+    optimizer = paddle.optimizer.SGD(0.1, parameters=model.parameters())
+    seen = []
+    with Watcher(model, every=1, groups=GROUPS, logdir=f"{out}.runs", console=False) as w:
+        for step, (x, y) in enumerate(batches()):
+            paddle.nn.functional.mse_loss(model(paddle.to_tensor(x)), paddle.to_tensor(y)).backward()
+            seen.append(w.step(step))
+            optimizer.step()
+            optimizer.clear_grad()
+    save(seen, out, 0)
+
+
+def paddle_pipe(out: str) -> None:
+    import paddle
+    import paddle.distributed as dist
+    from paddle.distributed import fleet
+    from paddle.distributed.fleet.meta_parallel import LayerDesc, PipelineLayer
+
+    if not hasattr(dist.ParallelEnv, "_device_id"):  # the CPU's ParallelEnv lacks it; PipelineLayer reads it
+        dist.ParallelEnv._device_id = 0
+    strategy = fleet.DistributedStrategy()
+    strategy.hybrid_configs = {
+        "dp_degree": 1,
+        "mp_degree": 1,
+        "pp_degree": 2,
+        "pp_configs": {"use_batch_p2p_comm": False},  # gloo has no batched send
+    }
+    strategy.pipeline_configs = {"accumulate_steps": MICROBATCHES, "micro_batch_size": BATCH // MICROBATCHES}
+    fleet.init(is_collective=True, strategy=strategy)
+    rank = dist.get_rank()
+    descs = [LayerDesc(paddle.nn.Linear, 6, 8), LayerDesc(paddle.nn.Tanh), LayerDesc(paddle.nn.Linear, 8, 2)]
+    layer = PipelineLayer(descs, num_stages=2, loss_fn=paddle.nn.MSELoss())
+    layer.set_state_dict({name: value for name, value in weights().items() if name in layer.state_dict()})
+    optimizer = fleet.distributed_optimizer(paddle.optimizer.SGD(0.1, parameters=layer.parameters()))
+    model = fleet.distributed_model(layer)
+    seen = []
+    with Watcher(model, every=1, groups=GROUPS, logdir=f"{out}.runs", console=False) as w:
+        for step, (x, y) in enumerate(batches()):
+            model.forward_backward_pipeline([paddle.to_tensor(x), paddle.to_tensor(y)])
+            seen.append(w.step(step))
+            optimizer.step()
+            optimizer.clear_grad()
+    save(seen, out, rank)
+    dist.barrier()
+
+
+if __name__ == "__main__":
+    warnings.filterwarnings("ignore", message="No ccache found")
+    mode, out = sys.argv[1:3]
+    {
+        "torch-single": torch_single,
+        "torch-pipe": torch_pipe,
+        "paddle-single": paddle_single,
+        "paddle-pipe": paddle_pipe,
+    }[mode](out)

@@ -1,0 +1,77 @@
+"""Pipeline parallelism: each rank holds one stage, and every rank's statistics are the whole model's.
+
+The jobs are in ``tests/_pipeline_child.py``: the same model and batches trained in one process,
+and in two pipeline stages on two ranks (gloo), in torch (``PipelineStage`` + ``ScheduleGPipe``
+under torchrun) and in Paddle (fleet ``PipelineLayer`` under ``paddle.distributed.launch``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _servers import _free_port
+from conftest import read_metrics
+
+CHILD = str(Path(__file__).with_name("_pipeline_child.py"))
+
+
+def _job(launcher: list[str], mode: str, out: Path, timeout: float = 120) -> str:
+    """Runs ``_pipeline_child.py mode out`` under ``launcher``; a hung job is killed with its ranks."""
+    proc = subprocess.Popen(
+        [*launcher, CHILD, mode, str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"the job hung: still running after {timeout} s\n{output[-3000:]}")
+    assert proc.returncode == 0, output[-3000:]
+    assert "check at step" not in output, output[-3000:]  # no check failed
+    return output
+
+
+def _assert_the_job_saw_and_wrote_the_single_process_statistics(out: Path, single: Path) -> None:
+    seen = [json.loads(Path(f"{out}.{rank}.json").read_text()) for rank in range(2)]
+    assert seen[0] == seen[1]  # every rank computed the same (so the same verdict)
+    expected = json.loads(Path(f"{single}.0.json").read_text())
+    assert len(seen[0]) == len(expected) == 3
+    for step, scalars in enumerate(expected):
+        assert "train/gradient/head/share" in scalars and "model/2.weight/grad_norm" in scalars
+        assert set(scalars) == set(seen[0][step])
+        for tag, value in scalars.items():
+            assert seen[0][step][tag] == pytest.approx(value, rel=1e-5, abs=1e-7), (step, tag)
+    (run_dir,) = list(Path(f"{out}.runs").iterdir())
+    assert sorted(p.name.split(".")[0] for p in run_dir.iterdir()) == ["events", "metrics", "vdlrecords"]
+    written: dict[int, dict[str, float]] = {}
+    for row in read_metrics(run_dir):
+        written.setdefault(row["step"], {}).update(row)
+    for step, scalars in enumerate(seen[0]):
+        assert {tag: written[step][tag] for tag in scalars} == pytest.approx(scalars, rel=1e-6)
+
+
+def test_a_torch_gpipe_job_of_two_stages_gives_the_single_process_statistics(tmp_path: Path) -> None:
+    _job([sys.executable], "torch-single", tmp_path / "single", timeout=60)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    _job([*torchrun, "--master-port", str(_free_port())], "torch-pipe", tmp_path / "pipe")
+    _assert_the_job_saw_and_wrote_the_single_process_statistics(tmp_path / "pipe", tmp_path / "single")
+
+
+def test_a_paddle_pipeline_layer_of_two_stages_gives_the_single_process_statistics(tmp_path: Path) -> None:
+    _job([sys.executable], "paddle-single", tmp_path / "single", timeout=60)
+    launch = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2"]
+    _job([*launch, "--log_dir", str(tmp_path / "logs")], "paddle-pipe", tmp_path / "pipe")
+    for log in (tmp_path / "logs").glob("workerlog.*"):  # the ranks' own output
+        assert "check at step" not in log.read_text(), log.read_text()[-3000:]
+    _assert_the_job_saw_and_wrote_the_single_process_statistics(tmp_path / "pipe", tmp_path / "single")

@@ -9,7 +9,8 @@ written under ``OUT.runs``:
 * ``torchrun --nproc-per-node 2 _pipeline_child.py torch-pipe OUT``: two stages (``model[:2]``
   and ``model[2:]``, slices keep the whole model's names) run by ``PipelineStage`` and
   ``ScheduleGPipe`` over 2 microbatches. Rank 0 gives the Watcher its stage, rank 1 the stage's
-  module: both forms are watched as the whole model.
+  module: both forms are watched as the whole model. Then each rank gives a Watcher a stage whose
+  layers are numbered afresh (``0.weight`` on both stages), which both ranks refuse alike.
 * ``python -m paddle.distributed.launch --nproc_per_node 2 _pipeline_child.py paddle-pipe OUT``:
   a fleet ``PipelineLayer`` of 2 stages (pp_degree 2), 2 microbatches, trained with
   ``forward_backward_pipeline`` and checked before ``optimizer.step()``. On the CPU Paddle needs
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -101,6 +103,12 @@ def torch_pipe(out: str) -> None:
                 optimizer.step()
                 optimizer.zero_grad()
         save(seen, out, rank)
+        # stages that renumber their layers (here the last one as "0") cannot be named as the whole model
+        renamed = torch_model()[:2] if rank == 0 else torch.nn.Sequential(torch.nn.Linear(8, 2))
+        try:
+            Watcher(PipelineStage(renamed, rank, 2, torch.device("cpu")), logdir=None)
+        except ValueError as err:
+            Path(f"{out}.{rank}.refused").write_text(str(err))
         dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()

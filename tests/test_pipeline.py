@@ -66,6 +66,9 @@ def test_a_torch_gpipe_job_of_two_stages_gives_the_single_process_statistics(tmp
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     _job([*torchrun, "--master-port", str(_free_port())], "torch-pipe", tmp_path / "pipe")
     _assert_the_job_saw_and_wrote_the_single_process_statistics(tmp_path / "pipe", tmp_path / "single")
+    refusals = {(tmp_path / f"pipe.{rank}.refused").read_text() for rank in range(2)}
+    (refusal,) = refusals  # both ranks refuse, with the same words
+    assert "name 2 parameter(s) alike (0.bias, 0.weight)" in refusal and "pipeline()" in refusal
 
 
 def test_a_paddle_pipeline_layer_of_two_stages_gives_the_single_process_statistics(tmp_path: Path) -> None:
@@ -75,3 +78,55 @@ def test_a_paddle_pipeline_layer_of_two_stages_gives_the_single_process_statisti
     for log in (tmp_path / "logs").glob("workerlog.*"):  # the ranks' own output
         assert "check at step" not in log.read_text(), log.read_text()[-3000:]
     _assert_the_job_saw_and_wrote_the_single_process_statistics(tmp_path / "pipe", tmp_path / "single")
+
+
+@pytest.fixture
+def one_rank_job():
+    """A gloo process group of this process alone, torn down after the test."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_a_stage_its_module_and_its_schedule_are_each_watched_as_the_model(one_rank_job: None) -> None:
+    """One stage on one rank is the whole model: the three ways to name it give one process's statistics."""
+    import torch
+    from _pipeline_child import batches, torch_model
+    from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
+
+    from dualwatch import Watcher
+
+    x, y = (torch.from_numpy(a) for a in batches()[0])
+    reference = torch_model()
+    torch.nn.functional.mse_loss(reference(x), y).backward()
+    with Watcher(reference, every=1, logdir=None, console=False) as w:
+        expected = w.check(0)
+    model = torch_model()
+    stage = PipelineStage(model, 0, 1, torch.device("cpu"))
+    schedule = ScheduleGPipe(stage, 2, loss_fn=torch.nn.functional.mse_loss)
+    schedule.step(x, target=y)
+    for watched in (stage, model, schedule):
+        with Watcher(watched, every=1, logdir=None, console=False) as w:
+            assert w._stages is not None  # each is recognised as a stage
+            assert w.check(0) == pytest.approx(expected, rel=1e-5, abs=1e-7)
+
+
+def test_several_stages_on_one_rank_are_refused_before_training(one_rank_job: None) -> None:
+    import torch
+    from _pipeline_child import torch_model
+    from torch.distributed.pipelining import PipelineStage, ScheduleInterleaved1F1B
+
+    from dualwatch import Watcher
+
+    model = torch_model()
+    stages = [
+        PipelineStage(model[:2], 0, 2, torch.device("cpu")),
+        PipelineStage(model[2:], 1, 2, torch.device("cpu")),
+    ]
+    schedule = ScheduleInterleaved1F1B(stages, 2, loss_fn=torch.nn.functional.mse_loss)
+    with pytest.raises(ValueError, match=r"ScheduleInterleaved1F1B runs 2 pipeline stage\(s\) on each rank"):
+        Watcher(schedule, logdir=None)
+    with pytest.raises(ValueError, match=r"one stage on each of its 1 ranks.*hold stages \[0\]"):
+        Watcher(stages[0], logdir=None)

@@ -69,6 +69,26 @@ def _is_stage(obj: Any) -> bool:
     return stage is not None and isinstance(obj, stage)
 
 
+def _is_schedule(obj: Any) -> bool:
+    """A ``torch.distributed.pipelining`` schedule (``ScheduleGPipe``, ``Schedule1F1B``, ...)."""
+    module = sys.modules.get("torch.distributed.pipelining.schedules")
+    schedule = getattr(module, "_PipelineSchedule", None)
+    return schedule is not None and isinstance(obj, schedule)
+
+
+def _stage_of_schedule(schedule: Any) -> Any:
+    """The one stage a schedule runs on this rank; a ValueError for schedules that run several."""
+    stages = getattr(schedule, "_stages", None)
+    if stages is None:
+        return schedule._stage
+    if len(stages) == 1:
+        return stages[0]
+    raise ValueError(
+        f"{type(schedule).__name__} runs {len(stages)} pipeline stage(s) on each rank: dualwatch watches "
+        "one stage per rank (ScheduleGPipe, Schedule1F1B); pass a single-stage schedule or its stage"
+    )
+
+
 def _stage_holding(module: torch.nn.Module) -> Any | None:
     """The pipeline stage whose ``submod`` is ``module``, or None.
 
@@ -98,13 +118,14 @@ class TorchFramework(Framework):
         return isinstance(x, torch.Tensor)
 
     def is_model(self, obj: Any) -> bool:
-        return isinstance(obj, torch.nn.Module) or _is_stage(obj)
+        return isinstance(obj, torch.nn.Module) or _is_stage(obj) or _is_schedule(obj)
 
     def backend(self, model: Any) -> TorchBackend:
         """Looks through DDP/DataParallel and torch.compile: parameter names are the inner module's.
-        A pipeline stage (``PipelineStage``) is watched as its module, together with the other stages."""
-        stage = model if _is_stage(model) else None
-        given = model = model.submod if stage is not None else model
+        A pipeline stage (``PipelineStage``, or the one a schedule runs here) is watched as its module,
+        together with the other stages."""
+        stage = _stage_of_schedule(model) if _is_schedule(model) else model if _is_stage(model) else None
+        given = model = stage.submod if stage is not None else model
         while True:
             inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
             if inner is None and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):

@@ -12,7 +12,10 @@ When watching starts, every stage tells the others its parameters' names and sha
 parameters, named as the model in one process names them (both frameworks' splits keep the
 full model's names: torch's ``pipeline()`` and a sliced ``nn.Sequential`` keep the submodule
 names, Paddle's ``PipelineLayer`` names each layer by its index in the whole list), selects,
-groups and tags them the same way, and reaches the same verdict. At each check every rank reduces
+groups and tags them the same way, and reaches the same verdict. A weight that several stages
+hold and the framework keeps equal (Paddle's ``SharedLayerDesc``, tied embeddings) is one
+parameter of the whole model, counted once: its first stage's row. Stages naming different
+parameters alike are refused, on every rank alike, before training starts. At each check every rank reduces
 its own parameters and one ``all_gather`` brings every stage's rows to every rank: ``stages x
 rows x 15 x 8`` bytes, where ``rows`` is the largest stage's parameter count (120 bytes per
 parameter and stage; 2.4 kB for two stages of ten parameters), one collective per check.
@@ -42,40 +45,51 @@ class Stages:
         self.backend = backend
         self.group = group
         local = [backend.info(name, p) for name, p in params]
-        parts: list[tuple[int, list[ParamInfo], list[str]]] = backend.all_gather_object(
-            (index, local, backend.module_names()), group
+        parts: list[tuple[int, list[ParamInfo], list[str], set[str]]] = backend.all_gather_object(
+            (index, local, backend.module_names(), backend.shared_with_other_stages()), group
         )
         indices = [part[0] for part in parts]
         if sorted(indices) != list(range(count)):
             raise ValueError(
-                f"a pipeline of {count} stages runs one stage on each of its {len(parts)} ranks here, "
-                f"which hold stages {indices}: dualwatch watches one stage per rank; for schedules that "
-                "run several stages on a rank (interleaved, looped, zero bubble) watch without pipelining"
+                f"this pipeline has {count} stages, and its {len(parts)} rank(s) watch stages {indices} "
+                "(one each): dualwatch watches one stage per rank; use a schedule that "
+                "runs one stage per rank (ScheduleGPipe, Schedule1F1B)"
             )
         self._order = sorted(range(len(parts)), key=lambda rank: indices[rank])
-        self._sizes = [len(part[1]) for part in parts]
-        self._width = max(1, *self._sizes)  # every rank sends the same shape
-        self.infos = [info for rank in self._order for info in parts[rank][1]]
-        names = [info.name for info in self.infos]
-        twice = sorted({name for name in names if names.count(name) > 1})
+        self._width = max(1, *(len(part[1]) for part in parts))  # every rank sends the same shape
+        row_of: dict[str, int] = {}  # the whole model's row of each name
+        shared_first: set[str] = set()  # names whose first holder shares them with other stages
+        self.infos: list[ParamInfo] = []
+        self._kept: dict[int, list[int]] = {}  # each rank's rows that are new to the whole model
+        twice = []
+        for rank in self._order:
+            _, infos, _, shared = parts[rank]
+            self._kept[rank] = []
+            for row, info in enumerate(infos):
+                if info.name in row_of:  # one parameter only where both holders say they share it
+                    if info.name not in shared or info.name not in shared_first:
+                        twice.append(info.name)
+                    continue
+                row_of[info.name] = len(self.infos)
+                shared_first.update({info.name} & shared)
+                self.infos.append(info)
+                self._kept[rank].append(row)
         if twice:
+            listed = ", ".join(sorted(twice)[:5])
             raise ValueError(
-                f"pipeline stages name {len(twice)} parameter(s) alike ({', '.join(twice[:5])}): each "
-                "stage should keep the whole model's parameter names (split with torch's pipeline(), slice "
-                "an nn.Sequential, or delete the other stages' layers from the whole model; Paddle's "
-                "PipelineLayer does so), and a layer shared between stages is not supported"
+                f"pipeline stages name {len(twice)} parameter(s) alike ({listed}): each stage should keep "
+                "the whole model's parameter names (split with torch's pipeline(), slice an nn.Sequential, "
+                "or delete the other stages' layers from the whole model; Paddle's PipelineLayer does so)"
             )
         self.module_names = list(dict.fromkeys(name for rank in self._order for name in parts[rank][2]))
-        mine = indices.index(index)
-        start = sum(self._sizes[rank] for rank in self._order[: self._order.index(mine)])
-        self.mine = list(range(start, start + len(local)))
+        self.mine = [row_of[info.name] for info in local]  # a shared parameter: its first holder's row
 
     def whole(self, table: np.ndarray) -> np.ndarray:
         """This rank's ``[rows, len(Col)]`` table -> the whole model's, the same on every rank."""
         padded = np.full((self._width, len(Col)), np.nan)
         padded[: len(table)] = table
         parts = self.backend.all_gather(padded, self.group)
-        return np.concatenate([parts[rank, : self._sizes[rank]] for rank in self._order])
+        return np.concatenate([parts[rank, self._kept[rank]] for rank in self._order])
 
 
 def stages_of(backend: Backend, params: Sequence[tuple[str, Any]]) -> Stages | None:

@@ -16,6 +16,9 @@ written under ``OUT.runs``:
   ``forward_backward_pipeline`` and checked before ``optimizer.step()``. On the CPU Paddle needs
   two settings from its user, made here: ``ParallelEnv`` has no ``_device_id`` there, and gloo
   has no batched send (``pp_configs={"use_batch_p2p_comm": False}``).
+* ``paddle-tied-single OUT`` / ``paddle-tied-pipe OUT``: an autoencoder whose input layer's weight is
+  also, transposed, its output layer's (a ``SharedLayerDesc`` held by both stages); its groups are
+  ``head`` (the middle ``Linear``, named ``2``) and ``other``.
 """
 
 from __future__ import annotations
@@ -130,11 +133,11 @@ def paddle_single(out: str) -> None:
     save(seen, out, 0)
 
 
-def paddle_pipe(out: str) -> None:
+def paddle_pipe(out: str, tied: bool = False) -> None:
     import paddle
     import paddle.distributed as dist
     from paddle.distributed import fleet
-    from paddle.distributed.fleet.meta_parallel import LayerDesc, PipelineLayer
+    from paddle.distributed.fleet.meta_parallel import LayerDesc, PipelineLayer, SharedLayerDesc
 
     if not hasattr(dist.ParallelEnv, "_device_id"):  # the CPU's ParallelEnv lacks it; PipelineLayer reads it
         dist.ParallelEnv._device_id = 0
@@ -148,14 +151,28 @@ def paddle_pipe(out: str) -> None:
     strategy.pipeline_configs = {"accumulate_steps": MICROBATCHES, "micro_batch_size": BATCH // MICROBATCHES}
     fleet.init(is_collective=True, strategy=strategy)
     rank = dist.get_rank()
-    descs = [LayerDesc(paddle.nn.Linear, 6, 8), LayerDesc(paddle.nn.Tanh), LayerDesc(paddle.nn.Linear, 8, 2)]
+    if tied:
+        linear = {"in_features": 6, "out_features": 6, "bias_attr": False}
+        descs = [
+            SharedLayerDesc("tied", paddle.nn.Linear, **linear),
+            LayerDesc(paddle.nn.Tanh),
+            LayerDesc(paddle.nn.Linear, 6, 6),
+            SharedLayerDesc("tied", paddle.nn.Linear, forward_func=untied_output, **linear),
+        ]
+    else:
+        descs = [
+            LayerDesc(paddle.nn.Linear, 6, 8),
+            LayerDesc(paddle.nn.Tanh),
+            LayerDesc(paddle.nn.Linear, 8, 2),
+        ]
     layer = PipelineLayer(descs, num_stages=2, loss_fn=paddle.nn.MSELoss())
-    layer.set_state_dict({name: value for name, value in weights().items() if name in layer.state_dict()})
+    start = tied_weights() if tied else weights()
+    layer.set_state_dict({name: value for name, value in start.items() if name in layer.state_dict()})
     optimizer = fleet.distributed_optimizer(paddle.optimizer.SGD(0.1, parameters=layer.parameters()))
     model = fleet.distributed_model(layer)
     seen = []
     with Watcher(model, every=1, groups=GROUPS, logdir=f"{out}.runs", console=False) as w:
-        for step, (x, y) in enumerate(batches()):
+        for step, (x, y) in enumerate(tied_batches() if tied else batches()):
             model.forward_backward_pipeline([paddle.to_tensor(x), paddle.to_tensor(y)])
             seen.append(w.step(step))
             optimizer.step()
@@ -164,12 +181,62 @@ def paddle_pipe(out: str) -> None:
     dist.barrier()
 
 
+def tied_weights() -> dict[str, np.ndarray]:
+    """The tied model's weights: ``shared_layers.tied.weight`` is its input layer's and, transposed, its
+    output layer's (as an embedding tied to the output head)."""
+    rng = np.random.default_rng(2)
+    shapes = {"shared_layers.tied.weight": (6, 6), "2.weight": (6, 6), "2.bias": (6,)}
+    return {name: rng.standard_normal(shape).astype("float32") * 0.5 for name, shape in shapes.items()}
+
+
+def tied_batches() -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(3)
+    return [(rng.standard_normal((BATCH, 6)).astype("float32"),) * 2 for _ in range(STEPS)]  # an autoencoder
+
+
+def untied_output(layer, h):
+    """The tied layer used as the output layer: ``h @ W^T``."""
+    import paddle
+
+    return paddle.matmul(h, layer.weight, transpose_y=True)
+
+
+def paddle_tied_single(out: str) -> None:
+    """The tied model in one process: one ``Linear`` is the input layer and, transposed, the output."""
+    import paddle
+
+    class Tied(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shared_layers = paddle.nn.LayerDict({"tied": paddle.nn.Linear(6, 6, bias_attr=False)})
+            self.add_sublayer("2", paddle.nn.Linear(6, 6))
+
+        def forward(self, x):
+            tied = self.shared_layers["tied"]
+            return untied_output(tied, getattr(self, "2")(paddle.tanh(tied(x))))
+
+    model = Tied()
+    model.set_state_dict(tied_weights())
+    optimizer = paddle.optimizer.SGD(0.1, parameters=model.parameters())
+    seen = []
+    with Watcher(model, every=1, groups=GROUPS, logdir=f"{out}.runs", console=False) as w:
+        for step, (x, y) in enumerate(tied_batches()):
+            paddle.nn.functional.mse_loss(model(paddle.to_tensor(x)), paddle.to_tensor(y)).backward()
+            seen.append(w.step(step))
+            optimizer.step()
+            optimizer.clear_grad()
+    save(seen, out, 0)
+
+
 if __name__ == "__main__":
     warnings.filterwarnings("ignore", message="No ccache found")
     mode, out = sys.argv[1:3]
-    {
+    jobs = {
         "torch-single": torch_single,
         "torch-pipe": torch_pipe,
         "paddle-single": paddle_single,
         "paddle-pipe": paddle_pipe,
-    }[mode](out)
+        "paddle-tied-single": paddle_tied_single,
+        "paddle-tied-pipe": lambda out: paddle_pipe(out, tied=True),
+    }
+    jobs[mode](out)

@@ -80,6 +80,18 @@ def test_a_paddle_pipeline_layer_of_two_stages_gives_the_single_process_statisti
     _assert_the_job_saw_and_wrote_the_single_process_statistics(tmp_path / "pipe", tmp_path / "single")
 
 
+def test_a_paddle_weight_tied_across_stages_counts_once_with_the_whole_models_gradient(
+    tmp_path: Path,
+) -> None:
+    """A ``SharedLayerDesc`` weight lives on both stages; Paddle sums its gradient over them: one row."""
+    _job([sys.executable], "paddle-tied-single", tmp_path / "single", timeout=60)
+    launch = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2"]
+    _job([*launch, "--log_dir", str(tmp_path / "logs")], "paddle-tied-pipe", tmp_path / "pipe")
+    _assert_the_job_saw_and_wrote_the_single_process_statistics(tmp_path / "pipe", tmp_path / "single")
+    seen = json.loads((tmp_path / "pipe.0.json").read_text())
+    assert "model/shared_layers.tied.weight/grad_norm" in seen[0]
+
+
 @pytest.fixture
 def one_rank_job():
     """A gloo process group of this process alone, torn down after the test."""
@@ -128,5 +140,5 @@ def test_several_stages_on_one_rank_are_refused_before_training(one_rank_job: No
     schedule = ScheduleInterleaved1F1B(stages, 2, loss_fn=torch.nn.functional.mse_loss)
     with pytest.raises(ValueError, match=r"ScheduleInterleaved1F1B runs 2 pipeline stage\(s\) on each rank"):
         Watcher(schedule, logdir=None)
-    with pytest.raises(ValueError, match=r"one stage on each of its 1 ranks.*hold stages \[0\]"):
+    with pytest.raises(ValueError, match=r"has 2 stages, and its 1 rank\(s\) watch stages \[0\]"):
         Watcher(stages[0], logdir=None)

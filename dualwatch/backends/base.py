@@ -253,6 +253,12 @@ class Backend(ABC):
         Called once, when watching starts (see :mod:`dualwatch._stages`)."""
         return None
 
+    def shared_with_other_stages(self) -> set[str]:
+        """Names of this stage's parameters that other stages hold too and the framework keeps equal,
+        weights and (by the end of the pipeline's backward) gradients: tied weights such as an input
+        embedding reused by the output layer. None by default."""
+        return set()
+
     def all_gather_object(self, obj: Any, group: Any) -> list[Any]:
         """Every rank's picklable ``obj`` in ``group``, in the group's rank order, in one collective."""
         raise NotImplementedError

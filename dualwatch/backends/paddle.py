@@ -280,6 +280,17 @@ class PaddleBackend(Backend):
             return None
         return self.model._stage_id, self.model._num_stages, (hcg.get_pipe_parallel_group(), None)
 
+    def shared_with_other_stages(self) -> set[str]:
+        """A ``PipelineLayer``'s ``SharedLayerDesc`` weights that several stages hold: Paddle broadcasts
+        them when the layer is built and all-reduces their gradients at the end of
+        ``forward_backward_pipeline``, so each copy holds the whole model's gradient."""
+        shared = {
+            id(getattr(comm["layer"], attr))
+            for comm in getattr(self.model, "shared_comm", {}).values()
+            for attr in comm["weight_attr"]
+        }
+        return {name for name, p in self.parameters() if id(p) in shared}
+
     def all_gather_object(self, obj: Any, group: Any) -> list[Any]:
         import paddle.distributed as dist
 

@@ -8,9 +8,10 @@ written under ``OUT.runs``:
 * ``torch-single OUT`` / ``paddle-single OUT``: one process, the whole model, the whole batch.
 * ``torchrun --nproc-per-node 2 _pipeline_child.py torch-pipe OUT``: two stages (``model[:2]``
   and ``model[2:]``, slices keep the whole model's names) run by ``PipelineStage`` and
-  ``ScheduleGPipe`` over 2 microbatches. Rank 0 gives the Watcher its stage, rank 1 the stage's
-  module: both forms are watched as the whole model. Then each rank gives a Watcher a stage whose
-  layers are numbered afresh (``0.weight`` on both stages), which both ranks refuse alike.
+  ``ScheduleGPipe`` over 2 microbatches; with 3 ranks, three stages, the middle one (``Tanh``)
+  without parameters. Rank 0 gives the Watcher its stage, the others the stage's module: both
+  forms are watched as the whole model. Then each rank gives a Watcher a stage, the last one's
+  layers numbered afresh (``0.weight`` as on the first stage), which every rank refuses alike.
 * ``python -m paddle.distributed.launch --nproc_per_node 2 _pipeline_child.py paddle-pipe OUT``:
   a fleet ``PipelineLayer`` of 2 stages (pp_degree 2), 2 microbatches, trained with
   ``forward_backward_pipeline`` and checked before ``optimizer.step()``. On the CPU Paddle needs
@@ -88,28 +89,33 @@ def torch_pipe(out: str) -> None:
     from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
     dist.init_process_group("gloo")
-    rank = dist.get_rank()
+    rank, world = dist.get_rank(), dist.get_world_size()
     try:
-        part = torch_model()[:2] if rank == 0 else torch_model()[2:]
-        stage = PipelineStage(part, rank, 2, torch.device("cpu"))
+        cuts = {2: [0, 2, 3], 3: [0, 1, 2, 3]}[world]
+        part = torch_model()[cuts[rank] : cuts[rank + 1]]
+        stage = PipelineStage(part, rank, world, torch.device("cpu"))
         schedule = ScheduleGPipe(stage, MICROBATCHES, loss_fn=torch.nn.functional.mse_loss)
-        optimizer = torch.optim.SGD(part.parameters(), lr=0.1)
+        params = list(part.parameters())  # none on a stage of activations only
+        optimizer = torch.optim.SGD(params, lr=0.1) if params else None
         seen = []
         watched = stage if rank == 0 else stage.submod
         with Watcher(watched, every=1, groups=GROUPS, logdir=f"{out}.runs", console=False) as w:
             for step, (x, y) in enumerate(batches()):
                 if rank == 0:
                     schedule.step(torch.from_numpy(x))
-                else:
+                elif rank == world - 1:
                     schedule.step(target=torch.from_numpy(y))
+                else:
+                    schedule.step()
                 seen.append(w.step(step))
-                optimizer.step()
-                optimizer.zero_grad()
+                if optimizer is not None:
+                    optimizer.step()
+                    optimizer.zero_grad()
         save(seen, out, rank)
         # stages that renumber their layers (here the last one as "0") cannot be named as the whole model
-        renamed = torch_model()[:2] if rank == 0 else torch.nn.Sequential(torch.nn.Linear(8, 2))
+        renamed = part if rank < world - 1 else torch.nn.Sequential(torch.nn.Linear(8, 2))
         try:
-            Watcher(PipelineStage(renamed, rank, 2, torch.device("cpu")), logdir=None)
+            Watcher(PipelineStage(renamed, rank, world, torch.device("cpu")), logdir=None)
         except ValueError as err:
             Path(f"{out}.{rank}.refused").write_text(str(err))
         dist.barrier()  # no rank tears gloo down while another still talks to it

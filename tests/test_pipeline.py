@@ -42,9 +42,11 @@ def _job(launcher: list[str], mode: str, out: Path, timeout: float = 120) -> str
     return output
 
 
-def _assert_the_job_saw_and_wrote_the_single_process_statistics(out: Path, single: Path) -> None:
-    seen = [json.loads(Path(f"{out}.{rank}.json").read_text()) for rank in range(2)]
-    assert seen[0] == seen[1]  # every rank computed the same (so the same verdict)
+def _assert_the_job_saw_and_wrote_the_single_process_statistics(
+    out: Path, single: Path, ranks: int = 2
+) -> None:
+    seen = [json.loads(Path(f"{out}.{rank}.json").read_text()) for rank in range(ranks)]
+    assert all(s == seen[0] for s in seen)  # every rank computed the same (so the same verdict)
     expected = json.loads(Path(f"{single}.0.json").read_text())
     assert len(seen[0]) == len(expected) == 3
     for step, scalars in enumerate(expected):
@@ -61,13 +63,17 @@ def _assert_the_job_saw_and_wrote_the_single_process_statistics(out: Path, singl
         assert {tag: written[step][tag] for tag in scalars} == pytest.approx(scalars, rel=1e-6)
 
 
-def test_a_torch_gpipe_job_of_two_stages_gives_the_single_process_statistics(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stages", [2, 3])
+def test_a_torch_gpipe_job_gives_the_single_process_statistics(tmp_path: Path, stages: int) -> None:
+    """Two stages; three, the middle one without parameters."""
     _job([sys.executable], "torch-single", tmp_path / "single", timeout=60)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(stages)]
     _job([*torchrun, "--master-port", str(_free_port())], "torch-pipe", tmp_path / "pipe")
-    _assert_the_job_saw_and_wrote_the_single_process_statistics(tmp_path / "pipe", tmp_path / "single")
-    refusals = {(tmp_path / f"pipe.{rank}.refused").read_text() for rank in range(2)}
-    (refusal,) = refusals  # both ranks refuse, with the same words
+    _assert_the_job_saw_and_wrote_the_single_process_statistics(
+        tmp_path / "pipe", tmp_path / "single", stages
+    )
+    refusals = {(tmp_path / f"pipe.{rank}.refused").read_text() for rank in range(stages)}
+    (refusal,) = refusals  # every rank refuses, with the same words
     assert "name 2 parameter(s) alike (0.bias, 0.weight)" in refusal and "pipeline()" in refusal
 
 

@@ -15,10 +15,12 @@ names, Paddle's ``PipelineLayer`` names each layer by its index in the whole lis
 groups and tags them the same way, and reaches the same verdict. A weight that several stages
 hold and the framework keeps equal (Paddle's ``SharedLayerDesc``, tied embeddings) is one
 parameter of the whole model, counted once: its first stage's row. Stages naming different
-parameters alike are refused, on every rank alike, before training starts. At each check every rank reduces
-its own parameters and one ``all_gather`` brings every stage's rows to every rank: ``stages x
-rows x 15 x 8`` bytes, where ``rows`` is the largest stage's parameter count (120 bytes per
-parameter and stage; 2.4 kB for two stages of ten parameters), one collective per check.
+parameters alike are refused, on every rank alike, before training starts.
+
+At each check every rank reduces its own parameters, and one ``all_gather`` over the pipeline's
+group brings every stage's rows to every rank: ``stages x rows x 15 x 8`` bytes, where ``rows``
+is the largest stage's parameter count (120 bytes per parameter and stage; 2.4 kB for two
+stages of ten parameters), one collective per check.
 """
 
 from __future__ import annotations

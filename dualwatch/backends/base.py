@@ -256,7 +256,7 @@ class Backend(ABC):
     def shared_with_other_stages(self) -> set[str]:
         """Names of this stage's parameters that other stages hold too and the framework keeps equal,
         weights and (by the end of the pipeline's backward) gradients: tied weights such as an input
-        embedding reused by the output layer. None by default."""
+        embedding reused by the output layer. An empty set by default."""
         return set()
 
     def all_gather_object(self, obj: Any, group: Any) -> list[Any]:

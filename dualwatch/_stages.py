@@ -18,14 +18,15 @@ parameter of the whole model, counted once: its first stage's row. Stages naming
 parameters alike are refused, on every rank alike, before training starts.
 
 At each check every rank reduces its own parameters, and one ``all_gather`` over the pipeline's
-group brings every stage's rows to every rank: ``stages x rows x 15 x 8`` bytes, where ``rows``
-is the largest stage's parameter count (120 bytes per parameter and stage; 2.4 kB for two
-stages of ten parameters), one collective per check.
+group brings every stage's rows to every rank: ``stages x rows x 16 x 8`` bytes, where ``rows``
+is the largest stage's parameter count and the 16 columns are the table's 15 and a flag saying
+whether the rank's reduction failed (128 bytes per parameter and stage; 2.6 kB for two stages of
+ten parameters), one collective per check.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -86,12 +87,29 @@ class Stages:
         self.module_names = list(dict.fromkeys(name for rank in self._order for name in parts[rank][2]))
         self.mine = [row_of[info.name] for info in local]  # a shared parameter: its first holder's row
 
-    def whole(self, table: np.ndarray) -> np.ndarray:
-        """This rank's ``[rows, len(Col)]`` table -> the whole model's, the same on every rank."""
-        padded = np.full((self._width, len(Col)), np.nan)
-        padded[: len(table)] = table
+    def whole(self, reduce: Callable[[], np.ndarray]) -> np.ndarray:
+        """The whole model's ``[rows, len(Col)]`` table, the same on every rank, from ``reduce()``,
+        this rank's table.
+
+        A rank whose ``reduce`` fails still joins the gather (its other stages wait for it), with a
+        flag in one more column; then every rank raises, so each warns and training goes on.
+        """
+        padded = np.full((self._width, len(Col) + 1), np.nan)
+        padded[:, -1] = 0.0
+        failure = None
+        try:
+            table = reduce()
+            padded[: len(table), :-1] = table
+        except Exception as err:
+            failure = err
+            padded[:, -1] = 1.0
         parts = self.backend.all_gather(padded, self.group)
-        return np.concatenate([parts[rank, self._kept[rank]] for rank in self._order])
+        if failure is not None:
+            raise failure
+        failed = [stage for stage, rank in enumerate(self._order) if parts[rank, 0, -1]]
+        if failed:
+            raise RuntimeError(f"the check failed on the rank(s) of pipeline stage(s) {failed}")
+        return np.concatenate([parts[rank, self._kept[rank], :-1] for rank in self._order])
 
 
 def stages_of(backend: Backend, params: Sequence[tuple[str, Any]]) -> Stages | None:

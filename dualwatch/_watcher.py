@@ -230,11 +230,13 @@ class Watcher:
         """Check now, whatever the step; a failure warns and returns ``{}``."""
         step = _step(step)
         try:
-            table = self._reducer.reduce(
-                self._params, self._full, grads=self.log_gradients, track_change=self.log_weights
-            )
-            if self._stages:
-                table = self._stages.whole(table)
+
+            def reduce() -> np.ndarray:
+                return self._reducer.reduce(
+                    self._params, self._full, grads=self.log_gradients, track_change=self.log_weights
+                )
+
+            table = self._stages.whole(reduce) if self._stages else reduce()
             report = self.engine.report(table, step)
         except Exception as err:
             warn(f"check at step {step} failed ({type(err).__name__}: {err}); training goes on")

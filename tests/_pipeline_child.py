@@ -10,8 +10,10 @@ written under ``OUT.runs``:
   and ``model[2:]``, slices keep the whole model's names) run by ``PipelineStage`` and
   ``ScheduleGPipe`` over 2 microbatches; with 3 ranks, three stages, the middle one (``Tanh``)
   without parameters. Rank 0 gives the Watcher its stage, the others the stage's module: both
-  forms are watched as the whole model. Then each rank gives a Watcher a stage, the last one's
-  layers numbered afresh (``0.weight`` as on the first stage), which every rank refuses alike.
+  forms are watched as the whole model. A further check fails on the last rank (a fault
+  injected into its reduction): every rank warns and goes on. Then each rank gives a Watcher a
+  stage, the last one's layers numbered afresh (``0.weight`` as on the first stage), which every
+  rank refuses alike.
 * ``python -m paddle.distributed.launch --nproc_per_node 2 _pipeline_child.py paddle-pipe OUT``:
   a fleet ``PipelineLayer`` of 2 stages (pp_degree 2), 2 microbatches, trained with
   ``forward_backward_pipeline`` and checked before ``optimizer.step()``. On the CPU Paddle needs
@@ -111,6 +113,12 @@ def torch_pipe(out: str) -> None:
                 if optimizer is not None:
                     optimizer.step()
                     optimizer.zero_grad()
+            if rank == world - 1:  # a fault in the last stage's reduction: no rank waits for its rows
+                w._reducer.reduce = fail
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                failed = w.check(STEPS)
+            Path(f"{out}.{rank}.failed").write_text(json.dumps([failed, [str(c.message) for c in caught]]))
         save(seen, out, rank)
         # stages that renumber their layers (here the last one as "0") cannot be named as the whole model
         renamed = part if rank < world - 1 else torch.nn.Sequential(torch.nn.Linear(8, 2))
@@ -121,6 +129,10 @@ def torch_pipe(out: str) -> None:
         dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
+
+
+def fail(*args: object, **kwargs: object) -> None:
+    raise MemoryError("injected")
 
 
 def paddle_single(out: str) -> None:

@@ -72,6 +72,10 @@ def test_a_torch_gpipe_job_gives_the_single_process_statistics(tmp_path: Path, s
     _assert_the_job_saw_and_wrote_the_single_process_statistics(
         tmp_path / "pipe", tmp_path / "single", stages
     )
+    for rank in range(stages):  # the check that failed on the last rank: every rank warned, none hung
+        scalars, warned = json.loads((tmp_path / f"pipe.{rank}.failed").read_text())
+        cause = "MemoryError: injected" if rank == stages - 1 else f"pipeline stage(s) [{stages - 1}]"
+        assert scalars == {} and any("check at step 3 failed" in m and cause in m for m in warned), warned
     refusals = {(tmp_path / f"pipe.{rank}.refused").read_text() for rank in range(stages)}
     (refusal,) = refusals  # every rank refuses, with the same words
     assert "name 2 parameter(s) alike (0.bias, 0.weight)" in refusal and "pipeline()" in refusal

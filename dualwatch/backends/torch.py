@@ -268,14 +268,13 @@ class TorchBackend(Backend):
 
     def stage(self) -> tuple[int, int, Any] | None:
         """A ``torch.distributed.pipelining`` stage given to the Watcher, or the stage whose module
-        was given: its index, the pipeline's stage count, and its group (the default one if none)."""
-        import torch.distributed as dist
-
+        was given: its index, the pipeline's stage count, and its group, the stage's own (None is
+        the default group, named so and not held: a reference to it kept past the job's
+        ``destroy_process_group()`` tears gloo down at exit instead, which aborted jobs)."""
         stage = self._stage if self._stage is not None else _stage_holding(self._given)
         if stage is None:
             return None
-        group = stage.group if stage.group is not None else dist.group.WORLD
-        return stage.stage_index, stage.num_stages, (group, torch.device(stage.device).type)
+        return stage.stage_index, stage.num_stages, (stage.group, torch.device(stage.device).type)
 
     def all_gather_object(self, obj: Any, group: Any) -> list[Any]:
         import torch.distributed as dist

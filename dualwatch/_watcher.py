@@ -35,6 +35,7 @@ from dualwatch._selection import (
     module_prefix,
     select,
 )
+from dualwatch._stages import stages_of
 from dualwatch._stats import Report, StatsEngine
 from dualwatch._tags import DETAILED_LOSS, EPOCH_DURATION, LEARNING_RATE, LOSS, PARAMETER_STATS, VAL_LOSS
 from dualwatch._training_report import Number, number, render, stat_tags
@@ -52,9 +53,10 @@ class Watcher:
 
     Args:
         model: a ``torch.nn.Module`` or a ``paddle.nn.Layer`` (DDP/DataParallel and
-            ``torch.compile`` wrappers are looked through), or a DeepSpeed engine: its ``module``
-            is watched, and the Watcher checks on its own inside ``engine.step()``, before the
-            optimizer step, every ``every`` optimizer steps (``w.step`` is then not needed).
+            ``torch.compile`` wrappers are looked through), one stage of a pipeline (see below), or a
+            DeepSpeed engine: its ``module`` is watched, and the Watcher checks on its own inside
+            ``engine.step()``, before the optimizer step, every ``every`` optimizer steps (``w.step``
+            is then not needed).
         every: check every ``every`` steps (the edge monitor callback's ``check_frequency``).
         module: watch only this submodule (``"edge_processor"``); tags use names relative to it.
         include: globs (``"backbone.*"``), ``"re:<regex>"`` strings or compiled regexes that
@@ -85,6 +87,14 @@ class Watcher:
         graph: an example input (what ``Writer.add_graph`` takes after the model); the model's
             graph is then traced and logged once, here, before training changes anything. A
             model that cannot be traced warns once and is watched all the same.
+
+    Pipeline parallelism: each rank watches its own stage, and every statistic is the whole
+    model's, named as one process names the whole model (:mod:`dualwatch._stages`). In torch pass
+    the ``PipelineStage`` or its module (``Watcher(stage)``, ``Watcher(stage.submod)``, created
+    after the stage) and check after ``schedule.step(...)``, before ``optimizer.step()``; in Paddle
+    pass the ``PipelineLayer`` or ``fleet.distributed_model``'s wrapper of it, and check between
+    ``model.forward_backward_pipeline(batch)`` and ``optimizer.step()`` (``train_batch`` steps the
+    optimizer itself). Every rank of the pipeline creates its Watcher and checks at the same steps.
 
     ``watcher.writer`` takes any other record (``add_scalar``, ``add_image``...); the
     methods below write the VisualDL training guide's and the ESAM guide's tags, and
@@ -148,8 +158,12 @@ class Watcher:
         self._settled = False  # whether the first check has looked at the parameters' layout again
         self.every = every
         params = self.backend.parameters()
-        names = [name for name, _ in params]
-        prefix_path = module_prefix(module, self.backend.module_names())
+        self._stages = stages_of(self.backend, params)  # one stage of a pipeline: the whole model's list
+        local_infos = [self.backend.info(name, p) for name, p in params]
+        infos = self._stages.infos if self._stages else local_infos
+        names = [info.name for info in infos]
+        module_names = self._stages.module_names if self._stages else self.backend.module_names()
+        prefix_path = module_prefix(module, module_names)
         local_names = [n[len(prefix_path) :] for n in names]
         chosen = select(names, prefix_path, compile_include(include))
         if not any(chosen):
@@ -168,10 +182,9 @@ class Watcher:
             group_names.append(OTHER_GROUP)
             group_of = [g or OTHER_GROUP for g in group_of]
         self._params = [p for _, p in params]
-        self._full = chosen
+        self._full = [chosen[row] for row in self._stages.mine] if self._stages else chosen
         self.log_weights = log_weights
         self.log_gradients = log_gradients
-        infos = [self.backend.info(name, p) for name, p in params]
         self.engine = StatsEngine(
             infos,
             selected=chosen,
@@ -187,7 +200,9 @@ class Watcher:
         )
         # a split parameter's part on this rank may be empty: only whole ones are worth a word
         empty = [
-            i.name for i, (_, p) in zip(infos, params) if i.numel == 0 and self.backend.shard_key(p) is None
+            i.name
+            for i, (_, p) in zip(local_infos, params)
+            if i.numel == 0 and self.backend.shard_key(p) is None
         ]
         if empty:
             warn(
@@ -254,9 +269,13 @@ class Watcher:
         try:
             if not self._settled:
                 self._settle()
-            table = self._reducer.reduce(
-                self._params, self._full, grads=self.log_gradients, track_change=self.log_weights
-            )
+
+            def reduce() -> np.ndarray:
+                return self._reducer.reduce(
+                    self._params, self._full, grads=self.log_gradients, track_change=self.log_weights
+                )
+
+            table = self._stages.whole(reduce) if self._stages else reduce()
             report = self.engine.report(table, step)
         except Exception as err:
             warn(f"check at step {step} failed ({type(err).__name__}: {err}); training goes on")

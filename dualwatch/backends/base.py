@@ -269,6 +269,24 @@ class Backend(ABC):
         steps; returns what removes the hook. None, the default: the user calls ``Watcher.step``."""
         return None
 
+    # -- parameters partitioned across ranks, each whole on one (pipeline stages) ----------------
+    def stage(self) -> tuple[int, int, Any] | None:
+        """``(index, count, group)`` when the model is stage ``index`` of a pipeline of ``count``
+        stages whose other stages' parameters live on the other ranks of ``group`` (as
+        :meth:`all_gather` takes it); None, the default, when this rank holds the whole model.
+        Called once, when watching starts (see :mod:`dualwatch._stages`)."""
+        return None
+
+    def shared_with_other_stages(self) -> set[str]:
+        """Names of this stage's parameters that other stages hold too and the framework keeps equal,
+        weights and (by the end of the pipeline's backward) gradients: tied weights such as an input
+        embedding reused by the output layer. An empty set by default."""
+        return set()
+
+    def all_gather_object(self, obj: Any, group: Any) -> list[Any]:
+        """Every rank's picklable ``obj`` in ``group``, in the group's rank order, in one collective."""
+        raise NotImplementedError
+
 
 def _lacking(owner: Framework | Backend, method: str, feature: str) -> NotImplementedError:
     name = owner.name if isinstance(owner, Framework) else owner.framework.name

@@ -28,6 +28,7 @@ no copy at all.
 
 from __future__ import annotations
 
+import sys
 from types import ModuleType
 from typing import Any, BinaryIO, Callable, Hashable
 
@@ -62,7 +63,8 @@ class PaddleFramework(Framework):
 
     def backend(self, model: Any) -> PaddleBackend:
         """Looks through paddle.DataParallel and fleet's wrappers (``fleet.distributed_model``'s
-        ``ShardingParallel``, ``TensorParallel``...): parameter names are the inner layer's."""
+        ``ShardingParallel``, ``TensorParallel``, ``PipelineParallel``...): parameter names are the
+        inner layer's."""
         while _WRAPPERS.intersection(c.__name__ for c in type(model).__mro__) and hasattr(model, "_layers"):
             model = model._layers
         return PaddleBackend(model, self)
@@ -282,6 +284,47 @@ class PaddleBackend(Backend):
         dist.all_gather(gathered, paddle.to_tensor(rows), group=process_group)
         parts = np.stack([part.numpy() for part in gathered])
         return parts if ranks is None else parts[ranks]  # the default group's order is the global rank
+
+    def stage(self) -> tuple[int, int, Any] | None:
+        """A fleet ``PipelineLayer``: this rank's stage, the stage count and the pipeline's group."""
+        module = sys.modules.get("paddle.distributed.fleet.meta_parallel.parallel_layers.pp_layers")
+        pipeline = getattr(module, "PipelineLayer", None)
+        if pipeline is None or not isinstance(self.model, pipeline):
+            return None
+        if self.model._num_virtual_pipeline_stages > 1 or getattr(self.model, "_use_dualpipev", False):
+            raise ValueError(
+                "this PipelineLayer runs several stages on each rank (num_virtual_pipeline_stages > 1 or "
+                "dualpipev): dualwatch watches one stage per rank; build it with one stage per rank"
+            )
+        from paddle.distributed import fleet
+
+        try:
+            hcg = fleet.get_hybrid_communicate_group()
+        except AttributeError:  # fleet.init was not called: nothing says which ranks hold the other stages
+            warn(
+                "a PipelineLayer without fleet.init(is_collective=True, strategy=...): its statistics "
+                "are this stage's parameters only"
+            )
+            return None
+        return self.model._stage_id, self.model._num_stages, (hcg.get_pipe_parallel_group(), None)
+
+    def shared_with_other_stages(self) -> set[str]:
+        """A ``PipelineLayer``'s ``SharedLayerDesc`` weights that several stages hold: Paddle broadcasts
+        them when the layer is built and all-reduces their gradients at the end of
+        ``forward_backward_pipeline``, so each copy holds the whole model's gradient."""
+        shared = {
+            id(getattr(comm["layer"], attr))
+            for comm in getattr(self.model, "shared_comm", {}).values()
+            for attr in comm["weight_attr"]
+        }
+        return {name for name, p in self.parameters() if id(p) in shared}
+
+    def all_gather_object(self, obj: Any, group: Any) -> list[Any]:
+        import paddle.distributed as dist
+
+        gathered: list[Any] = []
+        dist.all_gather_object(gathered, obj, group=group[0])
+        return gathered
 
     def _array(self, x: paddle.Tensor) -> tuple[Any, ModuleType]:
         """A flat float view of ``x`` (float32 for half precision) and the namespace that reduces it."""

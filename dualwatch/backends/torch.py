@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import gc
 import itertools
 import sys
 from typing import Any, BinaryIO, Callable, Hashable
@@ -98,6 +99,59 @@ def _count(store: Any, key: str) -> str:
         return "an unknown number"
 
 
+def _stage_type() -> type | None:
+    """torch's pipeline stage base class (``PipelineStage`` and the stages ``pipeline()`` builds), if
+    its module is loaded: nothing can be a stage before it is."""
+    module = sys.modules.get("torch.distributed.pipelining.stage")
+    return getattr(module, "_PipelineStageBase", None)
+
+
+def _is_stage(obj: Any) -> bool:
+    stage = _stage_type()
+    return stage is not None and isinstance(obj, stage)
+
+
+def _is_schedule(obj: Any) -> bool:
+    """A ``torch.distributed.pipelining`` schedule (``ScheduleGPipe``, ``Schedule1F1B``, ...)."""
+    module = sys.modules.get("torch.distributed.pipelining.schedules")
+    schedule = getattr(module, "_PipelineSchedule", None)
+    return schedule is not None and isinstance(obj, schedule)
+
+
+def _stage_of_schedule(schedule: Any) -> Any:
+    """The one stage a schedule runs on this rank; a ValueError for schedules that run several."""
+    stages = getattr(schedule, "_stages", None)
+    if stages is None:
+        return schedule._stage
+    if len(stages) == 1:
+        return stages[0]
+    raise ValueError(
+        f"{type(schedule).__name__} runs {len(stages)} pipeline stage(s) on each rank: dualwatch watches "
+        "one stage per rank (ScheduleGPipe, Schedule1F1B); pass a single-stage schedule or its stage"
+    )
+
+
+def _stage_holding(module: torch.nn.Module) -> Any | None:
+    """The pipeline stage whose ``submod`` is ``module``, or None.
+
+    A stage leaves no mark on its module, so it is looked for among the objects that refer to
+    the module (the stage itself, or its ``__dict__``): one walk over the garbage collector's
+    objects (30 to 40 ms for 0.3 to 1.3 million of them here), done once per Watcher and only in
+    a job that has imported ``torch.distributed.pipelining`` and initialised a process group.
+    """
+    stage = _stage_type()
+    if stage is None or not torch.distributed.is_initialized():
+        return None
+    for referrer in gc.get_referrers(module):
+        if isinstance(referrer, stage) and referrer.submod is module:
+            return referrer
+        if isinstance(referrer, dict) and referrer.get("submod") is module:
+            for owner in gc.get_referrers(referrer):
+                if isinstance(owner, stage) and owner.submod is module:
+                    return owner
+    return None
+
+
 class TorchFramework(Framework):
     name = "torch"
     native_extensions = (".pt", ".pth")
@@ -106,16 +160,20 @@ class TorchFramework(Framework):
         return isinstance(x, torch.Tensor)
 
     def is_model(self, obj: Any) -> bool:
-        return isinstance(obj, torch.nn.Module)
+        return isinstance(obj, torch.nn.Module) or _is_stage(obj) or _is_schedule(obj)
 
     def backend(self, model: Any) -> TorchBackend:
-        """Looks through DDP/DataParallel and torch.compile: parameter names are the inner module's."""
+        """Looks through DDP/DataParallel and torch.compile: parameter names are the inner module's.
+        A pipeline stage (``PipelineStage``, or the one a schedule runs here) is watched as its module,
+        together with the other stages."""
+        stage = _stage_of_schedule(model) if _is_schedule(model) else model if _is_stage(model) else None
+        given = model = stage.submod if stage is not None else model
         while True:
             inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
             if inner is None and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
                 inner = model.module
             if inner is None:
-                return TorchBackend(model, self)
+                return TorchBackend(model, self, stage=stage, given=given)
             model = inner
 
     def process_rank(self) -> int | None:
@@ -209,9 +267,13 @@ class TorchFramework(Framework):
 
 
 class TorchBackend(Backend):
-    def __init__(self, model: torch.nn.Module, framework: TorchFramework) -> None:
+    def __init__(
+        self, model: torch.nn.Module, framework: TorchFramework, stage: Any = None, given: Any = None
+    ) -> None:
         super().__init__(model, framework)
         self._scratch: dict[tuple[torch.device, Any], torch.Tensor] = {}
+        self._stage = stage  # the pipeline stage the user gave, if any
+        self._given = model if given is None else given  # the module the user gave (or the stage's)
 
     def parameters(self) -> list[tuple[str, Any]]:
         return list(self.model.named_parameters())
@@ -254,6 +316,24 @@ class TorchBackend(Backend):
         gathered = [torch.empty_like(local) for _ in range(dist.get_world_size(process_group))]
         dist.all_gather(gathered, local, group=process_group)
         return torch.stack(gathered).cpu().numpy()
+
+    def stage(self) -> tuple[int, int, Any] | None:
+        """A ``torch.distributed.pipelining`` stage given to the Watcher, or the stage whose module
+        was given: its index, the pipeline's stage count, and its group, the stage's own (None is
+        the default group, named so and not held: a reference to it kept past the job's
+        ``destroy_process_group()`` tears gloo down at exit instead, which aborted jobs)."""
+        stage = self._stage if self._stage is not None else _stage_holding(self._given)
+        if stage is None:
+            return None
+        return stage.stage_index, stage.num_stages, (stage.group, torch.device(stage.device).type)
+
+    def all_gather_object(self, obj: Any, group: Any) -> list[Any]:
+        import torch.distributed as dist
+
+        process_group, _ = group
+        gathered: list[Any] = [None] * dist.get_world_size(process_group)
+        dist.all_gather_object(gathered, obj, group=process_group)
+        return gathered
 
     def _work(self, x: torch.Tensor) -> torch.Tensor:
         """A flat float view of ``x``: float32 for half precision, else as is."""

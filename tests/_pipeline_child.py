@@ -30,6 +30,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,15 +141,7 @@ def paddle_single(out: str) -> None:
 
     model = paddle.nn.Sequential(paddle.nn.Linear(6, 8), paddle.nn.Tanh(), paddle.nn.Linear(8, 2))
     model.set_state_dict(weights())
-    optimizer = paddle.optimizer.SGD(0.1, parameters=model.parameters())
-    seen = []
-    with Watcher(model, every=1, groups=GROUPS, logdir=f"{out}.runs", console=False) as w:
-        for step, (x, y) in enumerate(batches()):
-            paddle.nn.functional.mse_loss(model(paddle.to_tensor(x)), paddle.to_tensor(y)).backward()
-            seen.append(w.step(step))
-            optimizer.step()
-            optimizer.clear_grad()
-    save(seen, out, 0)
+    _paddle_single_process(model, batches(), out)
 
 
 def paddle_pipe(out: str, tied: bool = False) -> None:
@@ -235,10 +228,17 @@ def paddle_tied_single(out: str) -> None:
 
     model = Tied()
     model.set_state_dict(tied_weights())
+    _paddle_single_process(model, tied_batches(), out)
+
+
+def _paddle_single_process(model: Any, data: Any, out: str) -> None:
+    """Trains ``model`` on the whole batches in one process, watched; saves what every check saw."""
+    import paddle
+
     optimizer = paddle.optimizer.SGD(0.1, parameters=model.parameters())
     seen = []
     with Watcher(model, every=1, groups=GROUPS, logdir=f"{out}.runs", console=False) as w:
-        for step, (x, y) in enumerate(tied_batches()):
+        for step, (x, y) in enumerate(data):
             paddle.nn.functional.mse_loss(model(paddle.to_tensor(x)), paddle.to_tensor(y)).backward()
             seen.append(w.step(step))
             optimizer.step()

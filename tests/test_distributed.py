@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _jobs import run_job
 from _servers import _free_port
 from conftest import read_metrics
 
@@ -234,18 +234,11 @@ def _paddle_job(*args: str, launcher: tuple[str, ...] = (), timeout: float = 300
     on its own, so a rank left waiting in one usually ends the job with gloo's TIMEOUT first.
     """
     command = [*(launcher or (sys.executable,)), PADDLE_CHILD, *args]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"the job hung: still running after {timeout} s\n{err[-3000:]}")
+    done = run_job(command, timeout)
+    out, err = done.stdout, done.stderr
     gloo_gave_up = "TIMEOUT" in err or "Application timeout" in err  # gloo's words, on the waiting ranks
     hung = "the job hung: a rank waited in a collective until gloo's timeout\n" if gloo_gave_up else ""
-    assert proc.returncode == 0, hung + out[-3000:] + err[-3000:]
+    assert done.returncode == 0, hung + out[-3000:] + err[-3000:]
     assert "check at step" not in err, err[-3000:]  # no check failed
 
 

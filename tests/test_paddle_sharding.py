@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _jobs import run_job
 from conftest import read_metrics
 
 TESTS = Path(__file__).parent
@@ -21,20 +21,7 @@ FLEET_INIT_FAILED = "_create_hcg"
 
 
 def _job(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.Popen(
-        [sys.executable, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"the job hung: still running after {timeout} s\n{err[-3000:]}")
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+    return run_job([sys.executable, *args], timeout)
 
 
 def _sharded_job(mode: str, out: Path, ranks: int) -> list[dict]:

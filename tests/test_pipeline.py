@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _jobs import run_job
 from _servers import _free_port
 from conftest import read_metrics
 
@@ -23,21 +23,14 @@ CHILD = str(Path(__file__).with_name("_pipeline_child.py"))
 
 def _job(launcher: list[str], mode: str, out: Path, timeout: float = 120) -> str:
     """Runs ``_pipeline_child.py mode out`` under ``launcher``; a hung job is killed with its ranks."""
-    proc = subprocess.Popen(
+    done = run_job(
         [*launcher, CHILD, mode, str(out)],
-        stdout=subprocess.PIPE,
+        timeout,
         stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        pytest.fail(f"the job hung: still running after {timeout} s\n{output[-3000:]}")
-    assert proc.returncode == 0, output[-3000:]
+    output = done.stdout
+    assert done.returncode == 0, output[-3000:]
     assert "check at step" not in output, output[-3000:]  # no check failed
     return output
 

@@ -230,7 +230,7 @@ def watcher_of(case: Case, threads: int, host_paths: bool = True, batched: bool 
     import dualwatch
 
     watcher = dualwatch.Watcher(case.model, every=1, logdir=None, console=False)
-    watcher._reducer._fused.threads = threads
+    watcher._reducer._fused.workers.threads = threads
     watcher._reducer.host_paths = host_paths
     watcher._reducer.batched = batched
     return watcher
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        default=FusedReducer().threads,
+        default=FusedReducer().workers.threads,
         help="threads for torch, paddle and dualwatch's host kernel alike (default: the kernel's own, "
         "%(default)s here); 1 steadies timings on a shared machine",
     )

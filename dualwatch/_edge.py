@@ -38,18 +38,17 @@ The few operations torch and paddle spell differently come from the images' fram
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 from dualwatch import _log
+from dualwatch._threads import Workers
 from dualwatch.backends import Framework, framework_of, frameworks
 
 try:
@@ -448,8 +447,9 @@ class EdgeMapGenerator:
         # off-edge value at 0 and edge value at 255: Canny's uint8 {0, 255} maps to the range exactly
         self._levels = np.full(256, self.map_range[0], np.float32)
         self._levels[255] = self.map_range[1]
-        self.threads = int(threads) if threads else max(1, min(8, (os.cpu_count() or 1) // 2))
-        self._pool: ThreadPoolExecutor | None = None
+        self._workers = Workers(
+            int(threads) if threads else max(1, min(8, (os.cpu_count() or 1) // 2)), "dualwatch-edge"
+        )
 
     def __call__(self, images: Any) -> Any:
         fw = _check_images(images, "images")
@@ -526,40 +526,27 @@ class EdgeMapGenerator:
             np.copyto(target, flags, casting="unsafe")
 
     def _map(self, work: Callable[[int], None], n: int) -> None:
-        """Runs ``work(i)`` for each image, on this thread and ``threads - 1`` pool threads, with
-        OpenCV's own threads off meanwhile.
+        """Runs ``work(i)`` for each image, on this thread and ``threads - 1`` pool threads
+        (:class:`~dualwatch._threads.Workers`), with OpenCV's own threads off meanwhile.
 
-        Each thread takes the next image from a shared counter until none is left: one task per
-        thread rather than one future per image, and this thread works too instead of waiting,
-        while images of uneven cost still spread evenly. OpenCV's per-call threads and ours would
-        compete for the same cores (measured: ~30% slower than either alone), so its setting is
-        lowered to 1 for the call and restored.
+        OpenCV's per-call threads and ours would compete for the same cores (measured: ~30%
+        slower than either alone), so its setting is lowered to 1 for the call and restored.
         """
-        cv2 = _cv2()
-        threads = min(self.threads, n)
-        if threads == 1:
-            for i in range(n):
-                work(i)
+        if min(self.threads, n) == 1:
+            self._workers.run(work, n)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="dualwatch-edge")
-        images = itertools.count()  # next() hands each index to one thread (it holds the GIL)
-
-        def take() -> None:
-            while (i := next(images)) < n:
-                work(i)
-
+        cv2 = _cv2()
         before = cv2.getNumThreads()
         cv2.setNumThreads(1)
         try:
-            helpers = [self._pool.submit(take) for _ in range(threads - 1)]
-            try:
-                take()
-            finally:
-                for helper in helpers:
-                    helper.result()  # waits, and re-raises an image's error here
+            self._workers.run(work, n)
         finally:
             cv2.setNumThreads(before)
+
+    @property
+    def threads(self) -> int:
+        """Images processed at once on the host."""
+        return self._workers.threads
 
 
 def _nan_message(index: int | None) -> str:

@@ -16,10 +16,11 @@ fourteen passes per weight/gradient pair, three times the memory floor.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
+
+from dualwatch._threads import Workers
 
 try:
     from dualwatch import _hoststats
@@ -66,21 +67,19 @@ class HostBatch:
 class FusedReducer:
     """Large host tensors through the one-pass C kernel, in chunks spread over a few threads.
 
-    The kernel releases the GIL, so threads reduce chunks at once; chunks keep the
-    work balanced when one tensor is much larger than the others. Each thread takes one
-    contiguous share of the chunks and the calling thread the first share: one hand-off per
-    extra thread, since a hand-off per chunk (about 25 us to wake a pool thread) cost a
-    100-tensor check 2.5 ms, a quarter of its memory floor. Each chunk comes back
+    The kernel releases the GIL, so threads reduce chunks at once (:class:`~dualwatch._threads.Workers`,
+    the calling thread among them); chunks keep the work balanced when one tensor is much larger
+    than the others. Each chunk comes back
     as its sum and centred sum of squares (``M2``) in float64, and chunks combine with
     Chan's formula, as shards do (:func:`dualwatch._table.combine_shards`): no sum of
     squares around a far-away value is ever subtracted, so no data loses precision.
     """
 
     def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads or min(
-            8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
+        self.workers = Workers(
+            threads or min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2),
+            "dualwatch",
         )
-        self._pool: ThreadPoolExecutor | None = None
 
     def stats(
         self, arrays: Sequence[np.ndarray], prevs: Sequence[np.ndarray | None]
@@ -96,29 +95,16 @@ class FusedReducer:
             for k, (a, prev) in enumerate(zip(arrays, prevs))
             for lo in range(0, a.size, CHUNK)
         ]
-        shares = _shares([c[1].size for c in chunks], self.threads)
-        if len(shares) > 1 and self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="dualwatch")
-        later = [self._pool.submit(_reduce_chunks, chunks[lo:hi]) for lo, hi in shares[1:]]
-        lo, hi = shares[0]
-        parts = np.array(_reduce_chunks(chunks[lo:hi]) + [r for f in later for r in f.result()])
+        parts = np.empty((len(chunks), 7))
+
+        def reduce(i: int) -> None:
+            _, x, prev = chunks[i]
+            parts[i] = _hoststats.reduce(x, prev)
+
+        self.workers.run(reduce, len(chunks))
         owner = np.array([c[0] for c in chunks])
         part_n = np.array([c[1].size for c in chunks], dtype=np.float64)
         return combine_parts(parts, owner, part_n, len(arrays))
-
-
-def _reduce_chunks(chunks: Sequence[tuple[int, np.ndarray, np.ndarray | None]]) -> list[tuple]:
-    return [_hoststats.reduce(x, prev) for _, x, prev in chunks]
-
-
-def _shares(sizes: Sequence[int], threads: int) -> list[tuple[int, int]]:
-    """Up to ``threads`` contiguous ``(start, stop)`` ranges of ``sizes``, of about equal sums."""
-    if not sizes:
-        return [(0, 0)]
-    bounds = np.cumsum(sizes)
-    cuts = np.searchsorted(bounds, bounds[-1] * np.arange(1, threads) / threads, side="right")
-    edges = np.unique(np.concatenate(([0], np.minimum(cuts, len(sizes)), [len(sizes)])))
-    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
 def combine_parts(parts: np.ndarray, owner: np.ndarray, part_n: np.ndarray, k: int) -> dict[str, np.ndarray]:

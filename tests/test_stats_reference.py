@@ -251,7 +251,9 @@ def test_std_is_the_frameworks_own_default_std(framework: str, path) -> None:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_the_kernel_counts_nan_and_inf_apart_in_every_block_and_chunk_share(dtype: str) -> None:
+def test_the_kernel_counts_nan_and_inf_apart_in_every_block_and_chunk_on_one_thread_or_two(
+    dtype: str,
+) -> None:
     """NaNs are counted by a second look at a block holding a non-finite value: a block with only
     Inf, one with only NaN, one with both, and the tail all count right, on one thread or two."""
     x = np.arange(3 * host.CHUNK + 777, dtype=dtype)

@@ -226,7 +226,7 @@ class Watcher:
         self._warned_zero: set[str] = set()
         self._epoch_started = time.perf_counter()
         self._warned_hooked = False
-        self._unhook = self.backend.hook_optimizer_step(self._check_before_step)
+        self._unhook = self.backend.hook_optimizer_step(self._check_if_due)
 
     @property
     def health(self) -> Health | None:
@@ -245,9 +245,7 @@ class Watcher:
                     UserWarning,
                 )
             return {}
-        if step % self.every:
-            return {}
-        return self.check(step)
+        return self._check_if_due(step)
 
     def _settle(self) -> None:
         """At the first check, the backend again: an engine set up after this Watcher (DeepSpeed
@@ -258,10 +256,10 @@ class Watcher:
         if type(backend) is not type(self.backend):
             self.backend, self._reducer = backend, Reducer(backend)
 
-    def _check_before_step(self, step: int) -> None:
-        """What an engine's optimizer step runs first (see :meth:`Backend.hook_optimizer_step`)."""
-        if step % self.every == 0:
-            self.check(step)
+    def _check_if_due(self, step: int) -> dict[str, float]:
+        """A check on every ``every``-th step (``{}`` on the others): what :meth:`step` does, and what
+        an engine's optimizer step runs first (see :meth:`Backend.hook_optimizer_step`)."""
+        return {} if step % self.every else self.check(step)
 
     def check(self, step: int) -> dict[str, float]:
         """Check now, whatever the step; a failure warns and returns ``{}``."""
